@@ -1,0 +1,20 @@
+"""vlrnn: exact backpropagation through time over very long, variable-length sequences.
+
+``vlrnn.block_backward(model, loss_fn, x, target)`` replaces ``loss.backward()`` for a
+recurrent model: the same gradient as plain BPTT, in memory of one block of time steps
+plus the recurrent state at each block boundary.
+"""
+from .blocks import TimeBlock, split_packed
+from .bptt import BlockLossOutput, block_backward, block_loss, full_backward, full_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockLossOutput",
+    "TimeBlock",
+    "block_backward",
+    "block_loss",
+    "full_backward",
+    "full_loss",
+    "split_packed",
+]

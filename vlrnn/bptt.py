@@ -1,0 +1,240 @@
+"""Public entry points: ``block_loss``, ``block_backward`` and the plain-BPTT reference.
+
+``block_loss`` replaces the forward pass of a recurrent model plus its loss;
+``out.loss.backward()`` then runs the reverse block pass. ``full_loss`` and
+``full_backward`` compute the same loss with ordinary autograd (plain BPTT): the oracle
+the engine is tested against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import state as st
+from .blocks import check_block_len
+from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_loss,
+                     graph_leaves, next_node_number)
+from .layout import Layout
+from .loss import LossFn, block_loss_value, check_reduction
+from .rng import cuda_devices
+
+Batch = Union[torch.Tensor, PackedSequence]
+
+
+@dataclass
+class BlockLossOutput:
+    """Result of :func:`block_loss` (and of the other entry points).
+
+    Attributes:
+        loss: scalar loss, differentiable (detached after ``*_backward``).
+        state: each sequence's state at its own last step, in the model's state format
+            and the caller's batch order; differentiable.
+        n_blocks: number of time blocks the batch was cut into.
+    """
+
+    loss: torch.Tensor
+    state: Any
+    n_blocks: int
+
+
+class _Call:
+    """Arguments of one call, checked and normalised."""
+
+    def __init__(self, model, loss_fn, x, target, block_len, state, reduction,
+                 batch_first, state_batch_dim):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module (or callable) called as "
+                            f"model(x, state) -> (y, new_state), got {type(model).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(output_rows, target_rows) "
+                            f"or None, got {type(loss_fn).__name__}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.reduction = check_reduction(reduction)
+        self.layout = Layout(x, target, _batch_first(model, batch_first, x))
+        self.x = x
+        self.blocks = None if block_len is None else self.layout.blocks(check_block_len(block_len))
+        if state_batch_dim is None:
+            state_batch_dim = st.default_batch_dim(model) if isinstance(model, nn.Module) else 0
+        self.batch_dim = int(state_batch_dim)
+        self.state = state
+        self.state0: Optional[List[torch.Tensor]] = None
+        self.spec0 = None
+        if state is not None:
+            leaves, self.spec0 = st.flatten(state)
+            st.check_batch(leaves, self.batch_dim, self.layout.n_batch, "initial state")
+            self.state0 = [self.layout.to_sorted(t, self.batch_dim) for t in leaves]
+
+    def runner(self) -> BlockRunner:
+        lay = self.layout
+        r = BlockRunner(self.model, self.loss_fn, lay, self.blocks, self.reduction,
+                        self.batch_dim, cuda_devices(lay.x_data, lay.y_data))
+        r.spec0 = self.spec0
+        if self.state0 is not None:
+            r.boundary[0] = [t.detach() for t in self.state0]
+        return r
+
+    def modules_params(self) -> List[torch.Tensor]:
+        params = []
+        for obj in (self.model, self.loss_fn):
+            if isinstance(obj, nn.Module):
+                params.extend(p for p in obj.parameters() if p.requires_grad)
+        return params
+
+    def output(self, loss, final_sorted: List[torch.Tensor], spec) -> BlockLossOutput:
+        final = [self.layout.to_input(t, self.batch_dim) for t in final_sorted]
+        return BlockLossOutput(loss, st.unflatten(final, spec), len(self.blocks or [None]))
+
+
+def _batch_first(model, batch_first: Optional[bool], x) -> bool:
+    inner = getattr(model, "module", model)
+    attr = getattr(inner, "batch_first", None)
+    if batch_first is None:
+        return bool(attr) if isinstance(attr, bool) else False
+    if isinstance(attr, bool) and attr != bool(batch_first) and not isinstance(x, PackedSequence):
+        raise ValueError(f"batch_first={batch_first} but the model was built with "
+                         f"batch_first={attr}; leave batch_first=None to follow the model")
+    return bool(batch_first)
+
+
+def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
+               block_len: int = 256, state: Any = None, reduction: str = "mean",
+               batch_first: Optional[bool] = None,
+               state_batch_dim: Optional[int] = None) -> BlockLossOutput:
+    """Loss of a recurrent model over a long batch, whose backward is the exact BPTT
+    gradient computed block by block in memory that does not grow with the length.
+
+    Args:
+        model: called as ``model(x_block, state) -> (y_block, new_state)`` once per block
+            (``nn.LSTM``/``nn.GRU``/``nn.RNN`` work as they are).
+        loss_fn: ``loss_fn(output_rows, target_rows) -> (R, ...)`` per-row losses
+            (trailing dims summed), e.g. ``nn.MSELoss(reduction="none")``; ``None`` for no
+            per-step loss.
+        x: ``PackedSequence`` (sorted or ``enforce_sorted=False``) or dense ``(T, B, ...)``
+            (``(B, T, ...)`` when batch-first).
+        target: same layout and lengths as ``x``, or ``None``.
+        block_len: time steps per block.
+        state: initial state in the model's format and the caller's batch order;
+            ``None`` lets the model start from zeros.
+        reduction: ``"sum"``, ``"mean"`` (over valid rows) or ``"seq_mean"`` (mean over
+            sequences of each sequence's mean row loss).
+        batch_first: dense ``x`` is ``(B, T, ...)``; ``None`` follows ``model.batch_first``.
+        state_batch_dim: batch dim of the state tensors; default 1 for ``nn.RNNBase``,
+            else ``model.state_batch_dim``, else 0.
+
+    Returns:
+        :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
+        (each sequence's state at its own last step, caller's batch order).
+    """
+    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
+                 state_batch_dim)
+    lay = call.layout
+    runner = call.runner()
+    n = len(call.blocks)
+    if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
+        total = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, None)
+        return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
+
+    # Block 0 runs with a graph first: its graph names every tensor that needs a
+    # gradient (parameters, and tensors a lambda loss_fn captured), which become the
+    # Function's explicit inputs.
+    x_grad = lay.x_data.requires_grad
+    y_grad = lay.y_data is not None and lay.y_data.requires_grad
+    state_grad = any(t.requires_grad for t in call.state0 or [])
+    mark = next_node_number()
+    snap = runner.snapshot()
+    first = runner.run_with_graph(0, lay.x_data, lay.y_data, x_grad, y_grad, state_grad)
+    runner.keep_rng(0, snap)
+    runner.advance(0, first.state_out)
+    found, shared = graph_leaves([first.loss, *first.state_out], first.leaf_ids(), since=mark)
+    params = _unique(call.modules_params() + found)
+    if not (params or x_grad or y_grad or state_grad):  # nothing to differentiate
+        total = runner.run_no_grad(lay.x_data, lay.y_data, 1, n,
+                                   None if first.loss is None else first.loss.detach())
+        return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
+    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, retain=shared)
+    del first  # with more than one block its graph is not needed again
+    state0 = call.state0 or []
+    outs = _BlockBPTT.apply(engine, lay.x_data, lay.y_data, len(state0), *state0, *params)
+    return call.output(outs[0], list(outs[1:]), runner.spec)
+
+
+def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
+                   **options) -> BlockLossOutput:
+    """``block_loss(...)`` followed by ``.loss.backward()``; returns the output with the
+    loss detached. Parameter gradients accumulate into ``.grad`` as with
+    ``loss.backward()``."""
+    out = block_loss(model, loss_fn, x, target, **options)
+    if out.loss.requires_grad:
+        out.loss.backward()
+    out.loss = out.loss.detach()
+    return out
+
+
+def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
+              block_len: Optional[int] = None, state: Any = None, reduction: str = "mean",
+              batch_first: Optional[bool] = None,
+              state_batch_dim: Optional[int] = None) -> BlockLossOutput:
+    """The same loss as :func:`block_loss` with plain autograd (the whole graph is kept).
+
+    With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
+    caller's order). With ``block_len`` it is called block by block exactly as the engine
+    calls it (same shapes, same random draws), chaining the states in the graph.
+    """
+    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
+                 state_batch_dim)
+    if block_len is not None:
+        return _full_blockwise(call)
+    lay = call.layout
+    whole = lay.whole()
+    out = model(x, state)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError("model must return a pair (y, new_state) as nn.LSTM does")
+    y, new_state = out
+    loss = None
+    if loss_fn is not None:
+        tgt = None if lay.y_data is None else lay.rows(lay.part(lay.y_data, whole), whole)
+        loss = block_loss_value(loss_fn, lay.output_rows(y, whole), tgt, lay, whole,
+                                call.reduction)
+    loss = loss if loss is not None else finish_loss(None, lay.x_data)
+    return BlockLossOutput(loss, new_state, 1)
+
+
+def _full_blockwise(call: _Call) -> BlockLossOutput:
+    lay = call.layout
+    runner = call.runner()
+    state, total, enders = call.state0, None, []
+    d = call.batch_dim
+    for k, blk in enumerate(call.blocks):
+        y_part = None if lay.y_data is None else lay.part(lay.y_data, blk)
+        loss, out = runner.run(k, lay.part(lay.x_data, blk), y_part, state)
+        if loss is not None:
+            total = loss if total is None else total + loss
+        enders.append([t.narrow(d, blk.n_out, blk.n_in - blk.n_out) for t in out]
+                      if blk.n_out < blk.n_in else None)
+        state = [t.narrow(d, 0, blk.n_out) for t in out]
+    return call.output(finish_loss(total, lay.x_data), assemble_final(enders, d), runner.spec)
+
+
+def full_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
+                  **options) -> BlockLossOutput:
+    """Plain BPTT: :func:`full_loss` then ``.loss.backward()``; the reference the engine
+    must match. Returns the output with the loss detached."""
+    out = full_loss(model, loss_fn, x, target, **options)
+    if out.loss.requires_grad:
+        out.loss.backward()
+    out.loss = out.loss.detach()
+    return out
+
+
+def _unique(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+    seen, out = set(), []
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out

@@ -1,0 +1,1 @@
+"""Ragged pandas frames in, PackedSequence batches out."""

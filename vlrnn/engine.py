@@ -1,0 +1,404 @@
+"""The block engine: exact BPTT gradient in memory of one block plus boundary states.
+
+Forward (no graph kept): walk the blocks first to last, keep the recurrent state entering
+each block (the boundary cache) and the random-number state at each block start. Only
+the last block is run with a graph, and that graph is kept.
+
+Backward (inside :class:`_BlockBPTT`): blocks last to first. Re-run the block from its
+cached boundary with the same random draws, then one ``torch.autograd.grad`` seeded with
+the block's loss and dL/d(state leaving the block); it yields dL/d(state entering the
+block), which seeds the previous block, and the block's share of every parameter's
+gradient. The shares are summed and returned as the Function's input gradients, so each
+``.grad`` is written once per backward, as ``loss.backward()`` would.
+
+Everything inside works in the packed batch's sorted order; the caller's order is
+restored outside the Function with ordinary (differentiable) ``index_select``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import state as st
+from .blocks import TimeBlock
+from .layout import Layout
+from .loss import LossFn, block_loss_value
+from .rng import RngSnapshot, preserved
+
+
+class _BlockGraph:
+    """One block run with a graph: its fresh input leaves and its outputs."""
+
+    __slots__ = ("x_leaf", "y_leaf", "state_in", "loss", "state_out")
+
+    def __init__(self, x_leaf, y_leaf, state_in, loss, state_out):
+        self.x_leaf = x_leaf
+        self.y_leaf = y_leaf
+        self.state_in: List[torch.Tensor] = state_in
+        self.loss: Optional[torch.Tensor] = loss
+        self.state_out: List[torch.Tensor] = state_out
+
+    def leaf_ids(self) -> set:
+        return {id(t) for t in [self.x_leaf, self.y_leaf, *self.state_in] if t is not None}
+
+
+class BlockRunner:
+    """Runs one call's model and loss block by block; holds the boundary cache.
+
+    ``boundary[k]`` is the flat state entering block ``k`` (detached, ``n_in`` rows,
+    sorted order), ``None`` for block 0 without an initial state (the model starts from
+    its own zeros). ``enders[k]`` holds rows ``[n_out, n_in)`` of the state leaving block
+    ``k``: the final states of the sequences that end in it.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
+                 blocks: List[TimeBlock], reduction: str, batch_dim: int,
+                 devices: List[int]):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.layout = layout
+        self.blocks = blocks
+        self.reduction = reduction
+        self.batch_dim = batch_dim
+        self.devices = devices
+        self.spec = None  # structure of the model's state, learnt from its first answer
+        self.spec0 = None  # structure of the caller's initial state
+        k = len(blocks)
+        self.boundary: List[Optional[List[torch.Tensor]]] = [None] * k
+        self.rng: List[Optional[RngSnapshot]] = [None] * k
+        self.enders: List[Optional[List[torch.Tensor]]] = [None] * k
+        self.autocast = _autocast_state()
+
+    # -- one block -------------------------------------------------------------------------
+    def run(self, k: int, x_part: torch.Tensor, y_part: Optional[torch.Tensor],
+            state_in: Optional[List[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+        """Model and loss on block ``k``: (block loss or ``None``, flat state leaving it)."""
+        blk = self.blocks[k]
+        lay = self.layout
+        spec = self.spec0 if k == 0 else self.spec
+        state = None if state_in is None else st.unflatten(state_in, spec)
+        out = self.model(lay.model_input(x_part, blk), state)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError("model must return a pair (y, new_state) as nn.LSTM does, got "
+                            + (f"a {type(out).__name__} of length {len(out)}"
+                               if isinstance(out, (tuple, list)) else type(out).__name__))
+        y, new_state = out
+        try:
+            leaves, spec = st.flatten(new_state)
+        except TypeError as err:
+            raise TypeError(f"model returned an invalid new_state: {err}") from None
+        if self.spec is None:
+            self.spec = spec
+        st.check_batch(leaves, self.batch_dim, blk.n_in,
+                       f"state returned by the model for steps {blk.start}:{blk.stop}")
+        loss = None
+        if self.loss_fn is not None:
+            rows = lay.output_rows(y, blk)
+            tgt = None if y_part is None else lay.rows(y_part, blk)
+            loss = block_loss_value(self.loss_fn, rows, tgt, lay, blk, self.reduction)
+        return loss, leaves
+
+    def run_with_graph(self, k: int, x_data: torch.Tensor, y_data: Optional[torch.Tensor],
+                       x_grad: bool, y_grad: bool, state_grad: bool) -> _BlockGraph:
+        """Block ``k`` from its cached boundary, with a graph on fresh leaves."""
+        blk, lay = self.blocks[k], self.layout
+        x_leaf = lay.part(x_data, blk).detach().requires_grad_(x_grad)
+        y_leaf = None
+        if y_data is not None:
+            y_leaf = lay.part(y_data, blk).detach().requires_grad_(y_grad)
+        state_in = self.boundary[k]
+        leaves = None if state_in is None else st.detach_all(state_in, requires_grad=state_grad)
+        with torch.enable_grad(), _autocast(self.autocast):
+            loss, out = self.run(k, x_leaf, y_leaf, leaves)
+        return _BlockGraph(x_leaf, y_leaf, leaves or [], loss, out)
+
+    def advance(self, k: int, state_out: Sequence[torch.Tensor]) -> None:
+        """Record what block ``k`` leaves behind: its enders and the next boundary."""
+        blk = self.blocks[k]
+        d = self.batch_dim
+        if blk.n_out < blk.n_in:
+            self.enders[k] = [t.detach().narrow(d, blk.n_out, blk.n_in - blk.n_out).clone()
+                              for t in state_out]
+        if k + 1 < len(self.blocks):
+            # clone: the state may be a view into the block's activations
+            self.boundary[k + 1] = [t.detach().narrow(d, 0, blk.n_out).clone()
+                                    for t in state_out]
+
+    def final_state(self) -> List[torch.Tensor]:
+        """Each sequence's state at its own last step, flat, sorted order."""
+        return assemble_final(self.enders, self.batch_dim)
+
+    def run_no_grad(self, x_data, y_data, first: int, stop: int, loss_sum):
+        """Blocks ``[first, stop)`` with no graph, from their boundaries; returns the
+        running loss sum (detached)."""
+        lay = self.layout
+        with torch.no_grad(), _autocast(self.autocast):
+            for k in range(first, stop):
+                blk = self.blocks[k]
+                snap = self.snapshot()
+                loss, out = self.run(k, lay.part(x_data, blk),
+                                     None if y_data is None else lay.part(y_data, blk),
+                                     self.boundary[k])
+                self.keep_rng(k, snap)
+                loss_sum = add_loss(loss_sum, loss)
+                self.advance(k, out)
+        return loss_sum
+
+    def snapshot(self) -> RngSnapshot:
+        return RngSnapshot(self.devices)
+
+    def keep_rng(self, k: int, snap: RngSnapshot) -> None:
+        # blocks that drew no random numbers need no replay
+        self.rng[k] = None if snap.unchanged() else snap
+
+
+class _BlockBPTT(torch.autograd.Function):
+    """Loss and final state of a whole batch; gradient by the reverse block pass.
+
+    Inputs: ``(engine, x_data, y_data, n_state, *state0, *params)``; outputs
+    ``(loss, *final_state)``. ``engine`` (a :class:`_Engine`) has already run block 0.
+    """
+
+    @staticmethod
+    def forward(ctx, engine, x_data, y_data, n_state, *tensors):
+        ctx.set_materialize_grads(False)
+        ctx.engine = engine
+        loss, final = engine.forward_rest()
+        return (loss, *final)
+
+    @staticmethod
+    def backward(ctx, grad_loss, *grad_final):
+        engine = ctx.engine
+        gx, gy, gstate, gparams = engine.backward(grad_loss, list(grad_final), ctx.needs_input_grad)
+        return (None, gx, gy, None, *gstate, *gparams)
+
+
+class _Engine:
+    """What the backward of one ``block_loss`` call needs besides the runner: the
+    streamed inputs, the parameters, and the kept graph of the last block."""
+
+    def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
+                 first: _BlockGraph, retain: bool):
+        self.runner = runner
+        self.retain = retain
+        self.x_data = x_data
+        self.y_data = y_data
+        self.params = params
+        self.x_grad = x_data.requires_grad
+        self.y_grad = y_data is not None and y_data.requires_grad
+        self.kept: Optional[_BlockGraph] = first if len(runner.blocks) == 1 else None
+        self.loss_sum = add_loss(None, first.loss)
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward_rest(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Blocks 1.. (block 0 ran before the Function was applied); the last one keeps
+        its graph. Returns the detached loss and final state (sorted order)."""
+        r = self.runner
+        n = len(r.blocks)
+        self.loss_sum = r.run_no_grad(self.x_data, self.y_data, 1, n - 1, self.loss_sum)
+        if n > 1:  # the backward starts with the last block: keep its graph
+            snap = r.snapshot()
+            self.kept = r.run_with_graph(n - 1, self.x_data, self.y_data, self.x_grad,
+                                         self.y_grad, state_grad=True)
+            r.keep_rng(n - 1, snap)
+            self.loss_sum = add_loss(self.loss_sum, self.kept.loss)
+            r.advance(n - 1, self.kept.state_out)
+        return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(self, grad_loss, grad_final: List[Optional[torch.Tensor]], needs):
+        r = self.runner
+        d = r.batch_dim
+        n_state = len(r.boundary[0] or [])
+        want_x, want_y = needs[1], needs[2]
+        want_state0 = list(needs[4:4 + n_state])
+        gx = torch.zeros_like(self.x_data) if want_x else None
+        gy = torch.zeros_like(self.y_data) if want_y else None
+        gparams: List[Optional[torch.Tensor]] = [None] * len(self.params)
+        g_next: Optional[List[Optional[torch.Tensor]]] = None  # dL/d(state entering k+1)
+        gstate0: List[Optional[torch.Tensor]] = [None] * n_state
+        with preserved(r.devices):
+            for k in range(len(r.blocks) - 1, -1, -1):
+                blk = r.blocks[k]
+                g_out = _seed_state(g_next, grad_final, blk, d)
+                if grad_loss is None and g_out is None:
+                    g_next = None  # nothing reaches this block or any earlier one
+                    continue
+                graph = self._graph(k, want_x, want_y, any(want_state0))
+                outs, seeds = [], []
+                if graph.loss is not None and grad_loss is not None and graph.loss.requires_grad:
+                    outs.append(graph.loss)
+                    seeds.append(grad_loss)
+                for t, g in zip(graph.state_out, g_out or []):
+                    if g is not None and t.requires_grad:
+                        outs.append(t)
+                        seeds.append(g)
+                in_mask = [t.requires_grad for t in graph.state_in]
+                state_in = [t for t in graph.state_in if t.requires_grad]
+                ins = ([graph.x_leaf] if want_x else []) + ([graph.y_leaf] if want_y else []) \
+                    + state_in + self.params
+                if not outs or not ins:
+                    g_next = None
+                    continue
+                # retain_graph frees nothing until the block is done, so it costs the
+                # peak of about one more block: only when a graph built outside the call
+                # (a tensor a lambda loss_fn captured, e.g. W = 2 * weight) is shared
+                grads = list(torch.autograd.grad(outs, ins, seeds, allow_unused=True,
+                                                 retain_graph=self.retain))
+                del graph, outs, seeds, ins, state_in  # free this block before the next
+                if want_x:
+                    g = grads.pop(0)
+                    if g is not None:
+                        r.layout.scatter(gx, blk, g)
+                if want_y:
+                    g = grads.pop(0)
+                    if g is not None:
+                        r.layout.scatter(gy, blk, g)
+                n_in = sum(in_mask)
+                g_iter = iter(grads[:n_in])
+                g_in = [next(g_iter) if m else None for m in in_mask]
+                for i, g in enumerate(grads[n_in:]):
+                    if g is not None:
+                        gparams[i] = g if gparams[i] is None else gparams[i] + g
+                if k > 0:
+                    g_next = g_in if any(g is not None for g in g_in) else None
+                elif g_in:
+                    gstate0 = [g if w else None for g, w in zip(g_in, want_state0)]
+        self.kept = None
+        return gx, gy, gstate0, gparams
+
+    def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool) -> _BlockGraph:
+        r = self.runner
+        if self.kept is not None and k == len(r.blocks) - 1:
+            graph, self.kept = self.kept, None  # not recomputed; freed after this block
+            return graph
+        if r.rng[k] is not None:
+            r.rng[k].restore()
+        return r.run_with_graph(k, self.x_data, self.y_data, want_x, want_y,
+                                state_grad=k > 0 or want_state0)
+
+
+def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):
+    """dL/d(state leaving ``blk``): rows ``[0, n_out)`` from the next block, rows
+    ``[n_out, n_in)`` from the final-state gradient (those sequences end here)."""
+    n_end = blk.n_in - blk.n_out
+    fins = [None if (g is None or n_end == 0) else g.narrow(d, blk.n_out, n_end)
+            for g in grad_final]
+    if g_next is None and all(f is None for f in fins):
+        return None
+    nxts = g_next if g_next is not None else [None] * len(fins)
+    out = []
+    for nxt, fin in zip(nxts, fins):
+        if fin is None and (nxt is None or n_end == 0):
+            out.append(nxt)
+        elif nxt is None and blk.n_out == 0:
+            out.append(fin)
+        else:  # both parts exist or one must be padded with zeros
+            if nxt is None:
+                nxt = fin.new_zeros(_with_dim(fin.shape, d, blk.n_out))
+            if fin is None:
+                fin = nxt.new_zeros(_with_dim(nxt.shape, d, n_end))
+            out.append(torch.cat([nxt, fin], d))
+    return out
+
+
+def _with_dim(shape, d: int, size: int) -> List[int]:
+    shape = list(shape)
+    shape[d] = size
+    return shape
+
+
+def add_loss(total: Optional[torch.Tensor], loss: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Running sum of detached block losses (``None`` while there is none)."""
+    if loss is None:
+        return total
+    loss = loss.detach()
+    return loss if total is None else total + loss
+
+
+def finish_loss(total: Optional[torch.Tensor], x_data: torch.Tensor) -> torch.Tensor:
+    """The loss to report: the sum, or 0 when there is no per-step loss."""
+    if total is not None:
+        return total
+    dtype = x_data.dtype if x_data.is_floating_point() else torch.get_default_dtype()
+    return torch.zeros((), dtype=dtype, device=x_data.device)
+
+
+def assemble_final(enders: Sequence[Optional[List[torch.Tensor]]], batch_dim: int) -> List[torch.Tensor]:
+    """Final state, sorted order, from each block's enders: later blocks' enders come
+    first, since sorted order puts the longest sequences first."""
+    pieces = [e for e in reversed(enders) if e is not None]
+    if len(pieces) == 1:
+        return list(pieces[0])
+    return [torch.cat(parts, batch_dim) for parts in zip(*pieces)]
+
+
+# -- autocast replay (recomputed blocks must run under the caller's autocast) --------------
+def _autocast_state() -> List[Tuple[str, bool, torch.dtype]]:
+    out = []
+    for dev in ("cpu", "cuda"):
+        try:
+            enabled = torch.is_autocast_enabled(dev)
+            dtype = torch.get_autocast_dtype(dev)
+        except TypeError:  # torch < 2.4
+            if dev == "cpu":
+                enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+            else:
+                enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        out.append((dev, enabled, dtype))
+    return out
+
+
+@contextlib.contextmanager
+def _autocast(states):
+    with contextlib.ExitStack() as stack:
+        for dev, enabled, dtype in states:
+            if dev == "cuda" and not torch.cuda.is_available():
+                continue
+            stack.enter_context(torch.autocast(dev, dtype=dtype, enabled=enabled))
+        yield
+
+
+def next_node_number() -> int:
+    """Sequence number the next autograd node created on this thread will get."""
+    probe = torch.zeros((), requires_grad=True)
+    with torch.enable_grad():
+        return (probe * 1).grad_fn._sequence_nr() + 1
+
+
+def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
+                 since: int) -> Tuple[List[torch.Tensor], bool]:
+    """Tensors that require grad and have no history (graph leaves) reachable from
+    ``roots``, in a fixed order, skipping ids in ``exclude``; and whether the graph
+    reaches a node created before node number ``since`` (outside the block, e.g. a
+    tensor a lambda ``loss_fn`` captured: its graph is shared by every block)."""
+    found, found_ids, seen = [], set(), set()
+    shared = False
+    stack = []
+    for t in roots:
+        if t is None or not t.requires_grad:
+            continue
+        if t.grad_fn is None:
+            if id(t) not in exclude and id(t) not in found_ids:
+                found.append(t)
+                found_ids.add(id(t))
+        else:
+            stack.append(t.grad_fn)
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)  # AccumulateGrad nodes hold their leaf
+        if var is not None:
+            if id(var) not in exclude and id(var) not in found_ids:
+                found.append(var)
+                found_ids.add(id(var))
+            continue
+        if fn._sequence_nr() < since:
+            shared = True
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return found, shared

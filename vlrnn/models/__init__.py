@@ -1,0 +1,1 @@
+"""Recurrent models that follow vlrnn's ``model(x, state) -> (y, state)`` contract."""
