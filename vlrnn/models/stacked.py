@@ -1,0 +1,287 @@
+"""A stack of recurrent cells that follows vlrnn's ``model(x, state) -> (y, state)`` contract.
+
+:class:`StackedRNN` runs any cell (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell`` or a
+user's cell) over a dense or packed batch, one layer after the other, and returns the
+state of every layer in a form the block engine can carry between calls: a tuple with
+one entry per layer, the batch on dim 0 of every tensor (``state_batch_dim = 0``).
+
+Packed input follows ``nn.LSTM``'s conventions: ``x.data`` is stored in sorted order
+(longest sequence first); the state given and returned is in the caller's (input)
+batch order when ``x.sorted_indices`` is set, in sorted order otherwise; each
+sequence's returned state is its state after its own last step.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+__all__ = ["StackedRNN"]
+
+# A cell's state: one tensor (B, H) or a tuple/list of them, like LSTMCell's (h, c).
+CellState = Union[torch.Tensor, Tuple[torch.Tensor, ...], List[torch.Tensor]]
+CellSpec = Union[str, Callable[[int, int], nn.Module]]
+
+_CELLS = {
+    "lstm": nn.LSTMCell,
+    "gru": nn.GRUCell,
+    "rnn": lambda n_in, n_hid: nn.RNNCell(n_in, n_hid, nonlinearity="tanh"),
+}
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _cell_factory(cell: CellSpec) -> Callable[[int, int], nn.Module]:
+    if isinstance(cell, str):
+        try:
+            return _CELLS[cell.lower()]
+        except KeyError:
+            raise ValueError(f"unknown cell {cell!r}; valid names are "
+                             f"{', '.join(repr(k) for k in _CELLS)}, or pass an nn.Module "
+                             "cell class or a factory called as factory(in_size, hidden_size)"
+                             ) from None
+    if callable(cell):
+        return cell
+    raise ValueError(f"cell must be one of {', '.join(repr(k) for k in _CELLS)}, an nn.Module "
+                     f"cell class or a factory callable, got {type(cell).__name__}")
+
+
+def _leaves(s: CellState) -> List[torch.Tensor]:
+    return [s] if isinstance(s, torch.Tensor) else list(s)
+
+
+def _same_kind(like: CellState, leaves: Sequence[torch.Tensor]) -> CellState:
+    """``leaves`` in the structure of ``like`` (tensor, tuple, list or namedtuple)."""
+    if isinstance(like, torch.Tensor):
+        return leaves[0]
+    if hasattr(like, "_fields"):  # namedtuple: positional constructor
+        return type(like)(*leaves)
+    return type(like)(leaves)
+
+
+def _narrow(s: CellState, n: int) -> CellState:
+    """First ``n`` rows of every tensor of ``s`` (views)."""
+    if isinstance(s, torch.Tensor):
+        return s[:n]
+    return _same_kind(s, [t[:n] for t in s])
+
+
+def _check_cell_state(s: Any, layer: int, n_batch: int, what: str) -> None:
+    leaves = [s] if isinstance(s, torch.Tensor) else s
+    if not isinstance(leaves, (tuple, list)) or not leaves or not all(
+            isinstance(t, torch.Tensor) for t in leaves):
+        raise TypeError(f"{what} of layer {layer} must be a tensor (B, H) or a tuple/list of "
+                        f"such tensors, got {type(s).__name__}")
+    for t in leaves:
+        if t.dim() < 1 or t.shape[0] != n_batch:
+            raise ValueError(f"{what} of layer {layer} has a tensor of shape {tuple(t.shape)}; "
+                             f"expected batch size {n_batch} on dim 0 (state_batch_dim = 0)")
+
+
+class StackedRNN(nn.Module):
+    r"""Multi-layer recurrent network built from a recurrent cell, one cell per layer.
+
+    Called as ``model(x, state) -> (y, new_state)``, like ``nn.LSTM``, so that an engine
+    can run it block by block over time and carry ``new_state`` into the next call.
+    Layer 0 reads the input, layer ``l > 0`` the output of layer ``l - 1`` (with dropout
+    in training mode); ``y`` is the output of the last layer.
+
+    Args:
+        input_size: number of input features ``F``.
+        hidden_size: number of features ``H`` of every layer's output.
+        num_layers: number of stacked cells.
+        cell: ``"lstm"`` (``nn.LSTMCell``), ``"gru"`` (``nn.GRUCell``), ``"rnn"``
+            (``nn.RNNCell``, tanh), or an ``nn.Module`` cell class / factory called as
+            ``cell(in_size, hidden_size)`` per layer (``in_size`` is ``input_size`` for
+            layer 0, ``hidden_size`` above). A cell is called ``cell(x_t, h) -> new_h``
+            with ``x_t`` ``(b, in_size)`` and ``h`` a tensor ``(b, H)`` or a tuple of them;
+            its output is ``new_h[0]`` when ``new_h`` is a tuple/list, else ``new_h``.
+        dropout: probability of zeroing each output element of every layer but the
+            last, in training mode only (as ``nn.LSTM``'s ``dropout``).
+        batch_first: dense input and output are ``(B, T, *)`` instead of ``(T, B, *)``.
+            Packed input is unaffected.
+
+    Inputs: ``x``, ``state``
+        - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
+          ``PackedSequence`` whose ``data`` is ``(N, F)``.
+        - **state** (optional): tuple of ``num_layers`` entries, entry ``l`` the state of
+          layer ``l``: a tensor ``(B, H)`` or a tuple of them (``(h, c)`` for LSTM). The
+          batch is dim 0, in the caller's (input) order; for a ``PackedSequence`` without
+          ``sorted_indices`` that is the packed (sorted) order. ``None`` starts every layer
+          from the cell's ``initial_state(batch_size, device, dtype)`` if it has one, else
+          ``(zeros, zeros)`` for ``nn.LSTMCell``, else zeros ``(B, H)``.
+
+    Outputs: ``y``, ``new_state``
+        - **y**: same form as ``x``: dense ``(T, B, H)`` (``(B, T, H)`` if
+          ``batch_first``), or a ``PackedSequence`` with ``data`` ``(N, H)`` and the same
+          ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices`` as ``x``.
+        - **new_state**: same format and batch order as ``state``; each sequence's state
+          after its own last step (shorter packed sequences stop earlier).
+
+    Attributes:
+        cells: ``nn.ModuleList`` of the ``num_layers`` cells.
+        state_batch_dim: ``0``, where the batch is in every state tensor.
+    """
+
+    state_batch_dim = 0
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 cell: CellSpec = "lstm", dropout: float = 0.0, batch_first: bool = False):
+        super().__init__()
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn("dropout only acts between layers; with num_layers=1 it has no "
+                          "effect", UserWarning, stacklevel=2)
+        self.batch_first = bool(batch_first)
+        factory = _cell_factory(cell)
+        cells = []
+        for layer in range(self.num_layers):
+            c = factory(self.input_size if layer == 0 else self.hidden_size, self.hidden_size)
+            if not isinstance(c, nn.Module):
+                raise TypeError(f"cell factory must return an nn.Module, got "
+                                f"{type(c).__name__} for layer {layer}")
+            cells.append(c)
+        self.cells = nn.ModuleList(cells)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+    def initial_state(self, batch_size: int, device: Optional[torch.device] = None,
+                      dtype: Optional[torch.dtype] = None) -> Tuple[CellState, ...]:
+        """The state used when ``state=None``: one entry per layer, batch on dim 0."""
+        return tuple(self._cell_initial(c, batch_size, device, dtype) for c in self.cells)
+
+    def _cell_initial(self, cell: nn.Module, n: int, device, dtype) -> CellState:
+        if hasattr(cell, "initial_state"):
+            return cell.initial_state(n, device, dtype)
+        z = torch.zeros(n, self.hidden_size, device=device, dtype=dtype)
+        if isinstance(cell, nn.LSTMCell):
+            return (z, torch.zeros_like(z))
+        return z
+
+    def forward(self, x: Union[torch.Tensor, PackedSequence],
+                state: Optional[Sequence[CellState]] = None
+                ) -> Tuple[Union[torch.Tensor, PackedSequence], Tuple[CellState, ...]]:
+        """Run all layers over ``x`` from ``state``; see the class docstring for shapes."""
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            data = x.data
+            if data.dim() != 2:
+                raise ValueError(f"PackedSequence data must be (N, F), got shape {tuple(data.shape)}")
+            # batch_sizes is a CPU tensor; one conversion, then plain ints in the loop
+            sizes: List[int] = x.batch_sizes.tolist()
+            n_batch = sizes[0]
+            n_feat = data.shape[1]
+        else:
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"x must be a tensor or a PackedSequence, got {type(x).__name__}")
+            if x.dim() != 3:
+                layout = "(B, T, F)" if self.batch_first else "(T, B, F)"
+                raise ValueError(f"dense input must be 3-D {layout}, got shape {tuple(x.shape)}")
+            data = x.transpose(0, 1) if self.batch_first else x  # time-major view
+            n_batch = data.shape[1]
+            n_feat = data.shape[2]
+        if n_feat != self.input_size:
+            raise ValueError(f"input feature size mismatch: expected input_size="
+                             f"{self.input_size}, got {n_feat} features (input shape "
+                             f"{tuple(data.shape)})")
+
+        if state is None:
+            states = list(self.initial_state(n_batch, data.device, data.dtype))
+        else:
+            if not isinstance(state, (tuple, list)) or len(state) != self.num_layers:
+                got = (f"{type(state).__name__} of length {len(state)}"
+                       if isinstance(state, (tuple, list)) else type(state).__name__)
+                raise ValueError(f"state must be a tuple with one entry per layer "
+                                 f"({self.num_layers}), got {got}")
+            for layer, s in enumerate(state):
+                _check_cell_state(s, layer, n_batch, "state")
+            states = list(state)
+            if packed and x.sorted_indices is not None:
+                # the caller's state is in input order; the packed rows are sorted
+                idx = x.sorted_indices
+                states = [_same_kind(s, [t.index_select(0, idx) for t in _leaves(s)])
+                          for s in states]
+
+        if packed:
+            steps: Sequence[torch.Tensor] = data.split(sizes)  # views, one per time step
+        else:
+            sizes = [n_batch] * data.shape[0]
+            steps = data.unbind(0)
+
+        finals = []
+        last = self.num_layers - 1
+        for layer, cell in enumerate(self.cells):
+            outs, final = self._run_layer(cell, steps, sizes, states[layer])
+            finals.append(final)
+            if layer < last:
+                if self.training and self.dropout > 0 and outs:
+                    # one dropout call over the whole layer output, like nn.LSTM
+                    joined = torch.cat(outs) if packed else torch.stack(outs)
+                    joined = F.dropout(joined, self.dropout, True)
+                    steps = joined.split(sizes) if packed else joined.unbind(0)
+                else:
+                    steps = outs
+
+        if packed:
+            y = PackedSequence(torch.cat(outs), x.batch_sizes, x.sorted_indices,
+                               x.unsorted_indices)
+            if x.unsorted_indices is not None:
+                idx = x.unsorted_indices
+                finals = [_same_kind(s, [t.index_select(0, idx) for t in _leaves(s)])
+                          for s in finals]
+        else:
+            if outs:
+                y = torch.stack(outs)
+            else:  # zero time steps: empty output, state unchanged
+                y = data.new_zeros((0, n_batch, self.hidden_size))
+            if self.batch_first:
+                y = y.transpose(0, 1)
+        return y, tuple(finals)
+
+    @staticmethod
+    def _run_layer(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
+                   h: CellState) -> Tuple[List[torch.Tensor], CellState]:
+        """One layer over all steps.
+
+        ``steps[t]`` is ``(sizes[t], in_size)``, sorted order; ``sizes`` never grows, so the
+        sequences running at ``t`` are a prefix of the batch. Returns the outputs per step
+        and the final state, ``(sizes[0], H)`` rows, each row frozen at its sequence's end.
+        """
+        outs: List[torch.Tensor] = []
+        ended: List[List[torch.Tensor]] = []  # rows set aside when their sequences ended
+        cur = sizes[0] if sizes else 0
+        for x_t, n in zip(steps, sizes):
+            if n < cur:
+                # rows n:cur finished at the previous step: keep them (views), run on the rest
+                ended.append([t[n:cur] for t in _leaves(h)])
+                h = _narrow(h, n)
+                cur = n
+            h = cell(x_t, h)
+            outs.append(h[0] if isinstance(h, (tuple, list)) else h)
+        if ended:
+            # later enders are earlier rows: reverse to restore sorted order
+            pieces = [_leaves(h)] + ended[::-1]
+            h = _same_kind(h, [torch.cat(ts) for ts in zip(*pieces)])
+        return outs, h
