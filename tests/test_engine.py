@@ -313,3 +313,44 @@ def test_split_packed_fields():
         assert b.x.sorted_indices is None
         assert torch.equal(x.data[b.rows], b.x.data)
         assert torch.equal(b.x.batch_sizes, x.batch_sizes[b.start:b.stop])
+
+
+# -- StackedRNN and a user's own cell ----------------------------------------------------
+class ElmanCell(nn.Module):
+    """A user's cell: h' = tanh(W x + U h)."""
+
+    def __init__(self, n_in, hidden):
+        super().__init__()
+        self.w = nn.Linear(n_in, hidden)
+        self.u = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, x, h):
+        return torch.tanh(self.w(x) + self.u(h))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", ElmanCell])
+@pytest.mark.parametrize("block_len", [1, 4, 30])
+def test_stacked_rnn_against_plain(cell, block_len):
+    from vlrnn.models import StackedRNN
+    torch.manual_seed(3)
+    model = StackedRNN(3, 4, num_layers=2, cell=cell, dropout=0.25)
+    head = nn.Linear(4, 2)
+    x, y = ragged_batch([11, 3, 8, 1], 3, 2)
+    tensors = list(model.parameters()) + list(head.parameters())
+    lf = mse_head(head)
+
+    def seeded(fn, **kw):
+        torch.manual_seed(11)  # dropout between layers is replayed on recompute
+        out = fn(model, lf, x, y, block_len=block_len, reduction="seq_mean", **kw)
+        total = out.loss + sum(s.sum() for s in flat_state(out.state))
+        total.backward()
+        return total.detach()
+
+    ref, got, r, o = run_both(tensors, lambda: seeded(vlrnn.full_loss),
+                              lambda: seeded(vlrnn.block_loss))
+    assert_close_grads(ref, got)
+    assert torch.allclose(r, o, rtol=1e-12)
+    model.eval()  # without dropout, also equal to one call on the whole batch
+    ref, got, _, _ = run_both(tensors, lambda: vlrnn.full_backward(model, lf, x, y),
+                              lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len))
+    assert_close_grads(ref, got)
