@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence
 
 import vlrnn
+from vlrnn.schedules import SCHEDULES
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -45,12 +46,14 @@ def test_packed_grid(kind, layers, sorted_, reduction, block_len):
     assert o.n_blocks == -(-13 // block_len)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(lengths=hs.lists(hs.integers(1, 30), min_size=1, max_size=6),
        block_len=hs.integers(1, 35), kind=hs.sampled_from(["lstm", "gru", "rnn"]),
        layers=hs.integers(1, 3), reduction=hs.sampled_from(["sum", "mean", "seq_mean"]),
-       sorted_=hs.booleans(), with_state=hs.booleans(), x_grad=hs.booleans())
-def test_random_batches(lengths, block_len, kind, layers, reduction, sorted_, with_state, x_grad):
+       sorted_=hs.booleans(), with_state=hs.booleans(), x_grad=hs.booleans(),
+       schedule=hs.sampled_from(sorted(SCHEDULES)))
+def test_random_batches(lengths, block_len, kind, layers, reduction, sorted_, with_state, x_grad,
+                        schedule):
     model, head = make(kind, layers=layers)
     x, y = ragged_batch(lengths, 3, 2, sorted_=sorted_)
     if x_grad:
@@ -71,7 +74,8 @@ def test_random_batches(lengths, block_len, kind, layers, reduction, sorted_, wi
         return total.detach()
 
     ref, got, r, o = run_both(tensors, lambda: loss_with_state(vlrnn.full_loss),
-                              lambda: loss_with_state(vlrnn.block_loss, block_len=block_len))
+                              lambda: loss_with_state(vlrnn.block_loss, block_len=block_len,
+                                                      schedule=schedule))
     assert_close_grads(ref, got)
     assert torch.allclose(r, o, rtol=1e-12)
 
@@ -167,7 +171,8 @@ def test_final_state_only_loss_sequence_classification():
     assert torch.allclose(r, o, rtol=1e-12)
 
 
-def test_dropout_is_replayed():
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_dropout_is_replayed(schedule):
     model, head = make("lstm", layers=3, dropout=0.5)
     model.train()
     x, y = ragged_batch([25, 11, 19], 3, 2)
@@ -176,15 +181,15 @@ def test_dropout_is_replayed():
 
     def seeded(fn, **kw):
         torch.manual_seed(123)
-        return fn(model, lf, x, y, block_len=6, **kw)
+        return fn(model, lf, x, y, block_len=2, **kw)  # 13 blocks
 
     ref, got, r, o = run_both(tensors, lambda: seeded(vlrnn.full_backward),
-                              lambda: seeded(vlrnn.block_backward))
+                              lambda: seeded(vlrnn.block_backward, schedule=schedule))
     assert_close_grads(ref, got)
     assert torch.allclose(r.loss, o.loss, rtol=1e-12)
     # and the draws mattered: another seed gives another loss
     torch.manual_seed(7)
-    other = vlrnn.full_backward(model, lf, x, y, block_len=6)
+    other = vlrnn.full_backward(model, lf, x, y, block_len=2)
     assert not torch.allclose(other.loss, r.loss)
 
 
@@ -354,3 +359,37 @@ def test_stacked_rnn_against_plain(cell, block_len):
     ref, got, _, _ = run_both(tensors, lambda: vlrnn.full_backward(model, lf, x, y),
                               lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len))
     assert_close_grads(ref, got)
+
+
+# -- schedules: memory and recompute ----------------------------------------------------
+@pytest.mark.parametrize("schedule,max_states,max_calls", [
+    ("flat", 64, 2 * 64 - 1),
+    ("two_level", 2 * 8 + 2, 3 * 64),
+    ("recursive", 6 + 2, 64 * (6 // 2 + 2)),
+])
+def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
+    """64 blocks: states held at once and model calls stay within each schedule's
+    promise, and the gradient is still exact."""
+    from vlrnn import engine
+    model, head = make("gru")
+    x, y = torch.randn(64, 2, 3), torch.randn(64, 2, 2)
+    lf = mse_head(head)
+    calls, held = [0], [0]
+    model.register_forward_hook(lambda m, i, o: calls.__setitem__(0, calls[0] + 1))
+    orig = engine.BlockRunner.rebuild
+
+    def rebuild(self, x_data, start, k, into):
+        orig(self, x_data, start, k, into)
+        held[0] = max(held[0], len(self.boundary) + len(into))
+
+    monkeypatch.setattr(engine.BlockRunner, "rebuild", rebuild)
+    ref, got, _, _ = run_both(
+        list(model.parameters()),
+        lambda: vlrnn.full_backward(model, lf, x, y),
+        lambda: vlrnn.block_backward(model, lf, x, y, block_len=1, schedule=schedule))
+    assert_close_grads(ref, got)
+    calls[0] -= 1  # the reference's one call
+    assert calls[0] <= max_calls, calls[0]
+    assert held[0] <= max_states, held[0]
+    if schedule != "flat":
+        assert calls[0] > 2 * 64 - 1  # it did rebuild boundaries

@@ -21,6 +21,7 @@ from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_lo
 from .layout import Layout
 from .loss import LossFn, block_loss_value, check_reduction
 from .rng import cuda_devices
+from .schedules import get_schedule
 
 Batch = Union[torch.Tensor, PackedSequence]
 
@@ -45,7 +46,7 @@ class _Call:
     """Arguments of one call, checked and normalised."""
 
     def __init__(self, model, loss_fn, x, target, block_len, state, reduction,
-                 batch_first, state_batch_dim):
+                 batch_first, state_batch_dim, schedule="flat"):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module (or callable) called as "
                             f"model(x, state) -> (y, new_state), got {type(model).__name__}")
@@ -58,6 +59,7 @@ class _Call:
         self.layout = Layout(x, target, _batch_first(model, batch_first, x))
         self.x = x
         self.blocks = None if block_len is None else self.layout.blocks(check_block_len(block_len))
+        self.schedule = get_schedule(schedule, len(self.blocks or [None]))
         if state_batch_dim is None:
             state_batch_dim = st.default_batch_dim(model) if isinstance(model, nn.Module) else 0
         self.batch_dim = int(state_batch_dim)
@@ -72,10 +74,9 @@ class _Call:
     def runner(self) -> BlockRunner:
         lay = self.layout
         r = BlockRunner(self.model, self.loss_fn, lay, self.blocks, self.reduction,
-                        self.batch_dim, cuda_devices(lay.x_data, lay.y_data))
+                        self.batch_dim, cuda_devices(lay.x_data, lay.y_data), self.schedule)
         r.spec0 = self.spec0
-        if self.state0 is not None:
-            r.boundary[0] = [t.detach() for t in self.state0]
+        r.boundary[0] = None if self.state0 is None else [t.detach() for t in self.state0]
         return r
 
     def modules_params(self) -> List[torch.Tensor]:
@@ -103,8 +104,8 @@ def _batch_first(model, batch_first: Optional[bool], x) -> bool:
 
 def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
                block_len: int = 256, state: Any = None, reduction: str = "mean",
-               batch_first: Optional[bool] = None,
-               state_batch_dim: Optional[int] = None) -> BlockLossOutput:
+               batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
+               schedule: str = "flat") -> BlockLossOutput:
     """Loss of a recurrent model over a long batch, whose backward is the exact BPTT
     gradient computed block by block in memory that does not grow with the length.
 
@@ -125,18 +126,21 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         batch_first: dense ``x`` is ``(B, T, ...)``; ``None`` follows ``model.batch_first``.
         state_batch_dim: batch dim of the state tensors; default 1 for ``nn.RNNBase``,
             else ``model.state_batch_dim``, else 0.
+        schedule: which block boundaries to keep (:data:`vlrnn.schedules.SCHEDULES`):
+            ``"flat"`` keeps all (one extra forward pass), ``"two_level"`` O(sqrt(K))
+            of the K boundaries (two extra), ``"recursive"`` O(log K) (O(log K) extra).
 
     Returns:
         :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
         (each sequence's state at its own last step, caller's batch order).
     """
     call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim)
+                 state_batch_dim, schedule)
     lay = call.layout
     runner = call.runner()
     n = len(call.blocks)
     if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
-        total = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, None)
+        total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, runner.boundary[0], None)
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
 
     # Block 0 runs with a graph first: its graph names every tensor that needs a
@@ -147,16 +151,17 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     state_grad = any(t.requires_grad for t in call.state0 or [])
     mark = next_node_number()
     snap = runner.snapshot()
-    first = runner.run_with_graph(0, lay.x_data, lay.y_data, x_grad, y_grad, state_grad)
+    first = runner.run_with_graph(0, lay.x_data, lay.y_data, runner.boundary[0], x_grad, y_grad,
+                                  state_grad)
     runner.keep_rng(0, snap)
-    runner.advance(0, first.state_out)
+    state1 = runner.advance(0, first.state_out)
     found, shared = graph_leaves([first.loss, *first.state_out], first.leaf_ids(), since=mark)
     params = _unique(call.modules_params() + found)
     if not (params or x_grad or y_grad or state_grad):  # nothing to differentiate
-        total = runner.run_no_grad(lay.x_data, lay.y_data, 1, n,
-                                   None if first.loss is None else first.loss.detach())
+        total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 1, n, state1,
+                                      None if first.loss is None else first.loss.detach())
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
-    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, retain=shared)
+    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared)
     del first  # with more than one block its graph is not needed again
     state0 = call.state0 or []
     outs = _BlockBPTT.apply(engine, lay.x_data, lay.y_data, len(state0), *state0, *params)
@@ -177,16 +182,18 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
 
 def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
               block_len: Optional[int] = None, state: Any = None, reduction: str = "mean",
-              batch_first: Optional[bool] = None,
-              state_batch_dim: Optional[int] = None) -> BlockLossOutput:
+              batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
+              schedule: str = "flat") -> BlockLossOutput:
     """The same loss as :func:`block_loss` with plain autograd (the whole graph is kept).
 
     With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
     caller's order). With ``block_len`` it is called block by block exactly as the engine
     calls it (same shapes, same random draws), chaining the states in the graph.
+    ``schedule`` is accepted (so both take the same arguments) and checked, but plain
+    autograd has no schedule.
     """
     call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim)
+                 state_batch_dim, schedule)
     if block_len is not None:
         return _full_blockwise(call)
     lay = call.layout

@@ -17,7 +17,7 @@ restored outside the Function with ordinary (differentiable) ``index_select``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from .blocks import TimeBlock
 from .layout import Layout
 from .loss import LossFn, block_loss_value
 from .rng import RngSnapshot, preserved
+from .schedules import Schedule
 
 
 class _BlockGraph:
@@ -56,7 +57,7 @@ class BlockRunner:
 
     def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
                  blocks: List[TimeBlock], reduction: str, batch_dim: int,
-                 devices: List[int]):
+                 devices: List[int], schedule: Schedule):
         self.model = model
         self.loss_fn = loss_fn
         self.layout = layout
@@ -67,14 +68,17 @@ class BlockRunner:
         self.spec = None  # structure of the model's state, learnt from its first answer
         self.spec0 = None  # structure of the caller's initial state
         k = len(blocks)
-        self.boundary: List[Optional[List[torch.Tensor]]] = [None] * k
+        self.schedule = schedule
+        # kept boundaries: k -> flat state entering block k (None: the model's zeros)
+        self.boundary: Dict[int, Optional[List[torch.Tensor]]] = {}
         self.rng: List[Optional[RngSnapshot]] = [None] * k
         self.enders: List[Optional[List[torch.Tensor]]] = [None] * k
         self.autocast = _autocast_state()
 
     # -- one block -------------------------------------------------------------------------
     def run(self, k: int, x_part: torch.Tensor, y_part: Optional[torch.Tensor],
-            state_in: Optional[List[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+            state_in: Optional[List[torch.Tensor]], with_loss: bool = True
+            ) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
         """Model and loss on block ``k``: (block loss or ``None``, flat state leaving it)."""
         blk = self.blocks[k]
         lay = self.layout
@@ -95,57 +99,81 @@ class BlockRunner:
         st.check_batch(leaves, self.batch_dim, blk.n_in,
                        f"state returned by the model for steps {blk.start}:{blk.stop}")
         loss = None
-        if self.loss_fn is not None:
+        if self.loss_fn is not None and with_loss:
             rows = lay.output_rows(y, blk)
             tgt = None if y_part is None else lay.rows(y_part, blk)
             loss = block_loss_value(self.loss_fn, rows, tgt, lay, blk, self.reduction)
         return loss, leaves
 
     def run_with_graph(self, k: int, x_data: torch.Tensor, y_data: Optional[torch.Tensor],
-                       x_grad: bool, y_grad: bool, state_grad: bool) -> _BlockGraph:
-        """Block ``k`` from its cached boundary, with a graph on fresh leaves."""
+                       state_in: Optional[List[torch.Tensor]], x_grad: bool, y_grad: bool,
+                       state_grad: bool) -> _BlockGraph:
+        """Block ``k`` from the state ``state_in``, with a graph on fresh leaves."""
         blk, lay = self.blocks[k], self.layout
         x_leaf = lay.part(x_data, blk).detach().requires_grad_(x_grad)
         y_leaf = None
         if y_data is not None:
             y_leaf = lay.part(y_data, blk).detach().requires_grad_(y_grad)
-        state_in = self.boundary[k]
         leaves = None if state_in is None else st.detach_all(state_in, requires_grad=state_grad)
         with torch.enable_grad(), _autocast(self.autocast):
             loss, out = self.run(k, x_leaf, y_leaf, leaves)
         return _BlockGraph(x_leaf, y_leaf, leaves or [], loss, out)
 
-    def advance(self, k: int, state_out: Sequence[torch.Tensor]) -> None:
-        """Record what block ``k`` leaves behind: its enders and the next boundary."""
+    def next_state(self, k: int, state_out: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The state entering block ``k + 1``: rows ``[0, n_out)`` of what ``k`` left
+        (cloned: it may be a view into the block's activations)."""
+        n_out = self.blocks[k].n_out
+        return [t.detach().narrow(self.batch_dim, 0, n_out).clone() for t in state_out]
+
+    def advance(self, k: int, state_out: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Forward pass bookkeeping after block ``k``: keep its enders (final states of
+        the sequences ending in it) and, if the schedule says so, the next boundary.
+        Returns the state entering block ``k + 1``."""
         blk = self.blocks[k]
-        d = self.batch_dim
         if blk.n_out < blk.n_in:
-            self.enders[k] = [t.detach().narrow(d, blk.n_out, blk.n_in - blk.n_out).clone()
-                              for t in state_out]
-        if k + 1 < len(self.blocks):
-            # clone: the state may be a view into the block's activations
-            self.boundary[k + 1] = [t.detach().narrow(d, 0, blk.n_out).clone()
-                                    for t in state_out]
+            self.enders[k] = [t.detach().narrow(self.batch_dim, blk.n_out, blk.n_in - blk.n_out)
+                              .clone() for t in state_out]
+        nxt = self.next_state(k, state_out)
+        # the last block's boundary is always kept: a second backward re-runs it
+        if k + 1 < len(self.blocks) and (self.schedule.keep(k + 1) or k + 2 == len(self.blocks)):
+            self.boundary[k + 1] = nxt
+        return nxt
 
     def final_state(self) -> List[torch.Tensor]:
         """Each sequence's state at its own last step, flat, sorted order."""
         return assemble_final(self.enders, self.batch_dim)
 
-    def run_no_grad(self, x_data, y_data, first: int, stop: int, loss_sum):
-        """Blocks ``[first, stop)`` with no graph, from their boundaries; returns the
-        running loss sum (detached)."""
+    def run_no_grad(self, x_data, y_data, first: int, stop: int, state, loss_sum):
+        """Forward pass over blocks ``[first, stop)`` with no graph, starting from
+        ``state``; returns (running loss sum (detached), state entering ``stop``)."""
         lay = self.layout
         with torch.no_grad(), _autocast(self.autocast):
             for k in range(first, stop):
                 blk = self.blocks[k]
                 snap = self.snapshot()
                 loss, out = self.run(k, lay.part(x_data, blk),
-                                     None if y_data is None else lay.part(y_data, blk),
-                                     self.boundary[k])
+                                     None if y_data is None else lay.part(y_data, blk), state)
                 self.keep_rng(k, snap)
                 loss_sum = add_loss(loss_sum, loss)
-                self.advance(k, out)
-        return loss_sum
+                state = self.advance(k, out)
+        return loss_sum, state
+
+    def rebuild(self, x_data, start: int, k: int, into: Dict[int, List[torch.Tensor]]) -> None:
+        """Re-run blocks ``[start, k)`` without a graph or loss, from the kept boundary
+        ``start``, with their original random draws; store the boundaries the schedule
+        names (``k`` among them) in ``into``."""
+        keep = set(self.schedule.rebuild(start, k))
+        state = into[start] if start in into else self.boundary[start]
+        lay = self.layout
+        with torch.no_grad(), _autocast(self.autocast):
+            for j in range(start, k):
+                if self.rng[j] is not None:
+                    self.rng[j].restore()
+                _, out = self.run(j, lay.part(x_data, self.blocks[j]), None, state,
+                                  with_loss=False)
+                state = self.next_state(j, out)
+                if j + 1 in keep:
+                    into[j + 1] = state
 
     def snapshot(self) -> RngSnapshot:
         return RngSnapshot(self.devices)
@@ -181,8 +209,9 @@ class _Engine:
     streamed inputs, the parameters, and the kept graph of the last block."""
 
     def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 first: _BlockGraph, retain: bool):
+                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool):
         self.runner = runner
+        self.state1 = state1  # the state entering block 1, where forward_rest starts
         self.retain = retain
         self.x_data = x_data
         self.y_data = y_data
@@ -198,10 +227,12 @@ class _Engine:
         its graph. Returns the detached loss and final state (sorted order)."""
         r = self.runner
         n = len(r.blocks)
-        self.loss_sum = r.run_no_grad(self.x_data, self.y_data, 1, n - 1, self.loss_sum)
+        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, n - 1,
+                                             self.state1, self.loss_sum)
+        self.state1 = None
         if n > 1:  # the backward starts with the last block: keep its graph
             snap = r.snapshot()
-            self.kept = r.run_with_graph(n - 1, self.x_data, self.y_data, self.x_grad,
+            self.kept = r.run_with_graph(n - 1, self.x_data, self.y_data, state, self.x_grad,
                                          self.y_grad, state_grad=True)
             r.keep_rng(n - 1, snap)
             self.loss_sum = add_loss(self.loss_sum, self.kept.loss)
@@ -213,6 +244,7 @@ class _Engine:
         r = self.runner
         d = r.batch_dim
         n_state = len(r.boundary[0] or [])
+        rebuilt: Dict[int, List[torch.Tensor]] = {}  # boundaries the backward re-ran
         want_x, want_y = needs[1], needs[2]
         want_state0 = list(needs[4:4 + n_state])
         gx = torch.zeros_like(self.x_data) if want_x else None
@@ -227,7 +259,7 @@ class _Engine:
                 if grad_loss is None and g_out is None:
                     g_next = None  # nothing reaches this block or any earlier one
                     continue
-                graph = self._graph(k, want_x, want_y, any(want_state0))
+                graph = self._graph(k, want_x, want_y, any(want_state0), rebuilt)
                 outs, seeds = [], []
                 if graph.loss is not None and grad_loss is not None and graph.loss.requires_grad:
                     outs.append(graph.loss)
@@ -270,14 +302,27 @@ class _Engine:
         self.kept = None
         return gx, gy, gstate0, gparams
 
-    def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool) -> _BlockGraph:
+    def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool,
+               rebuilt: Dict[int, List[torch.Tensor]]) -> _BlockGraph:
+        """Block ``k`` with a graph: the kept last block, or re-run from its boundary
+        (re-running earlier blocks first when the schedule did not keep it)."""
         r = self.runner
         if self.kept is not None and k == len(r.blocks) - 1:
             graph, self.kept = self.kept, None  # not recomputed; freed after this block
             return graph
+        for j in [j for j in rebuilt if j > k]:  # the reverse pass is below them now
+            del rebuilt[j]
+        if k in rebuilt:
+            state = rebuilt.pop(k)
+        elif k in r.boundary:
+            state = r.boundary[k]
+        else:
+            start = max([j for j in r.boundary if j < k] + [j for j in rebuilt if j < k])
+            r.rebuild(self.x_data, start, k, rebuilt)
+            state = rebuilt.pop(k)
         if r.rng[k] is not None:
             r.rng[k].restore()
-        return r.run_with_graph(k, self.x_data, self.y_data, want_x, want_y,
+        return r.run_with_graph(k, self.x_data, self.y_data, state, want_x, want_y,
                                 state_grad=k > 0 or want_state0)
 
 
