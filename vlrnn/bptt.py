@@ -56,7 +56,7 @@ class _Call:
         self.model = model
         self.loss_fn = loss_fn
         self.reduction = check_reduction(reduction)
-        self.layout = Layout(x, target, _batch_first(model, batch_first, x))
+        self.layout = Layout(x, target, _batch_first(model, batch_first, x), _device_of(model))
         self.x = x
         self.blocks = None if block_len is None else self.layout.blocks(check_block_len(block_len))
         self.schedule = get_schedule(schedule, len(self.blocks or [None]))
@@ -89,6 +89,14 @@ class _Call:
     def output(self, loss, final_sorted: List[torch.Tensor], spec) -> BlockLossOutput:
         final = [self.layout.to_input(t, self.batch_dim) for t in final_sorted]
         return BlockLossOutput(loss, st.unflatten(final, spec), len(self.blocks or [None]))
+
+
+def _device_of(model) -> torch.device:
+    """Where streamed input goes: the device of the model's parameters (CPU if none)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 def _batch_first(model, batch_first: Optional[bool], x) -> bool:

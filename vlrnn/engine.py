@@ -368,7 +368,7 @@ def finish_loss(total: Optional[torch.Tensor], x_data: torch.Tensor) -> torch.Te
     """The loss to report: the sum, or 0 when there is no per-step loss."""
     if total is not None:
         return total
-    dtype = x_data.dtype if x_data.is_floating_point() else torch.get_default_dtype()
+    dtype = x_data.dtype if x_data.dtype.is_floating_point else torch.get_default_dtype()
     return torch.zeros((), dtype=dtype, device=x_data.device)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .blocks import TimeBlock, input_order_lengths, sorted_lengths, split_dense, split_packed
+from .streaming import ArrayStream, is_stream
 
 REDUCTIONS = ("sum", "mean", "seq_mean")
 
@@ -41,18 +42,27 @@ class Layout:
         lengths: ``(B,)`` int64, input batch order.
     """
 
-    def __init__(self, x: Batch, target: Optional[Batch], batch_first: bool):
+    def __init__(self, x: Batch, target: Optional[Batch], batch_first: bool,
+                 device: Optional[torch.device] = None):
         self.packed = isinstance(x, PackedSequence)
         self.batch_first = bool(batch_first) and not self.packed
         self.sorted_indices = None
         self.unsorted_indices = None
+        self.streamed = False
         if self.packed:
             self._init_packed(x, target)
-        elif isinstance(x, torch.Tensor):
+        elif isinstance(x, torch.Tensor) or is_stream(x):
+            if is_stream(x):  # read block by block, never all at once
+                x = ArrayStream(x, self.batch_first, device or torch.device("cpu"), "x")
+                self.streamed = True
+            if is_stream(target):
+                target = ArrayStream(target, self.batch_first, device or torch.device("cpu"),
+                                     "target")
             self._init_dense(x, target)
         else:
-            raise TypeError("x must be a PackedSequence or a dense tensor (T, B, ...) "
-                            f"((B, T, ...) when batch_first), got {_describe(x)}")
+            raise TypeError("x must be a PackedSequence, a dense tensor (T, B, ...) "
+                            "((B, T, ...) when batch_first) or an array to stream "
+                            f"(numpy, np.memmap), got {_describe(x)}")
 
     # -- construction -------------------------------------------------------------------
     def _init_packed(self, x: PackedSequence, target) -> None:
@@ -98,7 +108,7 @@ class Layout:
         y_pos = seq if target.unsorted_indices is None else target.unsorted_indices.cpu()[seq]
         return (offsets[step] + y_pos).to(target.data.device)
 
-    def _init_dense(self, x: torch.Tensor, target) -> None:
+    def _init_dense(self, x, target) -> None:
         if x.dim() < 2:
             raise ValueError("dense x must have a time and a batch dimension: (T, B, ...) "
                              f"or (B, T, ...) with batch_first; got shape {tuple(x.shape)}")
@@ -114,7 +124,7 @@ class Layout:
         self.y_data = None
         if target is None:
             return
-        if not isinstance(target, torch.Tensor):
+        if not isinstance(target, (torch.Tensor, ArrayStream)):
             raise TypeError("x is a dense tensor, so target must be a dense tensor with the "
                             f"same leading (time, batch) dims; got {_describe(target)}")
         if target.dim() < 2 or target.shape[:2] != x.shape[:2]:
@@ -139,6 +149,8 @@ class Layout:
         ``(R, ...)``, dense ``(T_b, B, ...)`` or ``(B, T_b, ...)``."""
         if self.packed:
             return data[block.rows]
+        if isinstance(data, ArrayStream):
+            return data.read(block.start, block.stop)
         if self.batch_first:
             return data[:, block.start:block.stop]
         return data[block.start:block.stop]

@@ -32,7 +32,7 @@ class RngSnapshot:
 def cuda_devices(*tensors: Optional[torch.Tensor]) -> List[int]:
     """CUDA device indices among ``tensors`` (whose generators dropout may use)."""
     devs = {t.device.index if t.device.index is not None else torch.cuda.current_device()
-            for t in tensors if t is not None and t.is_cuda}
+            for t in tensors if t is not None and t.device.type == "cuda"}
     return sorted(devs)
 
 
