@@ -69,7 +69,7 @@ def test_packed_x_dense_target():
 
 
 def test_x_of_wrong_type(lstm):
-    with pytest.raises(TypeError, match="x must be a PackedSequence or a dense tensor"):
+    with pytest.raises(TypeError, match="x must be a PackedSequence, a dense tensor"):
         vlrnn.block_loss(lstm, mse, [[1.0]], None)
 
 

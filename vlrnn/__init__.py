@@ -6,15 +6,20 @@ plus the recurrent state at each block boundary.
 """
 from .blocks import TimeBlock, split_packed
 from .bptt import BlockLossOutput, block_backward, block_loss, full_backward, full_loss
+from .planner import Plan, plan
+from .schedules import SCHEDULES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockLossOutput",
+    "Plan",
+    "SCHEDULES",
     "TimeBlock",
     "block_backward",
     "block_loss",
     "full_backward",
     "full_loss",
+    "plan",
     "split_packed",
 ]

@@ -21,6 +21,7 @@ from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_lo
 from .layout import Layout
 from .loss import LossFn, block_loss_value, check_reduction
 from .rng import cuda_devices
+from .planner import plan
 from .schedules import get_schedule
 
 Batch = Union[torch.Tensor, PackedSequence]
@@ -59,7 +60,7 @@ class _Call:
         self.layout = Layout(x, target, _batch_first(model, batch_first, x), _device_of(model))
         self.x = x
         self.blocks = None if block_len is None else self.layout.blocks(check_block_len(block_len))
-        self.schedule = get_schedule(schedule, len(self.blocks or [None]))
+        self.schedule = get_schedule(schedule or "flat", len(self.blocks or [None]))
         if state_batch_dim is None:
             state_batch_dim = st.default_batch_dim(model) if isinstance(model, nn.Module) else 0
         self.batch_dim = int(state_batch_dim)
@@ -111,9 +112,10 @@ def _batch_first(model, batch_first: Optional[bool], x) -> bool:
 
 
 def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
-               block_len: int = 256, state: Any = None, reduction: str = "mean",
+               block_len: Union[int, str] = 256, state: Any = None, reduction: str = "mean",
                batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
-               schedule: str = "flat") -> BlockLossOutput:
+               schedule: Optional[str] = None,
+               memory_budget: Union[int, str, None] = None) -> BlockLossOutput:
     """Loss of a recurrent model over a long batch, whose backward is the exact BPTT
     gradient computed block by block in memory that does not grow with the length.
 
@@ -137,11 +139,20 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         schedule: which block boundaries to keep (:data:`vlrnn.schedules.SCHEDULES`):
             ``"flat"`` keeps all (one extra forward pass), ``"two_level"`` O(sqrt(K))
             of the K boundaries (two extra), ``"recursive"`` O(log K) (O(log K) extra).
+            ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
+        memory_budget: bytes or a size (``"2GB"``) for the engine's working memory.
+            With ``block_len="auto"`` (default budget: half the free memory) the
+            planner (:func:`vlrnn.plan`) picks block length and schedule; with a fixed
+            ``block_len`` it still uses what the budget leaves to keep the graphs of
+            the last blocks instead of recomputing them.
 
     Returns:
         :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
         (each sequence's state at its own last step, caller's batch order).
     """
+    block_len, schedule, keep_last = _configure(
+        model, loss_fn, x, target, block_len, schedule, memory_budget, state, reduction,
+        batch_first, state_batch_dim)
     call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
                  state_batch_dim, schedule)
     lay = call.layout
@@ -169,11 +180,29 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 1, n, state1,
                                       None if first.loss is None else first.loss.detach())
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
-    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared)
+    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared,
+                     keep_last=keep_last)
     del first  # with more than one block its graph is not needed again
     state0 = call.state0 or []
     outs = _BlockBPTT.apply(engine, lay.x_data, lay.y_data, len(state0), *state0, *params)
     return call.output(outs[0], list(outs[1:]), runner.spec)
+
+
+def _configure(model, loss_fn, x, target, block_len, schedule, memory_budget, state,
+               reduction, batch_first, state_batch_dim):
+    """(block_len, schedule, keep_last): as given, or planned from the memory budget."""
+    auto = isinstance(block_len, str)
+    if auto and block_len != "auto":
+        raise ValueError(f"block_len must be a positive int or 'auto', got {block_len!r}")
+    if not auto and memory_budget is None:
+        return block_len, schedule or "flat", 1
+    if not torch.is_grad_enabled():  # streaming evaluation holds one block: no plan needed
+        return (1024 if auto else block_len), schedule or "flat", 1
+    p = plan(model, x, None, memory_budget if memory_budget is not None else "auto",
+             loss_fn=loss_fn, target=target, state=state, reduction=reduction,
+             batch_first=batch_first, state_batch_dim=state_batch_dim, schedule=schedule,
+             block_len=None if auto else check_block_len(block_len))
+    return p.block_len, p.schedule, p.keep_last
 
 
 def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
@@ -191,15 +220,18 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
 def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,
               block_len: Optional[int] = None, state: Any = None, reduction: str = "mean",
               batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
-              schedule: str = "flat") -> BlockLossOutput:
+              schedule: Optional[str] = None,
+              memory_budget: Union[int, str, None] = None) -> BlockLossOutput:
     """The same loss as :func:`block_loss` with plain autograd (the whole graph is kept).
 
     With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
     caller's order). With ``block_len`` it is called block by block exactly as the engine
     calls it (same shapes, same random draws), chaining the states in the graph.
-    ``schedule`` is accepted (so both take the same arguments) and checked, but plain
-    autograd has no schedule.
+    ``schedule`` and ``memory_budget`` are accepted (so both take the same arguments),
+    but plain autograd has no schedule; ``block_len="auto"`` means one call.
     """
+    if block_len == "auto":
+        block_len = None
     call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
                  state_batch_dim, schedule)
     if block_len is not None:

@@ -206,10 +206,11 @@ class _BlockBPTT(torch.autograd.Function):
 
 class _Engine:
     """What the backward of one ``block_loss`` call needs besides the runner: the
-    streamed inputs, the parameters, and the kept graph of the last block."""
+    streamed inputs, the parameters, and the graphs kept of the last blocks."""
 
     def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool):
+                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool,
+                 keep_last: int = 1):
         self.runner = runner
         self.state1 = state1  # the state entering block 1, where forward_rest starts
         self.retain = retain
@@ -218,7 +219,10 @@ class _Engine:
         self.params = params
         self.x_grad = x_data.requires_grad
         self.y_grad = y_data is not None and y_data.requires_grad
-        self.kept: Optional[_BlockGraph] = first if len(runner.blocks) == 1 else None
+        n = len(runner.blocks)
+        # graphs kept from the forward pass (the last ``keep_last`` blocks): not recomputed
+        self.first_kept = max(0, n - max(1, keep_last))
+        self.kept: Dict[int, _BlockGraph] = {0: first} if self.first_kept == 0 else {}
         self.loss_sum = add_loss(None, first.loss)
 
     # -- forward ---------------------------------------------------------------------------
@@ -227,16 +231,18 @@ class _Engine:
         its graph. Returns the detached loss and final state (sorted order)."""
         r = self.runner
         n = len(r.blocks)
-        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, n - 1,
+        first_kept = max(1, self.first_kept)
+        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, first_kept,
                                              self.state1, self.loss_sum)
         self.state1 = None
-        if n > 1:  # the backward starts with the last block: keep its graph
+        for k in range(first_kept, n):  # the backward starts with these: keep their graphs
             snap = r.snapshot()
-            self.kept = r.run_with_graph(n - 1, self.x_data, self.y_data, state, self.x_grad,
-                                         self.y_grad, state_grad=True)
-            r.keep_rng(n - 1, snap)
-            self.loss_sum = add_loss(self.loss_sum, self.kept.loss)
-            r.advance(n - 1, self.kept.state_out)
+            graph = r.run_with_graph(k, self.x_data, self.y_data, state, self.x_grad,
+                                     self.y_grad, state_grad=True)
+            r.keep_rng(k, snap)
+            self.loss_sum = add_loss(self.loss_sum, graph.loss)
+            state = r.advance(k, graph.state_out)
+            self.kept[k] = graph
         return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
 
     # -- backward --------------------------------------------------------------------------
@@ -299,7 +305,7 @@ class _Engine:
                     g_next = g_in if any(g is not None for g in g_in) else None
                 elif g_in:
                     gstate0 = [g if w else None for g, w in zip(g_in, want_state0)]
-        self.kept = None
+        self.kept = {}
         return gx, gy, gstate0, gparams
 
     def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool,
@@ -307,9 +313,8 @@ class _Engine:
         """Block ``k`` with a graph: the kept last block, or re-run from its boundary
         (re-running earlier blocks first when the schedule did not keep it)."""
         r = self.runner
-        if self.kept is not None and k == len(r.blocks) - 1:
-            graph, self.kept = self.kept, None  # not recomputed; freed after this block
-            return graph
+        if k in self.kept:
+            return self.kept.pop(k)  # not recomputed; freed after this block
         for j in [j for j in rebuilt if j > k]:  # the reverse pass is below them now
             del rebuilt[j]
         if k in rebuilt:

@@ -1,0 +1,254 @@
+"""Memory planner: pick block length, schedule and kept graphs from a memory budget.
+
+``vlrnn.plan(model, x_example, T, memory_budget)`` measures what one step of the model
+costs (bytes autograd saves for backward per sequence-step row, counted with
+``saved_tensors_hooks`` on a short probe block) and the size of one recurrent state,
+then picks the fastest configuration whose predicted memory fits the budget:
+
+- if plain BPTT fits, one block over the whole sequence: plain BPTT itself;
+- else the schedule with the least recompute that fits (``flat``, then ``two_level``,
+  then ``recursive``), at a block length that keeps per-block overhead small;
+- memory the budget leaves over keeps the graphs of the last blocks from the forward
+  pass, so those blocks are not recomputed (more budget, less recompute, smoothly).
+
+The budget covers the engine's working memory: activations kept for backward, the
+cached boundary states and random-number states. It does not cover the model's
+parameters, the optimizer or the input batch, which the caller holds anyway.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+
+from .rng import preserved
+from .schedules import SCHEDULES, get_schedule
+
+RNG_BYTES = 5056  # a CPU generator state; kept per block only when the model draws
+BLOCK_OVERHEAD_STEPS = 32  # a block's fixed cost, in time steps of compute (rough)
+BLOCK_LENS = (16, 32, 64, 128, 256, 512, 1024)
+BACKWARD_COST = 2.0  # a backward step costs about two forward steps
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20,
+          "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40,
+          "tib": 2**40}
+
+
+def parse_bytes(value: Union[int, float, str]) -> int:
+    """``"2GB"``, ``"512 MiB"``, ``1e9`` -> bytes (binary units: 1 GB = 2**30 bytes)."""
+    if isinstance(value, bool):
+        raise TypeError(f"memory_budget must be bytes or a string like '2GB', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"memory_budget must be positive, got {value}")
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"memory_budget {value!r} is not a size like '2GB', '512MB' or bytes")
+    n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n <= 0:
+        raise ValueError(f"memory_budget must be positive, got {value!r}")
+    return int(n)
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory on ``device`` now (CUDA: free device memory; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Plan:
+    """A configuration for :func:`vlrnn.block_loss` and what it is predicted to cost.
+
+    Attributes:
+        block_len, schedule, keep_last: what to pass to ``block_loss`` (``keep_last``:
+            blocks whose graphs the forward pass keeps, so they are not recomputed).
+        n_steps, n_blocks: T and K.
+        bytes_per_row: activation bytes plain BPTT keeps per (sequence, step) row.
+        state_bytes: one boundary state of the whole batch.
+        predicted_bytes: the engine's working memory under this plan.
+        plain_bytes: plain BPTT's activation memory for the same batch.
+        forward_passes: block forward runs per block (plain BPTT: 1).
+        budget: the memory budget planned for.
+    """
+
+    block_len: int
+    schedule: str
+    keep_last: int
+    n_steps: int
+    n_blocks: int
+    bytes_per_row: float
+    state_bytes: int
+    predicted_bytes: int
+    plain_bytes: int
+    forward_passes: float
+    budget: int
+    draws_random: bool = False
+
+    def __str__(self) -> str:
+        mb = _size
+        kept = (f", graphs of the last {self.keep_last} blocks kept"
+                if self.keep_last > 1 else "")
+        return (f"Plan: block_len={self.block_len}, schedule={self.schedule!r}{kept}\n"
+                f"  T={self.n_steps:,} in {self.n_blocks:,} blocks; "
+                f"{self.forward_passes:.2f} forward passes (plain BPTT: 1)\n"
+                f"  predicted memory {mb(self.predicted_bytes)} of a {mb(self.budget)} budget; "
+                f"plain BPTT would keep {mb(self.plain_bytes)}\n"
+                f"  measured: {self.bytes_per_row:,.0f} bytes per sequence-step, "
+                f"{mb(self.state_bytes)} per boundary state")
+
+    def options(self) -> dict:
+        """Keyword arguments for ``block_loss``."""
+        return dict(block_len=self.block_len, schedule=self.schedule)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def _stored_states(schedule: str, n_blocks: int) -> float:
+    if schedule == "flat":
+        return n_blocks
+    if schedule == "two_level":
+        return 2 * math.ceil(math.sqrt(n_blocks)) + 1
+    return math.log2(max(n_blocks, 2)) + 2
+
+
+def _forward_passes(schedule: str, n_blocks: int, keep_last: int) -> float:
+    """Block forward runs / K: one pass, plus recompute of blocks whose graph is not kept,
+    plus what the schedule re-runs to rebuild boundaries (measured shapes: see tests)."""
+    k, m = n_blocks, min(keep_last, n_blocks)
+    recompute = k - m
+    if schedule == "two_level":
+        recompute += k - math.ceil(k / max(1, math.ceil(math.sqrt(k))))
+    elif schedule == "recursive":
+        recompute += k * max(0.0, math.log2(max(k, 2)) / 2)
+    return (k + recompute) / k
+
+
+def choose(n_steps: int, n_rows: int, n_batch: int, bytes_per_row: float, state_bytes: int,
+           budget: int, draws_random: bool, schedule: Optional[str] = None,
+           block_len: Optional[int] = None) -> Plan:
+    """The fastest (block_len, schedule, keep_last) whose predicted memory fits ``budget``.
+
+    ``n_rows``: valid (sequence, step) rows of the batch; ``schedule`` / ``block_len``
+    fix that choice when given. Raises ``MemoryError`` when nothing fits.
+    """
+    rows_per_step = n_rows / n_steps
+    plain = int(bytes_per_row * n_rows)
+    # plain BPTT (one block, nothing recomputed) when it fits and nothing is fixed
+    if schedule in (None, "flat") and block_len in (None, n_steps) and 2 * plain <= budget:
+        return Plan(n_steps, "flat", 1, n_steps, 1, bytes_per_row, state_bytes, 2 * plain,
+                    plain, 1.0, budget, draws_random)
+    best = None
+    names = [schedule] if schedule else list(SCHEDULES)
+    lens = [block_len] if block_len else [L for L in BLOCK_LENS if L < n_steps] or [n_steps]
+    for name in names:
+        for L in lens:
+            k = math.ceil(n_steps / L)
+            block = bytes_per_row * L * rows_per_step
+            states = _stored_states(name, k) * state_bytes
+            rng = k * RNG_BYTES if draws_random else 0
+            fixed_cost = states + rng + state_bytes  # + the final states
+            room = budget - fixed_cost - block  # one block's working memory in backward
+            if room < block:  # not even the last block's graph fits
+                continue
+            m = int(min(k, room // block))
+            passes = _forward_passes(name, k, m)
+            time_cost = n_steps * (passes + BACKWARD_COST) + k * passes * BLOCK_OVERHEAD_STEPS
+            mem = int(fixed_cost + (m + 1) * block)
+            cand = (time_cost, Plan(L, name, m, n_steps, k, bytes_per_row, state_bytes, mem,
+                                    plain, passes, budget, draws_random))
+            if best is None or cand[0] < best[0]:
+                best = cand
+        if best is not None and not schedule:
+            break  # a cheaper schedule fits: do not trade recompute for memory not needed
+    if best is None:
+        raise MemoryError(
+            f"no block length and schedule fit a memory budget of {budget / 2**20:,.1f} MB "
+            f"for T={n_steps:,} ({bytes_per_row:,.0f} bytes per sequence-step, "
+            f"{state_bytes / 2**20:,.2f} MB per state); raise memory_budget or use a "
+            f"smaller batch")
+    return best[1]
+
+
+def measure(runner, probe_len: int) -> tuple:
+    """(bytes saved for backward per row, bytes of one state of the whole batch, whether
+    the model draws random numbers) from a probe run of the first block."""
+    lay = runner.layout
+    blk = runner.blocks[0]
+    saved = {}
+
+    def pack(t):
+        # a tensor's own bytes, once: a view of the caller's input must not count the
+        # whole input, and one tensor saved by several ops is kept once
+        saved[(t.data_ptr(), t.numel(), t.dtype)] = t.numel() * t.element_size()
+        return t
+
+    with preserved(runner.devices):
+        snap = runner.snapshot()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            graph = runner.run_with_graph(0, lay.x_data, lay.y_data, runner.boundary[0],
+                                          False, False, False)
+        draws = not snap.unchanged()
+    rows = blk.rows.stop - blk.rows.start
+    per_seq = sum(t.numel() * t.element_size() for t in graph.state_out) / max(blk.n_in, 1)
+    return sum(saved.values()) / rows, int(per_seq * lay.n_batch), draws
+
+
+def plan(model, x_example: Any, T: Optional[int] = None,
+         memory_budget: Union[int, str, None] = "auto", *, loss_fn=None, target=None,
+         state=None, reduction: str = "mean", batch_first: Optional[bool] = None,
+         state_batch_dim: Optional[int] = None, schedule: Optional[str] = None,
+         block_len: Optional[int] = None, probe_len: int = 64) -> Plan:
+    """Plan a ``block_loss`` call on a batch like ``x_example`` of length ``T``.
+
+    Args:
+        model, loss_fn, target, state, reduction, batch_first, state_batch_dim: as for
+            :func:`vlrnn.block_loss` (``loss_fn`` and ``target`` count toward the
+            activation memory when given).
+        x_example: a batch (``PackedSequence``, dense tensor or array) with the real
+            batch size and features; only its first ``probe_len`` steps are run.
+        T: the sequence length to plan for (default: ``x_example``'s).
+        memory_budget: bytes or a size string (``"2GB"``); ``"auto"``/``None`` = half
+            of the memory available now on the model's device.
+        schedule, block_len: fix these instead of choosing them.
+
+    Returns:
+        :class:`Plan`; ``print(plan)`` shows the choice and its predicted cost.
+    """
+    from .bptt import _Call  # late import: bptt uses this module
+    if schedule is not None:
+        get_schedule(schedule, 1)  # a clear error for unknown names
+    call = _Call(model, loss_fn, x_example, target, max(1, int(probe_len)), state, reduction,
+                 batch_first, state_batch_dim)
+    lay = call.layout
+    runner = call.runner()
+    device = getattr(lay.x_data, "device", torch.device("cpu"))
+    if memory_budget in (None, "auto"):
+        budget = available_memory(device) // 2
+    else:
+        budget = parse_bytes(memory_budget)
+    bytes_per_row, state_bytes, draws = measure(runner, probe_len)
+    n_steps = int(T) if T is not None else lay.n_steps
+    if n_steps < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    n_rows = lay.n_rows if n_steps == lay.n_steps else n_steps * lay.n_batch
+    return choose(n_steps, n_rows, lay.n_batch, bytes_per_row, state_bytes, budget, draws,
+                  schedule=schedule, block_len=block_len)
