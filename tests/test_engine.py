@@ -393,3 +393,39 @@ def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_ca
     assert held[0] <= max_states, held[0]
     if schedule != "flat":
         assert calls[0] > 2 * 64 - 1  # it did rebuild boundaries
+
+
+# -- offload ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("schedule", ["flat", "two_level"])
+def test_offload_cpu_is_exact(schedule):
+    model, head = make("lstm", layers=2)
+    x, y = ragged_batch([17, 4, 12], 3, 2)
+    lf = mse_head(head)
+    ref, got, _, _ = run_both(
+        list(model.parameters()),
+        lambda: vlrnn.full_backward(model, lf, x, y),
+        lambda: vlrnn.block_backward(model, lf, x, y, block_len=3, schedule=schedule,
+                                     offload="cpu"))
+    assert_close_grads(ref, got)
+    with pytest.raises(ValueError, match="unknown offload 'disk'"):
+        vlrnn.block_loss(model, lf, x, y, offload="disk")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_offload_keeps_boundaries_on_the_host(monkeypatch):
+    from vlrnn import engine
+    model, head = make("gru", layers=2)
+    model, head = model.cuda(), head.cuda()
+    x, y = ragged_batch([40, 9, 33], 3, 2)
+    x, y = x.to("cuda"), y.to("cuda")
+    lf = mse_head(head)
+    kept = []
+    orig = engine.BlockRunner.stash
+    monkeypatch.setattr(engine.BlockRunner, "stash",
+                        lambda self, s: kept.append(r := orig(self, s)) or r)
+    ref, got, _, _ = run_both(
+        list(model.parameters()),
+        lambda: vlrnn.full_backward(model, lf, x, y),
+        lambda: vlrnn.block_backward(model, lf, x, y, block_len=4, offload="cpu"))
+    assert_close_grads(ref, got, rtol=1e-6)
+    assert kept and all(t.device.type == "cpu" for s in kept if s for t in s)

@@ -8,6 +8,8 @@ from .blocks import TimeBlock, split_packed
 from .bptt import BlockLossOutput, block_backward, block_loss, full_backward, full_loss
 from .planner import Plan, plan
 from .schedules import SCHEDULES
+from .pipeline import TrainedModel, pack_and_train
+from .trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -16,10 +18,13 @@ __all__ = [
     "Plan",
     "SCHEDULES",
     "TimeBlock",
+    "TrainedModel",
+    "Trainer",
     "block_backward",
     "block_loss",
     "full_backward",
     "full_loss",
+    "pack_and_train",
     "plan",
     "split_packed",
 ]

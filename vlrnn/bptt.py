@@ -115,7 +115,8 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
                block_len: Union[int, str] = 256, state: Any = None, reduction: str = "mean",
                batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
                schedule: Optional[str] = None,
-               memory_budget: Union[int, str, None] = None) -> BlockLossOutput:
+               memory_budget: Union[int, str, None] = None,
+               offload: Optional[str] = None) -> BlockLossOutput:
     """Loss of a recurrent model over a long batch, whose backward is the exact BPTT
     gradient computed block by block in memory that does not grow with the length.
 
@@ -145,6 +146,9 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
             planner (:func:`vlrnn.plan`) picks block length and schedule; with a fixed
             ``block_len`` it still uses what the budget leaves to keep the graphs of
             the last blocks instead of recomputing them.
+        offload: ``"cpu"`` keeps the boundary states in (pinned) host memory and copies
+            each back when the reverse pass needs it: GPU memory then holds one block,
+            whatever the length. ``None`` keeps them where the model puts them.
 
     Returns:
         :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
@@ -157,6 +161,9 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
                  state_batch_dim, schedule)
     lay = call.layout
     runner = call.runner()
+    if offload not in (None, "cpu"):
+        raise ValueError(f"unknown offload {offload!r}; expected None or 'cpu'")
+    runner.offload = offload
     n = len(call.blocks)
     if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, runner.boundary[0], None)
@@ -221,14 +228,15 @@ def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Opt
               block_len: Optional[int] = None, state: Any = None, reduction: str = "mean",
               batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
               schedule: Optional[str] = None,
-              memory_budget: Union[int, str, None] = None) -> BlockLossOutput:
+              memory_budget: Union[int, str, None] = None,
+              offload: Optional[str] = None) -> BlockLossOutput:
     """The same loss as :func:`block_loss` with plain autograd (the whole graph is kept).
 
     With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
     caller's order). With ``block_len`` it is called block by block exactly as the engine
     calls it (same shapes, same random draws), chaining the states in the graph.
-    ``schedule`` and ``memory_budget`` are accepted (so both take the same arguments),
-    but plain autograd has no schedule; ``block_len="auto"`` means one call.
+    ``schedule``, ``memory_budget`` and ``offload`` are accepted (so both take the same
+    arguments), but plain autograd has none of them; ``block_len="auto"`` means one call.
     """
     if block_len == "auto":
         block_len = None

@@ -74,6 +74,8 @@ class BlockRunner:
         self.rng: List[Optional[RngSnapshot]] = [None] * k
         self.enders: List[Optional[List[torch.Tensor]]] = [None] * k
         self.autocast = _autocast_state()
+        self.offload: Optional[str] = None  # "cpu": keep boundary states in host memory
+        self.state_device: Optional[torch.device] = None  # where the model's states live
 
     # -- one block -------------------------------------------------------------------------
     def run(self, k: int, x_part: torch.Tensor, y_part: Optional[torch.Tensor],
@@ -96,6 +98,7 @@ class BlockRunner:
             raise TypeError(f"model returned an invalid new_state: {err}") from None
         if self.spec is None:
             self.spec = spec
+            self.state_device = leaves[0].device if leaves else None
         st.check_batch(leaves, self.batch_dim, blk.n_in,
                        f"state returned by the model for steps {blk.start}:{blk.stop}")
         loss = None
@@ -114,10 +117,26 @@ class BlockRunner:
         y_leaf = None
         if y_data is not None:
             y_leaf = lay.part(y_data, blk).detach().requires_grad_(y_grad)
+        state_in = self.unstash(state_in)
         leaves = None if state_in is None else st.detach_all(state_in, requires_grad=state_grad)
         with torch.enable_grad(), _autocast(self.autocast):
             loss, out = self.run(k, x_leaf, y_leaf, leaves)
         return _BlockGraph(x_leaf, y_leaf, leaves or [], loss, out)
+
+    def stash(self, state: Optional[List[torch.Tensor]]) -> Optional[List[torch.Tensor]]:
+        """A boundary state as kept: with ``offload="cpu"``, copied to (pinned) host
+        memory so that a GPU holds only the block it works on."""
+        if self.offload is None or state is None:
+            return state
+        pin = torch.cuda.is_available()
+        return [t.to("cpu", non_blocking=True).pin_memory() if pin and t.is_cuda else t.cpu()
+                for t in state]
+
+    def unstash(self, state: Optional[List[torch.Tensor]]) -> Optional[List[torch.Tensor]]:
+        """A kept boundary state back on the device the model runs on."""
+        if self.offload is None or state is None or self.state_device is None:
+            return state
+        return [t.to(self.state_device, non_blocking=True) for t in state]
 
     def next_state(self, k: int, state_out: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """The state entering block ``k + 1``: rows ``[0, n_out)`` of what ``k`` left
@@ -136,7 +155,7 @@ class BlockRunner:
         nxt = self.next_state(k, state_out)
         # the last block's boundary is always kept: a second backward re-runs it
         if k + 1 < len(self.blocks) and (self.schedule.keep(k + 1) or k + 2 == len(self.blocks)):
-            self.boundary[k + 1] = nxt
+            self.boundary[k + 1] = self.stash(nxt)
         return nxt
 
     def final_state(self) -> List[torch.Tensor]:
@@ -163,7 +182,7 @@ class BlockRunner:
         ``start``, with their original random draws; store the boundaries the schedule
         names (``k`` among them) in ``into``."""
         keep = set(self.schedule.rebuild(start, k))
-        state = into[start] if start in into else self.boundary[start]
+        state = self.unstash(into[start] if start in into else self.boundary[start])
         lay = self.layout
         with torch.no_grad(), _autocast(self.autocast):
             for j in range(start, k):
@@ -173,7 +192,7 @@ class BlockRunner:
                                   with_loss=False)
                 state = self.next_state(j, out)
                 if j + 1 in keep:
-                    into[j + 1] = state
+                    into[j + 1] = self.stash(state)
 
     def snapshot(self) -> RngSnapshot:
         return RngSnapshot(self.devices)

@@ -1,1 +1,8 @@
 """Recurrent models that follow vlrnn's ``model(x, state) -> (y, state)`` contract."""
+from .stacked import StackedRNN
+
+__all__ = ["StackedRNN"]
+from .head import WithHead  # noqa: E402
+
+__all__ += ["WithHead"]
+

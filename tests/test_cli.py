@@ -1,0 +1,98 @@
+"""The ``vlrnn`` command line, run as ``python -m vlrnn`` in a subprocess (and in-process)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vlrnn import cli
+from vlrnn.pipeline import TrainedModel
+
+TRAIN = ["--id-col", "id", "--time-col", "t", "--target", "y", "--hidden-size", "4",
+         "--num-layers", "1", "--block-len", "8", "--batch-size", "2", "--no-progress"]
+
+
+def vlrnn_cmd(*args: str, cwd) -> subprocess.CompletedProcess:
+    # one thread: tiny ops on a busy 2-core machine are much slower with two
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "vlrnn", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def csv(tmp_path):
+    rng = np.random.default_rng(0)
+    parts = []
+    for s, T in enumerate([7, 15, 4, 11, 9]):
+        u = rng.normal(size=T)
+        parts.append(pd.DataFrame({"id": s, "t": np.arange(T), "u": u,
+                                   "y": np.r_[0.0, u[:-1]]}))
+    path = tmp_path / "sensors.csv"
+    pd.concat(parts).to_csv(path, index=False)
+    return path
+
+
+def test_help_lists_the_subcommands(tmp_path):
+    r = vlrnn_cmd("--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "train" in r.stdout and "demo" in r.stdout and "examples:" in r.stdout
+    r = vlrnn_cmd("train", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--id-col" in r.stdout and "--resume" in r.stdout
+
+
+def test_train_writes_model_and_history(csv, tmp_path):
+    r = vlrnn_cmd("train", str(csv), *TRAIN, "--epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "runs" / "sensors"  # default --out: runs/<data file stem>
+    assert {"model.pt", "history.csv", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
+    hist = pd.read_csv(out / "history.csv")
+    assert hist["epoch"].tolist() == [1, 2]
+    assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s",
+                                  "lr"]
+    assert "model.pt" in r.stdout and "validation loss" in r.stdout
+    pred = TrainedModel.load(out / "model.pt").predict(pd.read_csv(csv))
+    assert len(pred) == len(pd.read_csv(csv))
+
+
+def test_missing_column_is_one_line_exit_2(csv, tmp_path):
+    args = ["train", str(csv), *TRAIN]
+    args[args.index("y")] = "load"
+    r = vlrnn_cmd(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vlrnn: error:") and "'load'" in lines[0]
+
+
+def test_missing_file_and_debug_traceback(tmp_path, capsys):
+    # in-process: the same main() the console script runs
+    assert cli.main(["train", str(tmp_path / "none.csv"), *TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlrnn: error: data file") and "Traceback" not in err
+    assert cli.main(["train", str(tmp_path / "none.csv"), *TRAIN, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bad_suffix_and_bad_numbers(tmp_path, capsys):
+    p = tmp_path / "data.txt"
+    p.write_text("a,b\n")
+    assert cli.main(["train", str(p), *TRAIN]) == 2
+    assert "expected .csv or .parquet" in capsys.readouterr().err
+    assert cli.main(["train", str(p), *TRAIN, "--block-len", "0"]) == 2
+    assert "--block-len must be >= 1" in capsys.readouterr().err
+
+
+def test_resume_continues_the_run(csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    assert cli.main(["train", str(csv), *TRAIN, "--epochs", "2", "--out", str(out),
+                     "--resume"]) == 0
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
+    capsys.readouterr()
+    assert cli.main(["train", str(csv), *TRAIN, "--out", str(tmp_path / "new"),
+                     "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

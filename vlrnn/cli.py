@@ -1,0 +1,234 @@
+"""Command line: ``vlrnn train DATA.csv ...`` and ``vlrnn demo``.
+
+Errors caused by the input (a missing file or column, bad values) are reported as one
+line ``vlrnn: error: ...`` on stderr with exit status 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+# Raised for bad input (files, columns, values) rather than bugs: shown as one line.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError,
+               FloatingPointError, ImportError)
+
+DESCRIPTION = """\
+Exact backpropagation through time for recurrent networks on very long,
+variable-length sequences, in memory that does not grow with the length."""
+
+EPILOG = """\
+examples:
+  vlrnn train sensors.csv --id-col unit --time-col t --target load
+  vlrnn train sales.parquet --id-col store --time-col date --target units \\
+      --features price promo --cell gru --epochs 30 --out runs/sales
+  vlrnn train sales.parquet --id-col store --time-col date --target units --resume
+  vlrnn demo --minutes 1
+
+Run 'vlrnn COMMAND --help' for the options of a command."""
+
+TRAIN_DESCRIPTION = """\
+Train a recurrent model that predicts the target column(s) at every time step of
+every series of a long-format table (one row per series id and time step; series
+may have any lengths). Features and targets are standardised on the training series,
+whole series are held out for validation, and every epoch is checkpointed."""
+
+TRAIN_EPILOG = """\
+output (in --out, default runs/<data file name>):
+  model.pt     trained model, scalers and config (vlrnn.TrainedModel.load)
+  history.csv  one row per epoch: train_loss, val_loss, seconds, steps_per_s, lr
+  loss.png     loss curves (if matplotlib is installed)
+  last.pt      checkpoint after the last epoch (--resume continues from it)
+  best.pt      checkpoint of the epoch with the lowest validation loss
+
+example:
+  vlrnn train sensors.csv --id-col unit --time-col t --target load --epochs 20"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vlrnn`` argument parser with its subcommands."""
+    from . import __version__, demo
+
+    parser = argparse.ArgumentParser(
+        prog="vlrnn", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vlrnn {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    tr = sub.add_parser("train", parents=[common], help="train a model on a CSV or Parquet table",
+                        description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("data", metavar="DATA", help="a .csv or .parquet file, one row per "
+                    "(series id, time step)")
+    cols = tr.add_argument_group("columns")
+    cols.add_argument("--id-col", required=True, metavar="C", help="column naming the series")
+    cols.add_argument("--time-col", required=True, metavar="C",
+                      help="column ordering the steps of a series (numbers or dates)")
+    cols.add_argument("--target", required=True, nargs="+", metavar="C",
+                      help="target column(s) to predict at every step")
+    cols.add_argument("--features", nargs="+", metavar="C", default=None,
+                      help="feature column(s) (default: every other column)")
+    model = tr.add_argument_group("model")
+    model.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"],
+                       help="recurrent cell (default: lstm)")
+    model.add_argument("--hidden-size", type=int, default=64, metavar="N",
+                       help="hidden units per layer (default: 64)")
+    model.add_argument("--num-layers", type=int, default=2, metavar="N",
+                       help="stacked recurrent layers (default: 2)")
+    train = tr.add_argument_group("training")
+    train.add_argument("--block-len", type=int, default=256, metavar="N",
+                       help="time steps per BPTT block; memory grows with it, not with the "
+                            "series length (default: 256)")
+    train.add_argument("--batch-size", type=int, default=16, metavar="N",
+                       help="series per batch (default: 16)")
+    train.add_argument("--epochs", type=int, default=10, metavar="N",
+                       help="epochs in total, counting resumed ones (default: 10)")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    train.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                       help="share of series held out for validation, 0 for none (default: 0.2)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--device", default=None,
+                       help="cpu or cuda (default: cuda if available)")
+    run = tr.add_argument_group("run")
+    run.add_argument("--out", default=None, metavar="DIR",
+                     help="output and checkpoint folder (default: runs/<data file stem>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the last checkpoint in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    dm = sub.add_parser("demo", parents=[common],
+                        help="train a byte-level LSTM on Python's standard library",
+                        description=(demo.__doc__ or "").strip().splitlines()[0] or None)
+    demo.add_arguments(dm)
+    dm.set_defaults(func=demo.run)
+    return parser
+
+
+def read_table(path: Path):
+    """A ``.csv`` or ``.parquet`` file as a DataFrame."""
+    import pandas as pd
+
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"data file {path} is a folder; expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as err:
+            raise ImportError(f"reading {path} needs a Parquet engine: pip install pyarrow "
+                              f"({err})") from None
+    raise ValueError(f"data file {path} has suffix {suffix or '(none)'!r}; expected .csv or "
+                     ".parquet")
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("hidden_size", "num_layers", "block_len", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.epochs < 0:
+        raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+
+
+def save_loss_plot(history, path: Path) -> Optional[Path]:
+    """Train/validation loss per epoch as a PNG; ``None`` without matplotlib."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
+    except ImportError:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    if history["val_loss"].notna().any():
+        ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (MSE, scaled targets)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import pack_and_train
+
+    _check_positive(args)
+    data = Path(args.data)
+    out = Path(args.out) if args.out else Path("runs") / data.stem
+    df = read_table(data)
+    if args.resume and not (out / "last.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {out / 'last.pt'} to continue from "
+                                "(drop --resume to start a new run, or point --out at the run)")
+    result = pack_and_train(
+        df, id_col=args.id_col, time_col=args.time_col, target_cols=args.target,
+        feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
+        num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
+        epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
+        resume=out if args.resume else None, checkpoint_dir=out,
+        progress=not args.no_progress, device=args.device)
+    model_path = result.save(out / "model.pt")
+    hist = result.history
+    hist.to_csv(out / "history.csv", index=False)
+    plot = save_loss_plot(hist, out / "loss.png") if len(hist) else None
+
+    cfg = result.config
+    print(f"trained {cfg['cell']} {cfg['num_layers']}x{cfg['hidden_size']} on "
+          f"{len(cfg['feature_cols'])} feature(s) -> {', '.join(cfg['target_cols'])}")
+    if len(hist):
+        last = hist.iloc[-1]
+        line = f"epoch {int(last['epoch'])}: train loss {last['train_loss']:.4g}"
+        if hist["val_loss"].notna().any():
+            line += f", validation loss {last['val_loss']:.4g}"
+            best = hist.loc[hist["val_loss"].idxmin()]
+            line += f" (best {best['val_loss']:.4g} at epoch {int(best['epoch'])})"
+        print(line)
+    print(f"model:   {model_path}")
+    print(f"history: {out / 'history.csv'}")
+    if plot is not None:
+        print(f"plot:    {plot}")
+    print(f"resume:  add --resume --out {out} (with a larger --epochs) to train further")
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    # KeyError's str() is the repr of its key: show the message itself
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    msg = " ".join(str(msg).split())
+    return msg or type(err).__name__
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``vlrnn`` console script (and ``python -m vlrnn``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("vlrnn: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"vlrnn: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
