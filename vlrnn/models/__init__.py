@@ -5,4 +5,7 @@ __all__ = ["StackedRNN"]
 from .head import WithHead  # noqa: E402
 
 __all__ += ["WithHead"]
+from .qrnn import QRNN  # noqa: E402
+from .scan import linear_scan  # noqa: E402
 
+__all__ += ["QRNN", "linear_scan"]

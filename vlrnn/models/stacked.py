@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .head import WithHead
+
 __all__ = ["StackedRNN"]
 
 # A cell's state: one tensor (B, H) or a tuple/list of them, like LSTMCell's (h, c).
@@ -88,28 +90,63 @@ def _check_cell_state(s: Any, layer: int, n_batch: int, what: str) -> None:
                              f"expected batch size {n_batch} on dim 0 (state_batch_dim = 0)")
 
 
+def _layer_sizes(hidden_size: Any, num_layers: Optional[int]) -> List[int]:
+    """Per-layer output sizes from ``hidden_size`` (int or list) and ``num_layers``."""
+    if isinstance(hidden_size, (list, tuple)):
+        if not hidden_size:
+            raise ValueError("hidden_size must be a positive int or a non-empty list of them, "
+                             "got an empty list")
+        sizes = [_positive_int(f"hidden_size[{i}]", h) for i, h in enumerate(hidden_size)]
+        if num_layers is not None and _positive_int("num_layers", num_layers) != len(sizes):
+            raise ValueError(f"num_layers={num_layers} does not match hidden_size={sizes}, "
+                             f"which has {len(sizes)} layer sizes; leave num_layers out")
+        return sizes
+    h = _positive_int("hidden_size", hidden_size)
+    return [h] * (1 if num_layers is None else _positive_int("num_layers", num_layers))
+
+
 class StackedRNN(nn.Module):
     r"""Multi-layer recurrent network built from a recurrent cell, one cell per layer.
 
     Called as ``model(x, state) -> (y, new_state)``, like ``nn.LSTM``, so that an engine
     can run it block by block over time and carry ``new_state`` into the next call.
-    Layer 0 reads the input, layer ``l > 0`` the output of layer ``l - 1`` (with dropout
-    in training mode); ``y`` is the output of the last layer.
+    Layer 0 reads the input ``x_0``, layer ``l > 0`` reads ``x_l``, what layer ``l - 1``
+    passes up; ``y`` is what the last layer passes up. Layer ``l`` with cell outputs
+    ``o_l`` passes up, in this order::
+
+        u_l = LayerNorm_l(o_l)       if layer_norm   (else o_l)
+        u_l = u_l + x_l              if residual and layer l's input and output sizes match
+        x_{l+1} = dropout(u_l)       training mode, every layer but the last
+
+    Layer norm acts on what a layer passes up, not inside the recurrence (the carried
+    state is the cell's own); the residual adds the input the layer actually read
+    (after the previous layer's dropout). All of this is one op per layer over the whole
+    block, and the dropout masks come from the global RNG, which the block engine
+    replays on recompute.
 
     Args:
         input_size: number of input features ``F``.
-        hidden_size: number of features ``H`` of every layer's output.
-        num_layers: number of stacked cells.
+        hidden_size: number of features of every layer's output (an int), or a list with
+            one size per layer. The attribute ``hidden_size`` is the last layer's size
+            (the features of ``y``); ``hidden_sizes`` holds all of them.
+        num_layers: number of stacked cells; default ``len(hidden_size)`` for a list
+            (a different value is a ``ValueError``), else 1.
         cell: ``"lstm"`` (``nn.LSTMCell``), ``"gru"`` (``nn.GRUCell``), ``"rnn"``
             (``nn.RNNCell``, tanh), or an ``nn.Module`` cell class / factory called as
             ``cell(in_size, hidden_size)`` per layer (``in_size`` is ``input_size`` for
-            layer 0, ``hidden_size`` above). A cell is called ``cell(x_t, h) -> new_h``
-            with ``x_t`` ``(b, in_size)`` and ``h`` a tensor ``(b, H)`` or a tuple of them;
-            its output is ``new_h[0]`` when ``new_h`` is a tuple/list, else ``new_h``.
+            layer 0, the previous layer's size above). A cell is called
+            ``cell(x_t, h) -> new_h`` with ``x_t`` ``(b, in_size)`` and ``h`` a tensor
+            ``(b, H_l)`` or a tuple of them; its output is ``new_h[0]`` when ``new_h`` is a
+            tuple/list, else ``new_h``.
         dropout: probability of zeroing each output element of every layer but the
             last, in training mode only (as ``nn.LSTM``'s ``dropout``).
         batch_first: dense input and output are ``(B, T, *)`` instead of ``(T, B, *)``.
             Packed input is unaffected.
+        residual: add each layer's input to its output, for every layer whose input and
+            output sizes are equal (layer 0 included when ``input_size`` equals its
+            size); layers with different sizes get none. ``ValueError`` if no layer
+            qualifies (the option would do nothing).
+        layer_norm: ``nn.LayerNorm`` (learnt scale and shift) on every layer's output.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -122,25 +159,32 @@ class StackedRNN(nn.Module):
           ``(zeros, zeros)`` for ``nn.LSTMCell``, else zeros ``(B, H)``.
 
     Outputs: ``y``, ``new_state``
-        - **y**: same form as ``x``: dense ``(T, B, H)`` (``(B, T, H)`` if
-          ``batch_first``), or a ``PackedSequence`` with ``data`` ``(N, H)`` and the same
+        - **y**: same form as ``x``, ``H`` the last layer's size: dense ``(T, B, H)``
+          (``(B, T, H)`` if ``batch_first``), or a ``PackedSequence`` with ``data`` ``(N, H)`` and the same
           ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices`` as ``x``.
         - **new_state**: same format and batch order as ``state``; each sequence's state
           after its own last step (shorter packed sequences stop earlier).
 
     Attributes:
         cells: ``nn.ModuleList`` of the ``num_layers`` cells.
+        norms: ``nn.ModuleList`` of ``nn.LayerNorm``, one per layer (only with
+            ``layer_norm``).
+        hidden_sizes: tuple of every layer's output size.
         state_batch_dim: ``0``, where the batch is in every state tensor.
     """
 
     state_batch_dim = 0
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 cell: CellSpec = "lstm", dropout: float = 0.0, batch_first: bool = False):
+    def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]],
+                 num_layers: Optional[int] = None, cell: CellSpec = "lstm",
+                 dropout: float = 0.0, batch_first: bool = False, residual: bool = False,
+                 layer_norm: bool = False):
         super().__init__()
         self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        sizes = _layer_sizes(hidden_size, num_layers)
+        self.hidden_sizes: Tuple[int, ...] = tuple(sizes)
+        self.hidden_size = sizes[-1]  # features of y
+        self.num_layers = len(sizes)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
@@ -149,10 +193,22 @@ class StackedRNN(nn.Module):
             warnings.warn("dropout only acts between layers; with num_layers=1 it has no "
                           "effect", UserWarning, stacklevel=2)
         self.batch_first = bool(batch_first)
+        in_sizes = [self.input_size] + sizes[:-1]
+        self.residual = bool(residual)
+        # layers whose output gets their input added (sizes must match)
+        self._residual_layers = frozenset(
+            l for l in range(self.num_layers) if residual and in_sizes[l] == sizes[l])
+        if self.residual and not self._residual_layers:
+            chain = " -> ".join(map(str, [self.input_size] + sizes))
+            raise ValueError(f"residual=True needs a layer whose input and output sizes are "
+                             f"equal, but the layers map {chain}")
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            self.norms = nn.ModuleList(nn.LayerNorm(h) for h in sizes)
         factory = _cell_factory(cell)
         cells = []
         for layer in range(self.num_layers):
-            c = factory(self.input_size if layer == 0 else self.hidden_size, self.hidden_size)
+            c = factory(in_sizes[layer], sizes[layer])
             if not isinstance(c, nn.Module):
                 raise TypeError(f"cell factory must return an nn.Module, got "
                                 f"{type(c).__name__} for layer {layer}")
@@ -160,22 +216,42 @@ class StackedRNN(nn.Module):
         self.cells = nn.ModuleList(cells)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        hidden = (self.hidden_size if len(set(self.hidden_sizes)) == 1
+                  else list(self.hidden_sizes))
+        s = f"{self.input_size}, {hidden}, num_layers={self.num_layers}"
         if self.dropout:
             s += f", dropout={self.dropout}"
         if self.batch_first:
             s += ", batch_first=True"
+        if self.residual:
+            s += ", residual=True"
+        if self.layer_norm:
+            s += ", layer_norm=True"
         return s
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``y``: the last layer's size."""
+        return self.hidden_size
+
+    def with_head(self, n_out: int, bias: bool = True) -> WithHead:
+        """This model followed by ``nn.Linear(hidden_size, n_out)`` on every output step
+        (a :class:`~vlrnn.models.WithHead`; same ``(x, state) -> (y, state)`` contract,
+        ``y`` with ``n_out`` features)."""
+        return WithHead(self, nn.Linear(self.hidden_size, _positive_int("n_out", n_out),
+                                        bias=bias))
 
     def initial_state(self, batch_size: int, device: Optional[torch.device] = None,
                       dtype: Optional[torch.dtype] = None) -> Tuple[CellState, ...]:
         """The state used when ``state=None``: one entry per layer, batch on dim 0."""
-        return tuple(self._cell_initial(c, batch_size, device, dtype) for c in self.cells)
+        return tuple(self._cell_initial(c, h, batch_size, device, dtype)
+                     for c, h in zip(self.cells, self.hidden_sizes))
 
-    def _cell_initial(self, cell: nn.Module, n: int, device, dtype) -> CellState:
+    @staticmethod
+    def _cell_initial(cell: nn.Module, size: int, n: int, device, dtype) -> CellState:
         if hasattr(cell, "initial_state"):
             return cell.initial_state(n, device, dtype)
-        z = torch.zeros(n, self.hidden_size, device=device, dtype=dtype)
+        z = torch.zeros(n, size, device=device, dtype=dtype)
         if isinstance(cell, nn.LSTMCell):
             return (z, torch.zeros_like(z))
         return z
@@ -230,30 +306,43 @@ class StackedRNN(nn.Module):
             sizes = [n_batch] * data.shape[0]
             steps = data.unbind(0)
 
+        def join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+            # per-step tensors -> one block tensor: packed (N, H), dense (T, B, H)
+            return torch.cat(parts) if packed else torch.stack(parts)
+
         finals = []
         last = self.num_layers - 1
+        joined: Optional[torch.Tensor] = data  # this layer's input as one tensor
         for layer, cell in enumerate(self.cells):
             outs, final = self._run_layer(cell, steps, sizes, states[layer])
             finals.append(final)
-            if layer < last:
-                if self.training and self.dropout > 0 and outs:
-                    # one dropout call over the whole layer output, like nn.LSTM
-                    joined = torch.cat(outs) if packed else torch.stack(outs)
-                    joined = F.dropout(joined, self.dropout, True)
-                    steps = joined.split(sizes) if packed else joined.unbind(0)
-                else:
-                    steps = outs
+            drop = layer < last and self.training and self.dropout > 0
+            res = layer in self._residual_layers
+            if outs and (drop or res or self.layer_norm):
+                # one op per layer over the whole block (one dropout call, like nn.LSTM)
+                out = join(outs)
+                if self.layer_norm:
+                    out = self.norms[layer](out)
+                if res:
+                    out = out + (joined if joined is not None else join(steps))
+                if drop:
+                    out = F.dropout(out, self.dropout, True)
+                joined = out
+                outs = list(out.split(sizes) if packed else out.unbind(0))
+            else:
+                joined = None
+            steps = outs
 
         if packed:
-            y = PackedSequence(torch.cat(outs), x.batch_sizes, x.sorted_indices,
-                               x.unsorted_indices)
+            y = PackedSequence(joined if joined is not None else torch.cat(outs),
+                               x.batch_sizes, x.sorted_indices, x.unsorted_indices)
             if x.unsorted_indices is not None:
                 idx = x.unsorted_indices
                 finals = [_same_kind(s, [t.index_select(0, idx) for t in _leaves(s)])
                           for s in finals]
         else:
             if outs:
-                y = torch.stack(outs)
+                y = joined if joined is not None else torch.stack(outs)
             else:  # zero time steps: empty output, state unchanged
                 y = data.new_zeros((0, n_batch, self.hidden_size))
             if self.batch_first:
