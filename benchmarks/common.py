@@ -1,0 +1,64 @@
+"""Shared pieces of the benchmarks: fresh-process workers, peak RSS, tables."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Sequence
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def spawn(script: str, args: Sequence, timeout: float) -> dict:
+    """Run ``script --worker *args`` in a fresh process; its last stdout line is JSON."""
+    cmd = [sys.executable, script, "--worker", *map(str, args)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"error": f"exit {res.returncode}: {tail[0][:120]}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def medians(results: Dict[tuple, List[dict]], keys: Sequence[str]) -> List[dict]:
+    """One row per configuration: the median of each key over its successful runs."""
+    rows = []
+    for (method, T), runs in results.items():
+        ok = [r for r in runs if "error" not in r]
+        if not ok:
+            rows.append(dict(method=method, T=T, error=runs[0]["error"]))
+            continue
+        row = dict(method=method, T=T, reps=len(ok))
+        for k in keys:
+            vals = [r[k] for r in ok if r.get(k) is not None]
+            row[k] = statistics.median(vals) if vals else None
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: List[dict], columns: Sequence[tuple]) -> str:
+    """A markdown table; ``columns`` are (header, key, format) triples."""
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "|".join("---:" if f else "---" for _, _, f in columns) + "|"]
+    for r in rows:
+        if "error" in r:
+            cells = [str(r.get(k, "")) if not f else "" for _, k, f in columns]
+            cells[len(cells) // 2] = r["error"]
+        else:
+            cells = [("" if r.get(k) is None else (format(r[k], f) if f else str(r[k])))
+                     for _, k, f in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
