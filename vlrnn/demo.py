@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(rows)
             loss = float(out.loss.detach())
             bar.set_postfix(loss=f"{loss:.3f}", T=n_steps, blocks=out.n_blocks)
-            if not show and (steps % 10 == 0 or steps == 1):
+            if bar.disable and (steps % 10 == 0 or steps == 1):  # no bar (not a TTY): log lines
                 print(f"  step {steps:4d}  loss {loss:.3f}  "
                       f"{seen_rows / elapsed:,.0f} bytes/s  longest file in batch {n_steps:,}")
             if elapsed > budget:

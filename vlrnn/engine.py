@@ -1,11 +1,13 @@
 """The block engine: exact BPTT gradient in memory of one block plus boundary states.
 
 Forward (no graph kept): walk the blocks first to last, keep the recurrent state entering
-each block (the boundary cache) and the random-number state at each block start. Only
-the last block is run with a graph, and that graph is kept.
+the blocks the schedule names (the boundary cache; ``flat`` keeps all) and the
+random-number state at each block start that drew random numbers. The last block (or,
+when a memory budget allows, the last few) is run with a graph, and that graph is kept.
 
 Backward (inside :class:`_BlockBPTT`): blocks last to first. Re-run the block from its
-cached boundary with the same random draws, then one ``torch.autograd.grad`` seeded with
+boundary (rebuilding the boundary first, from the nearest kept one, when the schedule did
+not keep it) with the same random draws, then one ``torch.autograd.grad`` seeded with
 the block's loss and dL/d(state leaving the block); it yields dL/d(state entering the
 block), which seeds the previous block, and the block's share of every parameter's
 gradient. The shares are summed and returned as the Function's input gradients, so each
