@@ -429,3 +429,18 @@ def test_cuda_offload_keeps_boundaries_on_the_host(monkeypatch):
         lambda: vlrnn.block_backward(model, lf, x, y, block_len=4, offload="cpu"))
     assert_close_grads(ref, got, rtol=1e-6)
     assert kept and all(t.device.type == "cpu" for s in kept if s for t in s)
+
+
+# -- outputs streamed block by block ----------------------------------------------------------
+@pytest.mark.parametrize("sorted_", [True, False])
+def test_block_outputs_equal_one_call(sorted_):
+    from vlrnn.bptt import block_outputs
+    model, _ = make("lstm", layers=2)
+    x, _ = ragged_batch([7, 1, 13, 5], 3, 2, sorted_=sorted_)
+    h0 = state_like("lstm", 2, 4, 4)
+    ref_y, ref_state = model(x, h0)
+    y, state = block_outputs(model, x, block_len=3, state=h0)
+    assert torch.equal(y.batch_sizes, ref_y.batch_sizes)
+    assert torch.allclose(y.data, ref_y.data, rtol=1e-12, atol=1e-14)
+    for a, b in zip(flat_state(ref_state), flat_state(state)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)

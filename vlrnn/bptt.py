@@ -8,7 +8,7 @@ the engine is tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -222,6 +222,37 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
         out.loss.backward()
     out.loss = out.loss.detach()
     return out
+
+
+def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: Any = None,
+                  batch_first: Optional[bool] = None,
+                  state_batch_dim: Optional[int] = None) -> Tuple[Batch, Any]:
+    """The model's outputs over ``x``, computed block by block without a graph.
+
+    The same as ``model(x, state)`` in one call under ``torch.no_grad()``, but holding
+    one block's activations at a time (the outputs themselves are kept).
+
+    Returns:
+        ``(y, final_state)``: ``y`` in ``x``'s layout (a ``PackedSequence`` with ``x``'s
+        ``batch_sizes``/``sorted_indices``/``unsorted_indices``, or dense with ``x``'s
+        time and batch dims); ``final_state`` each sequence's state after its own last
+        step, in the caller's batch order.
+    """
+    # "recursive" keeps no boundary states: nothing is recomputed here
+    call = _Call(model, None, x, None, block_len, state, "mean", batch_first,
+                 state_batch_dim, "recursive")
+    lay = call.layout
+    runner = call.runner()
+    outs: List[torch.Tensor] = []
+    with torch.no_grad():
+        runner.run_no_grad(lay.x_data, None, 0, len(call.blocks), runner.boundary[0], None,
+                           outputs=outs)
+    if lay.packed:
+        y: Batch = PackedSequence(torch.cat(outs), x.batch_sizes, x.sorted_indices,
+                                  x.unsorted_indices)
+    else:
+        y = torch.cat(outs, dim=1 if lay.batch_first else 0)
+    return y, call.output(None, runner.final_state(), runner.spec).state
 
 
 def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,

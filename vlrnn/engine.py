@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from . import state as st
 from .blocks import TimeBlock
@@ -81,9 +82,10 @@ class BlockRunner:
 
     # -- one block -------------------------------------------------------------------------
     def run(self, k: int, x_part: torch.Tensor, y_part: Optional[torch.Tensor],
-            state_in: Optional[List[torch.Tensor]], with_loss: bool = True
-            ) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
-        """Model and loss on block ``k``: (block loss or ``None``, flat state leaving it)."""
+            state_in: Optional[List[torch.Tensor]], with_loss: bool = True,
+            outputs: Optional[list] = None) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+        """Model and loss on block ``k``: (block loss or ``None``, flat state leaving it);
+        the model's output rows are appended to ``outputs`` when it is given."""
         blk = self.blocks[k]
         lay = self.layout
         spec = self.spec0 if k == 0 else self.spec
@@ -94,6 +96,8 @@ class BlockRunner:
                             + (f"a {type(out).__name__} of length {len(out)}"
                                if isinstance(out, (tuple, list)) else type(out).__name__))
         y, new_state = out
+        if outputs is not None:
+            outputs.append(y.data if isinstance(y, PackedSequence) else y)
         try:
             leaves, spec = st.flatten(new_state)
         except TypeError as err:
@@ -164,7 +168,8 @@ class BlockRunner:
         """Each sequence's state at its own last step, flat, sorted order."""
         return assemble_final(self.enders, self.batch_dim)
 
-    def run_no_grad(self, x_data, y_data, first: int, stop: int, state, loss_sum):
+    def run_no_grad(self, x_data, y_data, first: int, stop: int, state, loss_sum,
+                    outputs: Optional[list] = None):
         """Forward pass over blocks ``[first, stop)`` with no graph, starting from
         ``state``; returns (running loss sum (detached), state entering ``stop``)."""
         lay = self.layout
@@ -173,7 +178,8 @@ class BlockRunner:
                 blk = self.blocks[k]
                 snap = self.snapshot()
                 loss, out = self.run(k, lay.part(x_data, blk),
-                                     None if y_data is None else lay.part(y_data, blk), state)
+                                     None if y_data is None else lay.part(y_data, blk), state,
+                                     outputs=outputs)
                 self.keep_rng(k, snap)
                 loss_sum = add_loss(loss_sum, loss)
                 state = self.advance(k, out)
