@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .head import WithHead
+from .inputs import dense_time_major
 from .scan import METHODS, linear_scan
 
 __all__ = ["QRNN"]
@@ -169,12 +170,7 @@ class QRNN(nn.Module):
                                  f"{tuple(x.data.shape)}")
             inp, keep, last, rows = _packed_to_padded(x)
         else:
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"x must be a tensor or a PackedSequence, got {type(x).__name__}")
-            if x.dim() != 3:
-                layout = "(B, T, F)" if self.batch_first else "(T, B, F)"
-                raise ValueError(f"dense input must be 3-D {layout}, got shape {tuple(x.shape)}")
-            inp = x.transpose(0, 1) if self.batch_first else x  # (T, B, F) view
+            inp = dense_time_major(x, self.batch_first)
             keep, last, rows = None, None, None
         T, B, n_feat = inp.shape
         if n_feat != self.input_size:

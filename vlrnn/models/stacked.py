@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .head import WithHead
+from .inputs import dense_time_major
 
 __all__ = ["StackedRNN"]
 
@@ -270,12 +271,7 @@ class StackedRNN(nn.Module):
             n_batch = sizes[0]
             n_feat = data.shape[1]
         else:
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"x must be a tensor or a PackedSequence, got {type(x).__name__}")
-            if x.dim() != 3:
-                layout = "(B, T, F)" if self.batch_first else "(T, B, F)"
-                raise ValueError(f"dense input must be 3-D {layout}, got shape {tuple(x.shape)}")
-            data = x.transpose(0, 1) if self.batch_first else x  # time-major view
+            data = dense_time_major(x, self.batch_first)
             n_batch = data.shape[1]
             n_feat = data.shape[2]
         if n_feat != self.input_size:
