@@ -22,22 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import markdown, medians, rss_mb, spawn  # noqa: E402
 FULL = {"plain": [1000, 4000, 16000, 64000], "vlrnn_only": [100_000, 1_000_000]}
 QUICK = {"plain": [500, 2000, 8000], "vlrnn_only": [32_000]}
 CONFIG = dict(n_in=16, hidden=128, layers=2, batch=16, block_len=256)
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # -- worker: one configuration in this process ---------------------------------------------
@@ -115,30 +109,12 @@ def check(T: int) -> dict:
     return dict(T=T, max_rel_err=err)
 
 
-# -- driver ----------------------------------------------------------------------------------
-def spawn(args: list, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", *map(str, args)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f}s"}
-    if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"error": f"exit {res.returncode}: {tail[0]}"}
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
+# -- driver ---------------------------------------------------------------------------------
 def fmt_table(rows: list) -> str:
-    head = "| T | method | peak RSS (MB) | above model+inputs (MB) | time (s) | time / plain |"
-    lines = [head, "|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-        if "error" in r:
-            lines.append(f"| {r['T']:,} | {r['method']} | {r['error']} | | | |")
-            continue
-        lines.append(f"| {r['T']:,} | {r['method']} | {r['rss_peak_mb']:.0f} | {r['extra_mb']:.0f} "
-                     f"| {r['seconds']:.2f} | {ratio} |")
-    return "\n".join(lines)
+    return markdown(rows, [("T", "T", ","), ("method", "method", ""),
+                           ("peak RSS (MB)", "rss_peak_mb", ".0f"),
+                           ("above model+inputs (MB)", "extra_mb", ".0f"),
+                           ("time (s)", "seconds", ".2f"), ("time / plain", "ratio", ".2f")])
 
 
 def plot(rows: list, path: Path) -> bool:
@@ -180,9 +156,14 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="plain,vlrnn,handloop")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for CSV and plot")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process "
+                   "(default 1: on a shared machine, spinning OpenMP threads make "
+                   "timings meaningless)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
+        import torch
+        torch.set_num_threads(int(a.worker[-1]))
         if a.worker[0] == "check":
             print(json.dumps(check(int(a.worker[1]))))
         else:
@@ -197,21 +178,14 @@ def main(argv=None) -> int:
     results = {}
     for rep in range(reps):  # interleaved: every method sees the same machine load
         for m, T in jobs:
+            if T in grid["vlrnn_only"] and rep > 0:
+                continue  # the longest runs once: there is no plain run to compare with
             iters = a.iters if T <= 100_000 else 1
-            r = spawn([m, T, iters], a.timeout)
+            r = spawn(__file__, [m, T, iters, a.threads], a.timeout)
             results.setdefault((m, T), []).append(r)
             status = r.get("error") or f"{r['seconds']:.2f}s, peak {r['rss_peak_mb']:.0f} MB"
             print(f"[rep {rep + 1}/{reps}] {m:8s} T={T:>9,}: {status}", flush=True)
-
-    rows = []
-    for (m, T), rs in results.items():
-        ok = [r for r in rs if "error" not in r]
-        if not ok:
-            rows.append(dict(method=m, T=T, error=rs[0]["error"]))
-            continue
-        rows.append(dict(method=m, T=T, seconds=statistics.median(r["seconds"] for r in ok),
-                         rss_peak_mb=statistics.median(r["rss_peak_mb"] for r in ok),
-                         extra_mb=statistics.median(r["extra_mb"] for r in ok), reps=len(ok)))
+    rows = medians(results, ["seconds", "rss_peak_mb", "extra_mb"])
     plain = {r["T"]: r["seconds"] for r in rows if r["method"] == "plain" and "seconds" in r}
     for r in rows:
         r["ratio"] = r["seconds"] / plain[r["T"]] if "seconds" in r and r["T"] in plain else None
@@ -225,7 +199,7 @@ def main(argv=None) -> int:
               f"{vl[-1][1]:.0f} MB at T={vl[-1][0]:,} ({vl[-1][1] / max(vl[0][1], 1):.2f}x)")
     if a.check:
         for T in grid["plain"][:3]:
-            c = spawn(["check", T], a.timeout)
+            c = spawn(__file__, ["check", T, a.threads], a.timeout)
             print(f"float64 gradient check T={T:,}: " +
                   (c.get("error") or f"max relative error {c['max_rel_err']:.1e}"))
     out = Path(a.out)

@@ -39,6 +39,7 @@ from common import markdown, medians, rss_mb, spawn  # noqa: E402
 BIG = dict(n_in=16, hidden=128, layers=2, batch=16)
 SMALL = dict(n_in=16, hidden=32, layers=1, batch=4)
 BLOCK = 256
+THREADS = [1]  # torch threads per worker process (--threads)
 
 
 # -- worker --------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def run_grid(jobs, reps, timeout, cfg_name, data_dir=""):
     results = {}
     for rep in range(reps):
         for method, T in jobs:
-            r = spawn(__file__, [method, T, cfg_name, data_dir or "-"], timeout)
+            r = spawn(__file__, [method, T, cfg_name, data_dir or "-", THREADS[0]], timeout)
             results.setdefault((method, T), []).append(r)
             status = r.get("error") or f"{r['seconds']:.2f}s, peak {r['rss_peak_mb']:.0f} MB"
             print(f"[rep {rep + 1}/{reps}] {method:10s} T={T:>10,}: {status}", flush=True)
@@ -187,7 +188,7 @@ def compare(a) -> str:
         r["ratio"] = r["seconds"] / plain[r["T"]] if r.get("seconds") and r["T"] in plain else None
     checks = {}
     for m in ["checkpoint", "flat", "two_level", "recursive"]:
-        c = spawn(__file__, ["check", m, 2000], a.timeout)
+        c = spawn(__file__, ["check", m, 2000, THREADS[0]], a.timeout)
         checks[m] = c.get("max_rel_err")
     for r in rows:
         if r["method"] in checks and checks[r["method"]] is not None:
@@ -247,16 +248,22 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="where to write the .npy inputs")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per process")
     p.add_argument("--out", default=None, help="also write the table to this file")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process "
+                   "(default 1: on a shared machine, spinning OpenMP threads make "
+                   "timings meaningless)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
+        import torch
         w = argv[1:]
+        torch.set_num_threads(int(w[-1]))
         if w[0] == "check":
             print(json.dumps(check(w[1], int(w[2]))))
         else:
             print(json.dumps(worker(w[0], int(w[1]), w[2], "" if w[3] == "-" else w[3])))
         return 0
     a = p.parse_args(argv)
+    THREADS[0] = a.threads
     table = {"compare": compare, "slope": slope, "huge": huge}[a.mode](a)
     print("\n" + table)
     if a.out:
