@@ -57,7 +57,6 @@ def build(cfg, dtype=None):
 
 def checkpoint_loop(model, loss_fn, x, y, block_len):
     """What a PyTorch user writes today: one torch.utils.checkpoint per block."""
-    import torch
     from torch.utils.checkpoint import checkpoint
     T, B = x.shape[:2]
 

@@ -52,7 +52,7 @@ def test_train_writes_model_and_history(csv, tmp_path):
     hist = pd.read_csv(out / "history.csv")
     assert hist["epoch"].tolist() == [1, 2]
     assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s",
-                                  "lr"]
+                                  "lr", "skipped"]
     assert "model.pt" in r.stdout and "validation loss" in r.stdout
     pred = TrainedModel.load(out / "model.pt").predict(pd.read_csv(csv))
     assert len(pred) == len(pd.read_csv(csv))

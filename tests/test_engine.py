@@ -6,7 +6,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from torch import nn
-from torch.nn.utils.rnn import pack_sequence
 
 import vlrnn
 from vlrnn.schedules import SCHEDULES

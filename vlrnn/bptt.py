@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -18,6 +19,7 @@ from . import state as st
 from .blocks import check_block_len
 from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_loss,
                      graph_leaves, next_node_number)
+from .checks import check_state_batch_dim, check_torch_rnn
 from .layout import Layout
 from .loss import LossFn, block_loss_value, check_reduction
 from .rng import cuda_devices
@@ -63,13 +65,16 @@ class _Call:
         self.schedule = get_schedule(schedule or "flat", len(self.blocks or [None]))
         if state_batch_dim is None:
             state_batch_dim = st.default_batch_dim(model) if isinstance(model, nn.Module) else 0
-        self.batch_dim = int(state_batch_dim)
+        self.batch_dim = check_state_batch_dim(state_batch_dim)
         self.state = state
         self.state0: Optional[List[torch.Tensor]] = None
         self.spec0 = None
+        leaves = None
         if state is not None:
             leaves, self.spec0 = st.flatten(state)
             st.check_batch(leaves, self.batch_dim, self.layout.n_batch, "initial state")
+        check_torch_rnn(model, self.layout, state, leaves, self.batch_dim, block_len is not None)
+        if state is not None:
             self.state0 = [self.layout.to_sorted(t, self.batch_dim) for t in leaves]
 
     def runner(self) -> BlockRunner:
@@ -103,6 +108,9 @@ def _device_of(model) -> torch.device:
 def _batch_first(model, batch_first: Optional[bool], x) -> bool:
     inner = getattr(model, "module", model)
     attr = getattr(inner, "batch_first", None)
+    if batch_first is not None and not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be True, False or None, got {batch_first!r} "
+                        f"({type(batch_first).__name__})")
     if batch_first is None:
         return bool(attr) if isinstance(attr, bool) else False
     if isinstance(attr, bool) and attr != bool(batch_first) and not isinstance(x, PackedSequence):
@@ -198,6 +206,8 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
 def _configure(model, loss_fn, x, target, block_len, schedule, memory_budget, state,
                reduction, batch_first, state_batch_dim):
     """(block_len, schedule, keep_last): as given, or planned from the memory budget."""
+    if block_len is None:  # (full_loss takes None: one call over the whole batch)
+        raise TypeError("block_len must be a positive int or 'auto', got None")
     auto = isinstance(block_len, str)
     if auto and block_len != "auto":
         raise ValueError(f"block_len must be a positive int or 'auto', got {block_len!r}")

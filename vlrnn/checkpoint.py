@@ -3,7 +3,9 @@
 A checkpoint is a dict written with ``torch.save``. It is written to a temporary file in
 the destination folder, flushed and fsynced, then renamed over the destination with
 ``os.replace`` (atomic on POSIX and Windows), so a crash mid-write leaves either the old
-file or the new one, never a torn file.
+file or the new one, never a torn file. A process killed between writing the temporary
+file and renaming it leaves that file behind (``.last.pt.<random>.tmp``);
+:func:`remove_stale_temp` clears such leftovers.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Iterable, List, Union
 
 import numpy as np
 import torch
@@ -23,6 +25,18 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; a checkpoint gets the permissions
+# any other new file would (other ranks' users, a shared file system). Read once, at
+# import: os.umask can only be read by setting it.
+_UMASK = _read_umask()
+
+
 def save_atomic(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically; creates the parent folder. Returns
     the path."""
@@ -30,6 +44,8 @@ def save_atomic(obj: Any, path: PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -43,6 +59,24 @@ def save_atomic(obj: Any, path: PathLike) -> Path:
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
+
+
+def remove_stale_temp(folder: PathLike, names: Iterable[str] = (LAST, BEST)) -> List[Path]:
+    """Delete the temporary files :func:`save_atomic` left in ``folder`` for ``names``
+    when its process died before the rename; returns what was removed. Call it only
+    while nothing writes to ``folder`` (a live writer's temporary file would go too)."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for name in names:
+        for p in folder.glob(f".{name}.*.tmp"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

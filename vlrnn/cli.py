@@ -38,7 +38,8 @@ whole series are held out for validation, and every epoch is checkpointed."""
 TRAIN_EPILOG = """\
 output (in --out, default runs/<data file name>):
   model.pt     trained model, scalers and config (vlrnn.TrainedModel.load)
-  history.csv  one row per epoch: train_loss, val_loss, seconds, steps_per_s, lr
+  history.csv  one row per epoch: train_loss, val_loss, seconds, steps_per_s, lr,
+               skipped (steps skipped for a non-finite loss with skip_nonfinite)
   loss.png     loss curves (if matplotlib is installed)
   last.pt      checkpoint after the last epoch (--resume continues from it)
   best.pt      checkpoint of the epoch with the lowest validation loss

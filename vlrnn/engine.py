@@ -19,7 +19,7 @@ restored outside the Function with ordinary (differentiable) ``index_select``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn

@@ -66,6 +66,7 @@ class Layout:
 
     # -- construction -------------------------------------------------------------------
     def _init_packed(self, x: PackedSequence, target) -> None:
+        check_packed(x, "x")
         self.x_data = x.data
         self.batch_sizes = x.batch_sizes
         self.n_steps = len(x.batch_sizes)
@@ -81,6 +82,7 @@ class Layout:
         if not isinstance(target, PackedSequence):
             raise TypeError("x is a PackedSequence, so target must be a PackedSequence "
                             f"packed from the same lengths; got {_describe(target)}")
+        check_packed(target, "target")
         if not torch.equal(target.batch_sizes, x.batch_sizes):
             raise ValueError(
                 "target's sequence lengths do not match x's: "
@@ -218,6 +220,50 @@ class Layout:
         if self.unsorted_indices is None:
             return t
         return t.index_select(batch_dim, self.unsorted_indices.to(t.device))
+
+
+def check_packed(p: PackedSequence, name: str) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``p`` is what ``pack_sequence`` makes:
+    ``batch_sizes`` a non-empty 1-D CPU int64 tensor of positive, non-increasing counts
+    summing to ``data``'s rows, and ``sorted_indices``/``unsorted_indices`` both ``None``
+    or inverse permutations of the batch. (``PackedSequence(data, batch_sizes)`` built
+    by hand checks none of this, and the engine would fail deep inside instead.)"""
+    data, bs = p.data, p.batch_sizes
+    if not isinstance(data, torch.Tensor) or data.dim() < 1:
+        raise TypeError(f"{name}.data must be a tensor (N, ...) of N rows, got "
+                        f"{_describe(data)}")
+    if not isinstance(bs, torch.Tensor) or bs.dim() != 1 or bs.dtype != torch.int64 \
+            or bs.device.type != "cpu":
+        raise ValueError(f"{name}.batch_sizes must be a 1-D int64 CPU tensor (as "
+                         f"pack_sequence makes it), got {_describe(bs)}"
+                         + (f" of dtype {bs.dtype} on {bs.device}"
+                            if isinstance(bs, torch.Tensor) else ""))
+    if len(bs) == 0:
+        raise ValueError(f"{name} has no time steps (batch_sizes is empty)")
+    if bool((bs < 1).any()) or bool((bs[1:] > bs[:-1]).any()):
+        raise ValueError(f"{name}.batch_sizes must be positive and non-increasing (the "
+                         f"number of sequences still running at each step), got "
+                         f"{bs.tolist()[:20]}{' ...' if len(bs) > 20 else ''}")
+    if int(bs.sum()) != data.shape[0]:
+        raise ValueError(f"{name}.batch_sizes sum to {int(bs.sum())} rows but {name}.data "
+                         f"has {data.shape[0]} rows (shape {tuple(data.shape)})")
+    s_idx, u_idx = p.sorted_indices, p.unsorted_indices
+    if s_idx is None and u_idx is None:
+        return
+    n = int(bs[0])
+    ident = torch.arange(n)
+    for what, idx in (("sorted_indices", s_idx), ("unsorted_indices", u_idx)):
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 1 or len(idx) != n \
+                or idx.dtype != torch.int64 \
+                or not torch.equal(idx.cpu().sort().values, ident):
+            raise ValueError(f"{name}.{what} must be a permutation of the {n} sequences "
+                             f"(int64, length {n}), got {_describe(idx)}"
+                             + (f": {idx.tolist()[:20]}" if isinstance(idx, torch.Tensor)
+                                and idx.dim() == 1 else ""))
+    if not torch.equal(u_idx.cpu()[s_idx.cpu()], ident):
+        raise ValueError(f"{name}.unsorted_indices must be the inverse permutation of "
+                         f"{name}.sorted_indices, got {u_idx.tolist()[:20]} for "
+                         f"{s_idx.tolist()[:20]}")
 
 
 def _same_order(a: PackedSequence, b: PackedSequence) -> bool:

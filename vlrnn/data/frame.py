@@ -164,6 +164,13 @@ def _check_missing_keys(df: pd.DataFrame, id_col: str, time_col: str) -> None:
         raise ValueError(f"time column {time_col!r} has {int(bad.sum())} missing value(s) "
                          f"(NaN/NaT), in series id(s) {_show(ids)} at index label(s) "
                          f"{_show(df.index[bad])}; every row needs a time stamp")
+    if pdt.is_float_dtype(df[time_col]):
+        bad = ~np.isfinite(df[time_col].to_numpy())
+        if bad.any():
+            ids = pd.unique(df.loc[bad, id_col])
+            raise ValueError(f"time column {time_col!r} has {int(bad.sum())} infinite "
+                             f"value(s), in series id(s) {_show(ids)} at index label(s) "
+                             f"{_show(df.index[bad])}; time stamps must be finite")
 
 
 def _sort(df: pd.DataFrame, id_col: str, time_col: str) -> pd.DataFrame:
@@ -431,6 +438,13 @@ def from_dataframe(df: pd.DataFrame, *, id_col: str, time_col: str, target_cols:
     # (np.require: pandas may hand back read-only arrays, which torch warns about.)
     x_all = torch.from_numpy(np.require(x_np, requirements=["C", "W"])).to(dtype)
     y_all = torch.from_numpy(np.require(y_np, requirements=["C", "W"])).to(dtype)
+    # a finite value too large for ``dtype`` would silently become inf
+    for values, names in ((x_all, feature_names), (y_all, targets)):
+        cols = (~torch.isfinite(values)).any(0).nonzero().flatten().tolist()
+        if cols:
+            raise ValueError(f"column {names[cols[0]]!r} has values too large for {dtype} "
+                             f"(they would become inf); rescale it first or pass a wider "
+                             f"dtype=")
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     stops = np.r_[starts[1:], len(codes)]
     id_values = frame[id_col].to_numpy()

@@ -1,0 +1,81 @@
+"""Up-front checks of a call's arguments, so that a mistake is named before the first
+block runs rather than by an error from deep inside torch."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from .layout import Layout
+
+
+def check_state_batch_dim(d) -> int:
+    """``state_batch_dim`` as an int >= 0, or a clear error."""
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+        raise TypeError(f"state_batch_dim must be an int >= 0 (the batch dimension of the "
+                        f"state tensors) or None, got {d!r} ({type(d).__name__})")
+    if d < 0:
+        raise ValueError(f"state_batch_dim must be >= 0, got {d}")
+    return int(d)
+
+
+def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,
+                     blockwise: bool) -> None:
+    """For ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (also inside DDP), whose expectations are
+    known: check ``x`` and the initial state before the first block, so that a mistake
+    is named here rather than by a shape error deep inside the first call."""
+    rnn = getattr(model, "module", model)
+    if not isinstance(rnn, nn.RNNBase):
+        return
+    name = type(rnn).__name__
+    if blockwise and rnn.bidirectional:
+        # the reverse direction at step t reads steps after t: cut into blocks, it would
+        # see only the rest of its block, a different model (and loss) than on the whole
+        raise ValueError(f"{name}(bidirectional=True) cannot be run block by block: its "
+                         "backward direction reads the future, which a time block does not "
+                         "hold. Use a unidirectional model, or plain BPTT (full_backward)")
+    x = layout.x_data
+    want = "(N, input_size) rows of a PackedSequence" if layout.packed else (
+        "(B, T, input_size)" if layout.batch_first else "(T, B, input_size)")
+    n_dims = 2 if layout.packed else 3
+    if x.dim() != n_dims or x.shape[-1] != rnn.input_size:
+        raise ValueError(f"{name}(input_size={rnn.input_size}) expects x of shape {want}, "
+                         f"got {'data ' if layout.packed else ''}shape {tuple(x.shape)}")
+    dtype = next((p.dtype for p in rnn.parameters() if p.is_floating_point()), None)
+    autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: False)()
+    if autocast:  # autocast casts inside the kernels; torch skips this check too
+        dtype = None
+    if dtype is not None and x.dtype != dtype:
+        # (packed input of another dtype fails inside torch's kernel without saying so)
+        raise ValueError(f"x has dtype {x.dtype} but the weights of {name} have dtype "
+                         f"{dtype}; convert x with x.to({dtype}) (a PackedSequence too) or "
+                         f"the model with model.to({x.dtype})")
+    if state is None:
+        return
+    if batch_dim != 1:
+        raise ValueError(f"{name} keeps the batch on dim 1 of its state (layers, B, hidden); "
+                         f"got state_batch_dim={batch_dim}")
+    n_lay = rnn.num_layers * (2 if rnn.bidirectional else 1)
+    h_out = getattr(rnn, "proj_size", 0) or rnn.hidden_size
+    if isinstance(rnn, nn.LSTM):
+        shapes, form = [(n_lay, layout.n_batch, h_out),
+                        (n_lay, layout.n_batch, rnn.hidden_size)], "a pair (h_0, c_0)"
+        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
+            isinstance(t, torch.Tensor) for t in state)
+    else:
+        shapes, form = [(n_lay, layout.n_batch, rnn.hidden_size)], "one tensor h_0"
+        ok = isinstance(state, torch.Tensor)
+    expected = f"{form} of shape{'s' if len(shapes) > 1 else ''} " + " and ".join(
+        str(s) for s in shapes)
+    if not ok:
+        got = (f"a {type(state).__name__} of {len(leaves)} tensor(s)"
+               if isinstance(state, (tuple, list)) else type(state).__name__)
+        raise ValueError(f"initial state of {name}: expected {expected}, got {got}")
+    for i, (t, shape) in enumerate(zip(leaves, shapes)):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"initial state of {name}: expected {expected}, got tensor {i} "
+                             f"of shape {tuple(t.shape)}")
+        if dtype is not None and t.dtype != dtype:
+            raise ValueError(f"initial state of {name}: tensor {i} has dtype {t.dtype}, the "
+                             f"model's weights {dtype}; convert it with .to({dtype})")
