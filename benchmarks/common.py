@@ -10,8 +10,20 @@ from typing import Dict, List, Sequence
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process so far, MB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MB.
+
+    Linux: ``VmHWM`` of this program's own memory. ``ru_maxrss`` would do, except that
+    it survives ``exec``: a worker started by a parent that once held a lot would report
+    the parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def current_rss_mb() -> float:

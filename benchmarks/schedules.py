@@ -231,7 +231,7 @@ def huge(a) -> str:
     size = (data_dir / f"x_{T}.npy").stat().st_size / 2**30
     print(f"input: {data_dir / f'x_{T}.npy'} ({size:.2f} GB), written in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    rows = run_grid([(m, T) for m in ("two_level", "recursive")], 1, a.timeout, "small",
+    rows = run_grid([(m, T) for m in a.schedules.split(",")], 1, a.timeout, "small",
                     str(data_dir))
     return markdown(rows, [("T", "T", ","), ("schedule", "method", ""),
                            ("peak RSS (MB)", "rss_peak_mb", ".0f"), ("time (s)", "seconds", ".0f")])
@@ -247,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="where to write the .npy inputs")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per process")
     p.add_argument("--out", default=None, help="also write the table to this file")
+    p.add_argument("--schedules", default="two_level,recursive",
+                   help="huge mode: schedules to run (default two_level,recursive)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process "
                    "(default 1: on a shared machine, spinning OpenMP threads make "
                    "timings meaningless)")

@@ -137,11 +137,12 @@ def split_dense(n_steps: int, n_batch: int, block_len: int) -> List[TimeBlock]:
     """Blocks of a dense batch of ``n_batch`` sequences of ``n_steps`` each."""
     block_len = check_block_len(block_len)
     lengths = torch.full((n_batch,), n_steps, dtype=torch.int64)
+    # one shared tensor, viewed by every block: millions of steps make thousands of blocks
+    sizes = torch.full((min(block_len, n_steps),), n_batch, dtype=torch.int64)
     blocks = []
     for r in _time_ranges(n_steps, block_len):
         s, e = r.start, r.stop
         blocks.append(TimeBlock(
             None, s, e, slice(s * n_batch, e * n_batch), n_in=n_batch,
-            n_out=n_batch if e < n_steps else 0,
-            batch_sizes=torch.full((e - s,), n_batch, dtype=torch.int64), lengths=lengths))
+            n_out=n_batch if e < n_steps else 0, batch_sizes=sizes[:e - s], lengths=lengths))
     return blocks
