@@ -19,8 +19,11 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "numpy", "pandas>=1.5", "tqdm"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # statsmodels: the CO2 data set examples/pandas_ragged.py (tested) reads
+        "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14"],
         "plot": ["matplotlib>=3.5"],
+        # examples/pandas_ragged.py reads the CO2 data set that ships with statsmodels
+        "examples": ["statsmodels>=0.14"],
     },
     entry_points={"console_scripts": ["vlrnn=vlrnn.cli:main"]},
     classifiers=[

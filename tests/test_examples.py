@@ -1,0 +1,46 @@
+"""The example scripts run as written (``--quick`` smoke runs) and print their results."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str, timeout: float = 150) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                         text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, (f"{name} {' '.join(args)} exited {res.returncode}\n"
+                                 f"stdout:\n{res.stdout[-3000:]}\nstderr:\n{res.stderr[-3000:]}")
+    return res.stdout
+
+
+def test_pandas_ragged_quick():
+    pytest.importorskip("statsmodels")   # the data set ships with it: pip install -e .[examples]
+    out = run_example("pandas_ragged.py", "--quick")
+    assert "gap-free stretches" in out
+    assert "train_loss" in out and "val_loss" in out         # the per-epoch history
+    assert "persistence (no change)" in out and "vlrnn LSTM" in out
+    assert "change_4w_pred" in out                           # predict(df) joined to the frame
+    assert "RESULT model RMSE" in out
+
+
+def test_classify_long_series_quick():
+    out = run_example("classify_long_series.py", "--quick")
+    assert "held-out accuracy" in out
+    assert "plain BPTT would keep" in out
+    assert "RESULT held-out accuracy" in out
+
+
+def test_long_memory_quick(tmp_path):
+    table = tmp_path / "table.md"
+    out = run_example("long_memory.py", "--quick", "--out", str(table))
+    header = "| cell | layers | method | held-out acc | s / epoch |"
+    assert header in out
+    for row in ("| LSTM | 1 | exact (vlrnn) |", "| GRU | 3 | truncated"):
+        assert row in out
+    assert "RESULT exact BPTT mean accuracy" in out
+    assert header in table.read_text()
