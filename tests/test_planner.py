@@ -84,11 +84,22 @@ def test_budget_keeps_graphs_instead_of_recomputing():
 
 
 def test_huge_budget_is_plain_bptt():
-    model, head, x, y, lf = _setup()
+    model, head, _, _, lf = _setup()
+    x, y = torch.randn(300, 4, 3), torch.randn(300, 4, 2)  # dense: one call is fastest
     calls = []
     model.register_forward_hook(lambda m, i, o: calls.append(1))
     out = vlrnn.block_backward(model, lf, x, y, block_len="auto", memory_budget="4GB")
     assert out.n_blocks == 1 and len(calls) == 2  # probe + one call over everything
+
+
+def test_ragged_batches_keep_blocks_short():
+    """Long ragged packed blocks are slow in torch's CPU kernel: even with room for plain
+    BPTT, a ragged batch is cut at 256 steps, every block kept (nothing recomputed)."""
+    model, head, x, y, lf = _setup()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(1))
+    out = vlrnn.block_backward(model, lf, x, y, block_len="auto", memory_budget="4GB")
+    assert out.n_blocks == 2 and len(calls) == 1 + 2
 
 
 def test_bad_auto_options():
