@@ -213,6 +213,8 @@ def slope(a) -> str:
                           ("peak RSS (MB)", "rss_peak_mb", ".0f"),
                           ("above model (MB)", "extra_mb", ".1f"), ("time (s)", "seconds", ".1f")])
     lines = [out, ""]
+    if plot_slope(rows, HERE / "results" / "schedules_slope.png"):
+        lines.append(f"plot: {HERE / 'results' / 'schedules_slope.png'}")
     for m in ("flat", "two_level", "recursive"):
         pts = sorted((r["T"], r["extra_mb"]) for r in rows if r["method"] == m and r.get("extra_mb"))
         if len(pts) >= 2:
@@ -220,6 +222,34 @@ def slope(a) -> str:
             lines.append(f"{m}: memory above the model grows {m1 / m0:.2f}x from T={t0:,} to "
                          f"T={t1:,}: log-log slope {math.log(m1 / m0) / math.log(t1 / t0):.2f}")
     return "\n".join(lines)
+
+
+def plot_slope(rows, path: Path) -> bool:
+    """Log-log memory and time against T, one line per schedule (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
+    for m, style in (("flat", "o-"), ("two_level", "s-"), ("recursive", "^-")):
+        pts = sorted((r["T"], r) for r in rows if r["method"] == m and "error" not in r)
+        if pts:
+            ax_m.plot([t for t, _ in pts], [r["extra_mb"] for _, r in pts], style, label=m)
+            ax_t.plot([t for t, _ in pts], [r["seconds"] for _, r in pts], style, label=m)
+    for ax, label in ((ax_m, "peak RSS above model (MB)"), (ax_t, "time (s)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("1-layer LSTM, hidden 32, batch 4, input streamed from a .npy file")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return True
 
 
 def huge(a) -> str:
