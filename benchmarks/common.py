@@ -74,3 +74,34 @@ def markdown(rows: List[dict], columns: Sequence[tuple]) -> str:
                      for _, k, f in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_loglog(rows: List[dict], styles: Sequence[tuple], memory_label: str, title: str,
+                path) -> bool:
+    """Memory (``extra_mb``) and time (``seconds``) against T on log-log axes, one line
+    per (method, line style) in ``styles``; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, style in styles:
+        pts = sorted((r["T"], r) for r in rows if r["method"] == method and not r.get("error"))
+        if pts:
+            Ts = [t for t, _ in pts]
+            ax_m.plot(Ts, [max(r["extra_mb"], 1.0) for _, r in pts], style, label=method)
+            ax_t.plot(Ts, [r["seconds"] for _, r in pts], style, label=method)
+    for ax, label in ((ax_m, memory_label), (ax_t, "time (s)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return True

@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import markdown, medians, rss_mb, spawn  # noqa: E402
+from common import markdown, medians, plot_loglog, rss_mb, spawn  # noqa: E402
 FULL = {"plain": [1000, 4000, 16000, 64000], "vlrnn_only": [100_000, 1_000_000]}
 QUICK = {"plain": [500, 2000, 8000], "vlrnn_only": [32_000]}
 CONFIG = dict(n_in=16, hidden=128, layers=2, batch=16, block_len=256)
@@ -118,31 +118,9 @@ def fmt_table(rows: list) -> str:
 
 
 def plot(rows: list, path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
-    for method, style in (("plain", "o-"), ("vlrnn", "s-"), ("handloop", "x--")):
-        pts = sorted((r["T"], r) for r in rows if r["method"] == method and "error" not in r)
-        if not pts:
-            continue
-        Ts = [t for t, _ in pts]
-        ax_m.plot(Ts, [max(r["extra_mb"], 1.0) for _, r in pts], style, label=method)
-        ax_t.plot(Ts, [r["seconds"] for _, r in pts], style, label=method)
-    for ax, label in ((ax_m, "peak RSS above model+inputs (MB)"), (ax_t, "time per step (s)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length T")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle("2-layer LSTM, hidden 128, batch 16, block 256 (CPU, float32)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+    return plot_loglog(rows, (("plain", "o-"), ("vlrnn", "s-"), ("handloop", "x--")),
+                       "peak RSS above model+inputs (MB)",
+                       "2-layer LSTM, hidden 128, batch 16, block 256 (CPU, float32)", path)
 
 
 def main(argv=None) -> int:

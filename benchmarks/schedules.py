@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import markdown, medians, rss_mb, spawn  # noqa: E402
+from common import markdown, medians, plot_loglog, rss_mb, spawn  # noqa: E402
 
 BIG = dict(n_in=16, hidden=128, layers=2, batch=16)
 SMALL = dict(n_in=16, hidden=32, layers=1, batch=4)
@@ -225,31 +225,9 @@ def slope(a) -> str:
 
 
 def plot_slope(rows, path: Path) -> bool:
-    """Log-log memory and time against T, one line per schedule (needs matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
-    for m, style in (("flat", "o-"), ("two_level", "s-"), ("recursive", "^-")):
-        pts = sorted((r["T"], r) for r in rows if r["method"] == m and "error" not in r)
-        if pts:
-            ax_m.plot([t for t, _ in pts], [r["extra_mb"] for _, r in pts], style, label=m)
-            ax_t.plot([t for t, _ in pts], [r["seconds"] for _, r in pts], style, label=m)
-    for ax, label in ((ax_m, "peak RSS above model (MB)"), (ax_t, "time (s)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length T")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle("1-layer LSTM, hidden 32, batch 4, input streamed from a .npy file")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return True
+    return plot_loglog(rows, (("flat", "o-"), ("two_level", "s-"), ("recursive", "^-")),
+                       "peak RSS above model (MB)",
+                       "1-layer LSTM, hidden 32, batch 4, input streamed from a .npy file", path)
 
 
 def huge(a) -> str:
