@@ -73,3 +73,13 @@ def state_like(model_kind: str, num_layers: int, batch: int, hidden: int) -> Dic
     if model_kind == "lstm":
         return (h, torch.randn(num_layers, batch, hidden, requires_grad=True))
     return h
+
+
+def seeded_total(fn, model, loss_fn, x, y, *, seed: int, **kw) -> torch.Tensor:
+    """``fn`` (``vlrnn.full_loss`` or ``vlrnn.block_loss``) after ``manual_seed(seed)``,
+    plus a loss on the final state; runs the backward and returns the detached total."""
+    torch.manual_seed(seed)  # the same dropout draws for both
+    out = fn(model, loss_fn, x, y, **kw)
+    total = out.loss + sum((s ** 2).sum() * 0.1 for s in flat_state(out.state))
+    total.backward()
+    return total.detach()

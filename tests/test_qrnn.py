@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 from vlrnn.models import QRNN, WithHead, linear_scan
 
 N_IN, N_HID = 3, 4
@@ -259,12 +259,9 @@ def test_engine_with_dropout_and_zoneout_replayed(layers, window, block_len):
     tensors = list(model.parameters()) + list(head.parameters()) + flat_state(h0) + [x.data]
     lf = mse_head(head)
 
-    def seeded(fn, seed=11, **kw):
-        torch.manual_seed(seed)
-        out = fn(model, lf, x, y, block_len=block_len, state=h0, reduction="seq_mean", **kw)
-        total = out.loss + sum((s ** 2).sum() * 0.1 for s in flat_state(out.state))
-        total.backward()
-        return total.detach()
+    def seeded(fn, seed=11, **kw):  # dropout between layers is replayed on recompute
+        return seeded_total(fn, model, lf, x, y, seed=seed, block_len=block_len, state=h0,
+                            reduction="seq_mean", **kw)
 
     ref, got, r, o = run_both(tensors, lambda: seeded(vlrnn.full_loss),
                               lambda: seeded(vlrnn.block_loss))
