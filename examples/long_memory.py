@@ -26,9 +26,9 @@ Then a depth sweep: LSTM and GRU (``nn.LSTM``/``nn.GRU``, the fused kernels) wit
 3 layers, each trained both ways. Each run is done in a fresh (forked) process so its peak
 memory is its own; the table reports held-out accuracy, seconds per epoch, the peak resident
 memory above what the process held before training (which includes the 15-30 MB any run
-holds: optimizer state, allocator arenas, kernel workspaces), and the activations plain
-BPTT would keep for one batch (measured by counting what autograd saves in one forward
-pass).
+holds: optimizer state, allocator arenas, kernel workspaces), and the memory plain BPTT
+adds for one batch (its forward and backward run and measured with
+``vlrnn.memory.plain_bptt_mb``).
 
 Run (about 6 minutes on 2 CPU cores; ``--quick`` is a ~20 s smoke run with D = 200)::
 
@@ -157,17 +157,9 @@ def rss_peak_mb() -> float:
 
 
 def plain_bptt_mb(model: Recall, x) -> float:
-    """Bytes plain BPTT would keep for backward on ``x``: count what autograd saves in one
-    forward pass over the whole sequence (the saved tensors are dropped as counted)."""
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-        _, state = model.rnn(x)
-        model.classify(state)
-    return total[0] / 2**20
+    """MB plain BPTT would add for a backward pass through all of ``x`` (the recurrent
+    stack; the classifier is negligible), measured (``vlrnn.memory.plain_bptt_mb``)."""
+    return vlrnn.memory.plain_bptt_mb(model.rnn, None, x)
 
 
 # -- one run (in its own process) --------------------------------------------------------------

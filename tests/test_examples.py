@@ -44,3 +44,22 @@ def test_long_memory_quick(tmp_path):
         assert row in out
     assert "RESULT exact BPTT mean accuracy" in out
     assert header in table.read_text()
+
+
+def test_compare_models_quick(tmp_path):
+    tables = tmp_path / "tables.md"
+    out = run_example("compare_models.py", "--quick", "--out", str(tables))
+    header = "| cell | layers | params | held-out acc | s / epoch |"
+    assert header in out and "| cell | layers | params | held-out bits/byte |" in out
+    for cell in ("LSTM", "GRU", "QRNN"):
+        for layers in (1, 4):
+            assert f"| {cell} | {layers} |" in out
+    assert "RESULT recall: best" in out and "RESULT bytes: best" in out
+    assert header in tables.read_text()
+
+
+def test_compare_models_refuses_unknown_cell():
+    res = subprocess.run([sys.executable, str(EXAMPLES / "compare_models.py"), "--cells", "lstm,tcn"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--cells takes a comma-separated list of lstm, gru, qrnn; " \
+                                   "got 'lstm,tcn'" in res.stderr

@@ -4,6 +4,7 @@
 recurrent model: the same gradient as plain BPTT, in memory of one block of time steps
 plus the recurrent state at each block boundary.
 """
+from . import memory
 from .blocks import TimeBlock, split_packed
 from .bptt import BlockLossOutput, block_backward, block_loss, full_backward, full_loss
 from .planner import Plan, plan

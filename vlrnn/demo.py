@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from .bptt import block_loss, full_loss
+from .bptt import block_loss
 from .data import LengthBucketSampler
+from .memory import plain_bptt_mb
 
 VOCAB = 256  # bytes
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -113,20 +114,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def saved_bytes_per_row(model: nn.Module, x: PackedSequence, y: PackedSequence) -> float:
-    """Bytes plain BPTT keeps for backward per (sequence, step) row, measured by counting
-    what autograd saves for a short plain-BPTT run of the model."""
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        full_loss(model, cross_entropy_rows, x, y)
-    return total[0] / x.data.shape[0]
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, seqs: List[torch.Tensor], device, block_len: int,
              batch_size: int) -> float:
@@ -195,15 +182,13 @@ def run(args: argparse.Namespace) -> int:
     top = max(range(len(batches)), key=lambda i: sum(len(train[j]) for j in batches[i]))
     longest_batch = batches.pop(top)
 
-    x0, y0 = batch_of([s[:512] for s in train[:args.batch_size]], device)
-    per_row = saved_bytes_per_row(model, x0, y0)
     val_start = evaluate(model, val, device, args.block_len, args.batch_size)
     print(f"validation loss before training: {val_start:.3f} nats/byte "
           f"(uniform guess: {math.log(VOCAB):.3f})")
 
     budget = args.minutes * 60
     t0 = time.perf_counter()
-    seen_rows, biggest, steps, epoch = 0, (0, 0, 0), 0, 0
+    seen_rows, biggest, big_batch, steps, epoch = 0, (0, 0, 0), None, 0, 0
     show = not args.no_progress
     bar = tqdm(total=sum(len(s) - 1 for s in train), unit="B", unit_scale=True,
                desc="training", disable=None if show else True, file=sys.stdout)
@@ -228,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         rows, n_steps = x.data.shape[0], len(x.batch_sizes)
         if rows > biggest[0]:
             biggest = (rows, n_steps, len(idx))
+            big_batch = (x, y)
         seen_rows += rows
         steps += 1
         elapsed = time.perf_counter() - t0
@@ -241,8 +227,10 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     elapsed = time.perf_counter() - t0
     val_end = evaluate(model, val, device, args.block_len, args.batch_size)
-    peak = peak_memory_mb(device)
-    plain_gb = per_row * biggest[0] / 2**30
+    peak = peak_memory_mb(device)  # before plain_bptt_mb, which resets the peak counter
+    plain_gb = (plain_bptt_mb(model.cpu(), cross_entropy_rows, *(b.cpu() for b in big_batch))
+                / 1024)
+    model.to(device)
     print(f"\ntrained {steps} steps over {seen_rows / 1e6:.1f} M bytes in {elapsed:.0f} s "
           f"({seen_rows / elapsed:,.0f} bytes/s)")
     print(f"validation loss: {val_start:.3f} -> {val_end:.3f} nats/byte "
@@ -251,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
           f"exact gradient through all of it")
     mem_kind = "GPU memory" if device.type == "cuda" else "peak RSS"
     print(f"memory: {mem_kind} {peak:,.0f} MB for the whole run; plain BPTT would have kept "
-          f"about {plain_gb:,.1f} GB of activations for the backward of that batch alone "
-          f"({per_row / 1024:.1f} KB per byte, measured)")
+          f"about {plain_gb:,.1f} GB for the backward of that batch alone (plain BPTT run on "
+          f"its first steps, measured and extended to all {biggest[0]:,} bytes)")
     gen = torch.Generator().manual_seed(args.seed)
     text = model.sample(b"def ", 240, generator=gen).decode("utf-8", "replace")
     print("\nsample from the model (prompt 'def '):\n" + "-" * 60 + "\ndef " + text + "\n" + "-" * 60)
