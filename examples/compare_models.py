@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     g.add_argument("--lr-recall", type=float, default=1e-2)
     g = p.add_argument_group("bytes task")
     g.add_argument("--max-bytes", type=int, default=12_000, help="longest file used")
-    g.add_argument("--n-files", type=int, default=96, help="training files")
+    g.add_argument("--n-files", type=int, default=64, help="training files")
     g.add_argument("--lr-bytes", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=None,
                    help="hidden size of every layer (default: 32 for recall, 128 for bytes)")
