@@ -21,7 +21,7 @@ resident memory above what the process held before training, and the memory plai
 adds for the largest batch (``vlrnn.memory.plain_bptt_mb``: plain forward and backward run
 on the batch's first steps, measured, and extended to all of it).
 
-Run (about 20 minutes on 2 CPU cores; ``--quick`` is a ~40 s smoke run)::
+Run (about 25 minutes on 2 CPU cores; ``--quick`` is a ~30 s smoke run)::
 
     python examples/compare_models.py
     python examples/compare_models.py --out compare_models.md       # also save the tables
@@ -274,7 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", default="1,2,3,4", help="comma-separated layer counts")
     p.add_argument("--window", type=int, default=2, help="QRNN convolution width (1 or 2)")
     p.add_argument("--block-len", type=int, default=256, help="vlrnn block length")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: 4 for recall, 2 for bytes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per run (1 is fastest for these small models)")
@@ -283,13 +284,13 @@ def main(argv=None) -> int:
     g.add_argument("--batches", type=int, default=20, help="batches per epoch")
     g.add_argument("--lr-recall", type=float, default=1e-2)
     g = p.add_argument_group("bytes task")
-    g.add_argument("--max-bytes", type=int, default=12_000, help="longest file used")
-    g.add_argument("--n-files", type=int, default=64, help="training files")
-    g.add_argument("--lr-bytes", type=float, default=3e-3)
+    g.add_argument("--max-bytes", type=int, default=4_000, help="longest file used")
+    g.add_argument("--n-files", type=int, default=160, help="training files")
+    g.add_argument("--lr-bytes", type=float, default=1e-2)
     p.add_argument("--hidden", type=int, default=None,
                    help="hidden size of every layer (default: 32 for recall, 128 for bytes)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="sequences per batch (default: 32 for recall, 16 files for bytes)")
+                   help="sequences per batch (default: 32 for recall, 8 files for bytes)")
     p.add_argument("--n-val", type=int, default=None,
                    help="held-out sequences (default: 256 for recall, 24 files for bytes)")
     p.add_argument("--out", type=Path, help="also write the markdown tables to this file")
@@ -316,17 +317,18 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     for task in tasks:
         hidden = args.hidden or (32 if task == "recall" else 128)
-        batch_size = args.batch_size or (32 if task == "recall" else 16)
+        batch_size = args.batch_size or (32 if task == "recall" else 8)
         n_val = args.n_val or (256 if task == "recall" else 24)
         if args.quick:
             hidden, batch_size, n_val = min(hidden, 16), min(batch_size, 8), min(n_val, 16)
+        epochs = args.epochs or (4 if task == "recall" else 2)
         fn = run_recall if task == "recall" else run_bytes
         lr = args.lr_recall if task == "recall" else args.lr_bytes
         rows = []
         for cell in cells:
             for layers in depths:
                 cfg = dict(task=task, cell=cell, layers=layers, hidden=hidden,
-                           window=args.window, block_len=args.block_len, epochs=args.epochs,
+                           window=args.window, block_len=args.block_len, epochs=epochs,
                            batch_size=batch_size, n_val=n_val, lr=lr, seed=args.seed,
                            threads=args.threads, delay=args.delay, batches=args.batches,
                            max_bytes=args.max_bytes, n_files=args.n_files)
@@ -338,8 +340,8 @@ def main(argv=None) -> int:
                       f"({r['s_per_epoch']:.1f} s/epoch, {r['above_mb']:.0f} MB above start)",
                       flush=True)
         results[task] = rows
+        print(f"\n{table(rows, task, _shown(args, rows))}\n", flush=True)
     text = "\n\n".join(table(rows, task, _shown(args, rows)) for task, rows in results.items())
-    print(f"\n{text}\n")
     for task, rows in results.items():
         best = (max if task == "recall" else min)(rows, key=lambda r: r["score"])
         score = (f"{100 * best['score']:.1f}% accuracy" if task == "recall"
@@ -356,8 +358,8 @@ def main(argv=None) -> int:
 def _shown(args, rows: List[dict]) -> argparse.Namespace:
     """``args`` with the sizes that this task's runs actually used, for the table title."""
     shown = argparse.Namespace(**vars(args))
-    shown.hidden, shown.batch_size, shown.n_val = (rows[0]["hidden"], rows[0]["batch_size"],
-                                                   rows[0]["n_val"])
+    shown.hidden, shown.batch_size, shown.n_val, shown.epochs = (
+        rows[0]["hidden"], rows[0]["batch_size"], rows[0]["n_val"], rows[0]["epochs"])
     shown.n_files = rows[0]["n_files"]
     return shown
 

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     model, x, y = Net(), torch.randn(3000, 16, 8), torch.randn(3000, 16, 4)
     loss_fn = lambda out, tgt: (out - tgt).pow(2).sum(-1)
     if sys.argv[1] == "estimate":
-        print(mem.plain_bptt_mb(model, loss_fn, x, y, min_mb=150))
+        print(mem.plain_bptt_mb(model, loss_fn, x, y, min_mb=150, max_steps=1500))
     else:
         mem.release_free_memory()
         base = mem.rss_mb()
@@ -95,6 +95,7 @@ def test_packed_target_prefix_aligns_with_x():
 @pytest.mark.parametrize("kwargs, target, match", [
     (dict(min_mb=0), None, "min_mb must be > 0, got 0"),
     (dict(start_steps=0), None, "start_steps must be an int >= 1, got 0"),
+    (dict(max_steps=2.5), None, "max_steps must be an int >= 1, got 2.5"),
 ])
 def test_bad_arguments(kwargs, target, match):
     x, _ = ragged_batch([5, 3], 3, 5)

@@ -123,8 +123,8 @@ def _leaves(obj: Any):
 
 
 def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, PackedSequence],
-                  target: Any = None, *, min_mb: float = 256.0, start_steps: int = 512,
-                  reduction: str = "mean", batch_first: bool = False) -> float:
+                  target: Any = None, *, min_mb: float = 256.0, start_steps: int = 256,
+                  max_steps: int = 1024, reduction: str = "mean", batch_first: bool = False) -> float:
     """MiB that plain BPTT (one forward over the whole batch, then ``backward``) would add
     to this process's resident memory for ``x``, measured on a prefix and scaled.
 
@@ -133,7 +133,9 @@ def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, Packed
     (``None`` with ``loss_fn=None``: the loss is then the sum of the final state, which
     backpropagates through every step as a loss on it would), measuring the rise of the
     peak resident memory, then on twice as many steps, and so on until a run needs
-    ``min_mb`` MiB or covers all of ``x``; the line through the last two runs is extended
+    ``min_mb`` MiB, covers all of ``x`` or reaches ``max_steps`` (plain BPTT through a
+    packed ``nn.LSTM``/``nn.GRU`` on the CPU takes time quadratic in the steps: 8 sequences
+    of 3-4k steps take about a minute); the line through the last two runs is extended
     to all of ``x``'s ``(sequence, step)`` rows (a run over all of ``x`` is returned as
     measured). On 16 ragged sequences of
     1.5k-4k steps (LSTM, GRU, QRNN with 128 units, 256-way softmax) the estimate was within
@@ -148,8 +150,9 @@ def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, Packed
 
     if not min_mb > 0:
         raise ValueError(f"min_mb must be > 0, got {min_mb!r}")
-    if isinstance(start_steps, bool) or not isinstance(start_steps, int) or start_steps < 1:
-        raise ValueError(f"start_steps must be an int >= 1, got {start_steps!r}")
+    for name, value in (("start_steps", start_steps), ("max_steps", max_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     n_steps = _n_steps(x, batch_first)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -182,7 +185,7 @@ def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, Packed
         steps = max(min(start_steps, n_steps), 1)
         u2, r2, rows = used_mb(steps)
         u1 = r1 = None
-        while u2 < min_mb and steps < n_steps:
+        while u2 < min_mb and steps < min(n_steps, max_steps):
             steps = min(2 * steps, n_steps)
             u1, r1 = u2, r2
             u2, r2, _ = used_mb(steps)
