@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     T_long, B_long = len(longest.batch_sizes), int(longest.batch_sizes[0])
     print(f"\nheld-out accuracy {100 * acc:.1f}% ({per_class}); training took {t_train:.0f} s")
     print(f"memory: peak RSS {peak:,.0f} MB, {peak - base:,.0f} MB above the process before "
-          f"training; plain BPTT would keep {plain:,.0f} MB of activations for the longest "
+          f"training; plain BPTT would need {plain:,.0f} MB for the longest "
           f"batch alone ({B_long} series, {T_long:,} steps), measured on its first steps "
           "and extended to all of them")
     print(f"RESULT held-out accuracy {100 * acc:.1f}% (chance {100 / len(CLASSES):.0f}%), "

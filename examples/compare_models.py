@@ -21,7 +21,7 @@ resident memory above what the process held before training, and the memory plai
 adds for the largest batch (``vlrnn.memory.plain_bptt_mb``: plain forward and backward run
 on the batch's first steps, measured, and extended to all of it).
 
-Run (about 25 minutes on 2 CPU cores; ``--quick`` is a ~30 s smoke run)::
+Run (about 30 minutes on 2 CPU cores; ``--quick`` is a ~30 s smoke run)::
 
     python examples/compare_models.py
     python examples/compare_models.py --out compare_models.md       # also save the tables
@@ -178,6 +178,15 @@ def byte_corpus(cfg: dict):
     return [read_bytes(p) for p in train_files], [read_bytes(p) for p in val_files[:cfg["n_val"]]]
 
 
+def unigram_bits_per_byte(cfg: dict) -> float:
+    """The baseline a model must beat: held-out bits per byte when each byte is predicted
+    from the training files' byte frequencies alone (add-half smoothing)."""
+    train, val = byte_corpus(cfg)
+    counts = torch.bincount(torch.cat([s[1:] for s in train]), minlength=VOCAB).double() + 0.5
+    logp = torch.log2(counts / counts.sum())
+    return float(-logp[torch.cat([s[1:] for s in val])].mean())
+
+
 def bits_per_byte(model: ByteNet, seqs: List[torch.Tensor], block_len: int,
                   batch_size: int) -> float:
     """Mean next-byte cross-entropy over ``seqs`` in bits, streamed with no graph."""
@@ -244,7 +253,9 @@ def table(rows: List[dict], task: str, args) -> str:
         title = (f"**bytes**: {args.n_files} standard-library files of at most "
                  f"{args.max_bytes:,} bytes ({r0['train_bytes']:,} bytes, longest "
                  f"{r0['longest']:,}), {args.n_val} held-out files, hidden {args.hidden}, "
-                 f"batch {args.batch_size} files, {args.epochs} epochs, lr {args.lr_bytes}")
+                 f"batch {args.batch_size} files, {args.epochs} epochs, lr {args.lr_bytes}; "
+                 f"8 bits/byte for a uniform guess, {unigram_bits_per_byte(r0):.2f} from the "
+                 f"training files' byte frequencies")
         metric = "held-out bits/byte"
     lines = [title + f"; exact BPTT, block_len {args.block_len}, {args.threads} thread(s).", "",
              f"| cell | layers | params | {metric} | s / epoch | peak RSS (MB) "

@@ -212,7 +212,7 @@ def table(rows, args) -> str:
              f"{args.block_len}, truncated = window {args.window}.",
              "",
              "| cell | layers | method | held-out acc | s / epoch | peak RSS (MB) "
-             "| above start (MB) | plain BPTT would keep (MB) |",
+             "| above start (MB) | plain BPTT needs (MB) |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         method = "exact (vlrnn)" if r["method"] == "exact" else f"truncated {r['window']}"
