@@ -421,13 +421,106 @@ def test_cuda_offload_keeps_boundaries_on_the_host(monkeypatch):
     kept = []
     orig = engine.BlockRunner.stash
     monkeypatch.setattr(engine.BlockRunner, "stash",
-                        lambda self, s: kept.append(r := orig(self, s)) or r)
+                        lambda self, s, k=None: kept.append(r := orig(self, s, k)) or r)
     ref, got, _, _ = run_both(
         list(model.parameters()),
         lambda: vlrnn.full_backward(model, lf, x, y),
         lambda: vlrnn.block_backward(model, lf, x, y, block_len=4, offload="cpu"))
     assert_close_grads(ref, got, rtol=1e-6)
     assert kept and all(t.device.type == "cpu" for s in kept if s for t in s)
+
+
+# -- kept states: preallocated, not one allocation per block ---------------------------------
+def _storages(states) -> set:
+    """Distinct storages behind a list of flat states (``None`` entries skipped)."""
+    return {t.untyped_storage().data_ptr() for s in states if s is not None for t in s}
+
+
+@pytest.mark.parametrize("schedule", ["flat", "two_level"])
+@pytest.mark.parametrize("offload", [None, "cpu"])
+def test_kept_states_share_one_buffer_per_leaf(monkeypatch, schedule, offload):
+    """The boundary states the forward pass keeps and the final states share one buffer
+    per state leaf allocated up front, however many blocks there are: cloned one per
+    block, they could pin memory among the blocks' activations, and glibc's heap grew
+    by megabytes per block on ragged CPU batches. The gradient stays exact."""
+    from vlrnn import engine
+    runners = []
+    orig = engine.BlockRunner.advance
+    monkeypatch.setattr(engine.BlockRunner, "advance",
+                        lambda self, k, s: runners.append(self) or orig(self, k, s))
+    model, head = make("lstm", layers=2)
+    lf = mse_head(head)
+    x, y = ragged_batch([40, 17, 33, 5, 40], 3, 2)
+    params = list(model.parameters()) + list(head.parameters())
+    stats = {}
+    for block_len in (8, 1):  # 5 blocks, then 40
+        ref, got, r, o = run_both(
+            params,
+            lambda: vlrnn.full_backward(model, lf, x, y),
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len,
+                                         schedule=schedule, offload=offload))
+        assert_close_grads(ref, got)
+        for a, b in zip(flat_state(r.state), flat_state(o.state)):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+        runner = runners[-1]
+        kept = [runner.boundary[k] for k in runner.boundary if k > 0]
+        enders = [e for e in runner.enders if e is not None]
+        stats[block_len] = dict(kept=len(kept), kept_storages=len(_storages(kept)),
+                                enders=len(enders), ender_storages=len(_storages(enders)))
+    few, many = stats[8], stats[1]
+    assert many["kept"] > few["kept"] >= 2 and many["enders"] > few["enders"] >= 2
+    for s in (few, many):  # two buffers each (LSTM: h and c), whatever the number of blocks
+        assert s["kept_storages"] == 2 and s["ender_storages"] == 2, s
+
+
+def test_graphs_kept_from_the_forward_pass_survive_later_kept_states():
+    """With a memory budget the forward pass keeps the graphs of its last blocks, whose
+    input states are kept boundary states; writing later ones (into other slots of the
+    same buffers) must not count as modifying them in place."""
+    from vlrnn.models import StackedRNN  # unbinds its state per layer: views autograd checks
+    torch.manual_seed(0)
+    model, head = StackedRNN(3, 4, num_layers=2, cell="lstm"), nn.Linear(4, 2)
+    lf = mse_head(head)
+    x, y = ragged_batch([30, 11, 25, 4], 3, 2)
+    params = list(model.parameters()) + list(head.parameters())
+    ref, got, _, _ = run_both(
+        params,
+        lambda: vlrnn.full_backward(model, lf, x, y),
+        lambda: vlrnn.block_backward(model, lf, x, y, block_len=4, memory_budget="1GB"))
+    assert_close_grads(ref, got)
+
+
+class _WidthChangingGRU(nn.Module):
+    """``nn.GRU`` whose state also carries a column per call so far, up to two: its
+    second state has another shape than its first, so it does not fit the slots made
+    from the first and the engine keeps its own copies of it."""
+
+    state_batch_dim = 1
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4)
+
+    def forward(self, x, state):
+        y, h = self.gru(x, None if state is None else state[0])
+        width = 1 if state is None else 2
+        return y, (h, torch.full((1, x.shape[1], width), float(width)))
+
+
+def test_state_unlike_the_first_is_kept_exactly():
+    torch.manual_seed(0)
+    model, head = _WidthChangingGRU(), nn.Linear(4, 2)
+    lf = mse_head(head)
+    x, y = torch.randn(9, 3, 3), torch.randn(9, 3, 2)
+    params = list(model.parameters()) + list(head.parameters())
+    for schedule in ("flat", "recursive"):
+        ref, got, r, o = run_both(
+            params,
+            lambda: vlrnn.full_backward(model, lf, x, y, block_len=2),
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=2, schedule=schedule))
+        assert_close_grads(ref, got)
+        assert torch.allclose(r.state[0], o.state[0], rtol=1e-12, atol=1e-14)
+        assert torch.equal(r.state[1], o.state[1]) and o.state[1].shape == (1, 3, 2)
 
 
 # -- outputs streamed block by block ----------------------------------------------------------

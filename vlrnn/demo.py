@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"largest batch: {biggest[2]} files, {biggest[0]:,} bytes, longest {biggest[1]:,} steps, "
           f"exact gradient through all of it")
     mem_kind = "GPU memory" if device.type == "cuda" else "peak RSS"
-    print(f"memory: {mem_kind} {peak:,.0f} MB for the whole run; plain BPTT would have kept "
+    print(f"memory: {mem_kind} {peak:,.0f} MB for the whole run; plain BPTT would have needed "
           f"about {plain_gb:,.1f} GB for the backward of that batch alone (plain BPTT run on "
           f"its first steps, measured and extended to all {biggest[0]:,} bytes)")
     gen = torch.Generator().manual_seed(args.seed)

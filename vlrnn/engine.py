@@ -31,6 +31,7 @@ from .layout import Layout
 from .loss import LossFn, block_loss_value
 from .rng import RngSnapshot, preserved
 from .schedules import Schedule
+from .store import StateSlots
 
 
 class _BlockGraph:
@@ -56,6 +57,12 @@ class BlockRunner:
     sorted order), ``None`` for block 0 without an initial state (the model starts from
     its own zeros). ``enders[k]`` holds rows ``[n_out, n_in)`` of the state leaving block
     ``k``: the final states of the sequences that end in it.
+
+    The boundaries the forward pass keeps and the enders live in buffers allocated
+    before the blocks run (:class:`~vlrnn.store.StateSlots`; ``kept_slots`` and
+    ``final_slots``, made from the first state the model returns): ``boundary[k]`` and
+    ``enders[k]`` are tensors on their memory. Cloned one by one instead, they can pin
+    memory among the blocks' activations (see :mod:`vlrnn.store`).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
@@ -76,6 +83,9 @@ class BlockRunner:
         self.boundary: Dict[int, Optional[List[torch.Tensor]]] = {}
         self.rng: List[Optional[RngSnapshot]] = [None] * k
         self.enders: List[Optional[List[torch.Tensor]]] = [None] * k
+        self.kept_slots: Optional[StateSlots] = None  # boundaries the forward pass keeps
+        self.final_slots: Optional[StateSlots] = None  # slot 0: the final state, B rows
+        self.final_in_slots = True  # every ender so far was written into final_slots
         self.autocast = _autocast_state()
         self.offload: Optional[str] = None  # "cpu": keep boundary states in host memory
         self.state_device: Optional[torch.device] = None  # where the model's states live
@@ -129,9 +139,16 @@ class BlockRunner:
             loss, out = self.run(k, x_leaf, y_leaf, leaves)
         return _BlockGraph(x_leaf, y_leaf, leaves or [], loss, out)
 
-    def stash(self, state: Optional[List[torch.Tensor]]) -> Optional[List[torch.Tensor]]:
-        """A boundary state as kept: with ``offload="cpu"``, copied to (pinned) host
-        memory so that a GPU holds only the block it works on."""
+    def stash(self, state: Optional[List[torch.Tensor]],
+              k: Optional[int] = None) -> Optional[List[torch.Tensor]]:
+        """A boundary state as kept. ``k`` names a boundary the forward pass keeps:
+        ``state`` (rows of a block's output, which :meth:`StateSlots.fits`) is copied
+        into its slot of ``kept_slots``. Without ``k``, ``state`` is already the runner's
+        own copy (a boundary the reverse pass rebuilds, or one unlike the first state)
+        and is kept as it is. With ``offload="cpu"`` either is kept in (pinned) host
+        memory, so that a GPU holds only the block it works on."""
+        if k is not None:
+            return self.kept_slots.write(k, state, non_blocking=self.offload is not None)
         if self.offload is None or state is None:
             return state
         pin = torch.cuda.is_available()
@@ -153,19 +170,60 @@ class BlockRunner:
     def advance(self, k: int, state_out: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Forward pass bookkeeping after block ``k``: keep its enders (final states of
         the sequences ending in it) and, if the schedule says so, the next boundary.
-        Returns the state entering block ``k + 1``."""
+        Returns the state entering block ``k + 1`` (the kept boundary itself, in its
+        slot, unless it is offloaded)."""
         blk = self.blocks[k]
+        d = self.batch_dim
+        if self.final_slots is None:
+            self.make_slots(state_out)
         if blk.n_out < blk.n_in:
-            self.enders[k] = [t.detach().narrow(self.batch_dim, blk.n_out, blk.n_in - blk.n_out)
-                              .clone() for t in state_out]
-        nxt = self.next_state(k, state_out)
-        # the last block's boundary is always kept: a second backward re-runs it
-        if k + 1 < len(self.blocks) and (self.schedule.keep(k + 1) or k + 2 == len(self.blocks)):
+            self.keep_enders(k, state_out)
+        if not self.keeps(k + 1):
+            return self.next_state(k, state_out)
+        rows = [t.detach().narrow(d, 0, blk.n_out) for t in state_out]
+        if not self.kept_slots.fits(rows):  # unlike the first state: a copy of its own
+            nxt = self.next_state(k, state_out)
             self.boundary[k + 1] = self.stash(nxt)
-        return nxt
+            return nxt
+        kept = self.boundary[k + 1] = self.stash(rows, k + 1)
+        if all(a.device == b.device for a, b in zip(kept, rows)):
+            return kept  # nothing writes to a kept slot again: it is the next state too
+        return self.next_state(k, state_out)  # offloaded: the model needs its own copy
+
+    def keeps(self, k: int) -> bool:
+        """Whether the forward pass keeps boundary ``k`` (``0 < k < K``): those the
+        schedule names, and the last block's always (a second backward re-runs it)."""
+        n = len(self.blocks)
+        return 0 < k < n and (self.schedule.keep(k) or k + 1 == n)
+
+    def make_slots(self, state_out: Sequence[torch.Tensor]) -> None:
+        """Allocate ``kept_slots`` (one slot of ``n_in`` rows per kept boundary, on the
+        host with offload) and ``final_slots`` (``B`` rows), shaped as ``state_out``,
+        the first state the model returned (block 0's, ``n_in = B`` rows)."""
+        template = [t.detach() for t in state_out]
+        rows = {k: self.blocks[k].n_in for k in range(len(self.blocks)) if self.keeps(k)}
+        host = self.offload is not None
+        pin = host and torch.cuda.is_available() and any(t.is_cuda for t in template)
+        self.kept_slots = StateSlots(template, self.batch_dim, rows,
+                                     device=torch.device("cpu") if host else None, pin=pin)
+        self.final_slots = StateSlots(template, self.batch_dim, {0: self.blocks[0].n_in})
+
+    def keep_enders(self, k: int, state_out: Sequence[torch.Tensor]) -> None:
+        """Rows ``[n_out, n_in)`` of the state leaving block ``k`` (sequences ending in
+        it) into the same rows of the final state."""
+        blk = self.blocks[k]
+        enders = [t.detach().narrow(self.batch_dim, blk.n_out, blk.n_in - blk.n_out)
+                  for t in state_out]
+        if self.final_slots.fits(enders):
+            self.enders[k] = self.final_slots.write(0, enders, start=blk.n_out)
+        else:  # unlike the first state: a copy of its own, joined by final_state
+            self.enders[k] = [t.clone() for t in enders]
+            self.final_in_slots = False
 
     def final_state(self) -> List[torch.Tensor]:
         """Each sequence's state at its own last step, flat, sorted order."""
+        if self.final_in_slots and self.final_slots is not None:
+            return self.final_slots.state(0)  # every block wrote its enders' rows
         return assemble_final(self.enders, self.batch_dim)
 
     def run_no_grad(self, x_data, y_data, first: int, stop: int, state, loss_sum,
