@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import sys
 import time
 
@@ -105,15 +104,6 @@ class Classifier(nn.Module):
 
 
 # -- memory ------------------------------------------------------------------------------------
-def rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-
-
 def plain_bptt_mb(model: Classifier, x) -> float:
     """MB plain BPTT would add for backward through all of ``x`` (the LSTM; the head is
     negligible), measured on prefixes of the batch and extended to all of it."""
@@ -176,7 +166,7 @@ def main(argv=None) -> int:
 
     model = Classifier(args.hidden, args.layers, args.max_len, args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    base = rss_now_mb()
+    base = vlrnn.memory.rss_mb()
     print(f"LSTM {args.layers}x{args.hidden}, block_len {args.block_len}, "
           f"batch {args.batch_size}\n")
     longest = None
@@ -199,7 +189,7 @@ def main(argv=None) -> int:
         print(f"epoch {epoch + 1}: train loss {total / n:.3f}  held-out accuracy "
               f"{100 * acc:5.1f}%  ({seconds:.0f} s, {n_steps / seconds:,.0f} steps/s)",
               flush=True)
-    peak = rss_peak_mb()
+    peak = vlrnn.memory.peak_rss_mb()
 
     with torch.no_grad():
         pred = []

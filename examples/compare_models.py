@@ -146,7 +146,7 @@ def run_recall(cfg: dict) -> dict:
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)             # same batches for all
     x_val, y_val = recall_task.make_batch(cfg["n_val"], cfg["delay"],
                                           torch.Generator().manual_seed(recall_task.VAL_SEED))
-    base = recall_task.rss_now_mb()
+    base = vlrnn.memory.rss_mb()
     scores, times = [], []
     for _ in range(cfg["epochs"]):
         t0 = time.perf_counter()
@@ -160,7 +160,7 @@ def run_recall(cfg: dict) -> dict:
         times.append(time.perf_counter() - t0)
         scores.append(recall_task.accuracy(model, x_val, y_val, cfg["block_len"],
                                            cfg["batch_size"]))
-    peak = recall_task.rss_peak_mb()
+    peak = vlrnn.memory.peak_rss_mb()
     x, _ = recall_task.make_batch(cfg["batch_size"], cfg["delay"], torch.Generator().manual_seed(0))
     return dict(cfg, scores=scores, score=scores[-1], s_per_epoch=sum(times) / len(times),
                 params=n_params(model), peak_mb=peak, above_mb=peak - base,
@@ -211,7 +211,7 @@ def run_bytes(cfg: dict) -> dict:
     model = ByteNet(cfg["cell"], cfg["layers"], cfg["hidden"], cfg["window"], cfg["seed"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     sampler = LengthBucketSampler([len(s) for s in train], cfg["batch_size"], seed=cfg["seed"])
-    base = recall_task.rss_now_mb()
+    base = vlrnn.memory.rss_mb()
     scores, times, biggest = [], [], []
     for epoch in range(cfg["epochs"]):
         t0 = time.perf_counter()
@@ -226,7 +226,7 @@ def run_bytes(cfg: dict) -> dict:
                 biggest = [x, y]
         times.append(time.perf_counter() - t0)
         scores.append(bits_per_byte(model, val, cfg["block_len"], cfg["batch_size"]))
-    peak = recall_task.rss_peak_mb()      # before plain_bptt_mb, which resets the peak
+    peak = vlrnn.memory.peak_rss_mb()      # before plain_bptt_mb, which resets the peak
     plain = vlrnn.memory.plain_bptt_mb(model, cross_entropy_rows, *biggest)
     return dict(cfg, scores=scores, score=scores[-1], s_per_epoch=sum(times) / len(times),
                 params=n_params(model), peak_mb=peak, above_mb=peak - base, plain_mb=plain,

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import sys
 import time
 from pathlib import Path
@@ -147,15 +146,6 @@ def accuracy(model: Recall, x, label, block_len: int, batch_size: int) -> float:
 
 
 # -- memory ------------------------------------------------------------------------------------
-def rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-
-
 def plain_bptt_mb(model: Recall, x) -> float:
     """MB plain BPTT would add for a backward pass through all of ``x`` (the recurrent
     stack; the classifier is negligible), measured (``vlrnn.memory.plain_bptt_mb``)."""
@@ -169,7 +159,7 @@ def run(cfg: dict) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     train_gen = torch.Generator().manual_seed(cfg["seed"] + 1)      # same batches both ways
     x_val, y_val = make_batch(cfg["n_val"], cfg["delay"], torch.Generator().manual_seed(VAL_SEED))
-    base = rss_now_mb()
+    base = vlrnn.memory.rss_mb()
     accs, times = [], []
     for _ in range(cfg["epochs"]):
         t0 = time.perf_counter()
@@ -184,7 +174,7 @@ def run(cfg: dict) -> dict:
             opt.step()
         times.append(time.perf_counter() - t0)
         accs.append(accuracy(model, x_val, y_val, cfg["block_len"], cfg["batch_size"]))
-    peak = rss_peak_mb()
+    peak = vlrnn.memory.peak_rss_mb()
     x, _ = make_batch(cfg["batch_size"], cfg["delay"], torch.Generator().manual_seed(0))
     return dict(cfg, accs=accs, acc=accs[-1], s_per_epoch=sum(times) / len(times),
                 peak_mb=peak, above_mb=peak - base, plain_mb=plain_bptt_mb(model, x))
