@@ -2,34 +2,17 @@
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
 from typing import Dict, List, Sequence
 
-
-def rss_mb() -> float:
-    """Peak resident memory of this process so far, MB.
-
-    Linux: ``VmHWM`` of this program's own memory. ``ru_maxrss`` would do, except that
-    it survives ``exec``: a worker started by a parent that once held a lot would report
-    the parent's peak as its own.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from vlrnn.memory import peak_rss_mb, rss_mb as now_rss_mb
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now, MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+# peak and current resident memory, MB (Linux: VmHWM / VmRSS; see vlrnn.memory)
+rss_mb = peak_rss_mb
+current_rss_mb = now_rss_mb
 
 
 def spawn(script: str, args: Sequence, timeout: float) -> dict:

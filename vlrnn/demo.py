@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import sys
 import sysconfig
 import time
@@ -25,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 from .bptt import block_loss
 from .data import LengthBucketSampler
-from .memory import plain_bptt_mb
+from .memory import peak_rss_mb, plain_bptt_mb
 
 VOCAB = 256  # bytes
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -111,7 +110,7 @@ def cross_entropy_rows(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return peak_rss_mb()
 
 
 @torch.no_grad()
