@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -29,11 +26,16 @@ from .blocks import check_block_len
 from .bptt import block_loss, block_outputs
 from .loss import check_reduction
 from .schedules import SCHEDULES
+from .training.checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
+from .training.helpers import (_is_oom, _is_scheduler, _loader_generators, _move, _n_rows,
+                               _n_seqs, _nonfinite_grad, _oom_error, _resolve_device,
+                               _set_epoch, seed_everything)
 
 Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
-CHECKPOINT_FORMAT = "vlrnn.Trainer/1"
+__all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
+           "seed_everything", "_loader_generators"]
 
 
 # -- streaming inference ----------------------------------------------------------------------
@@ -69,155 +71,8 @@ def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: 
     return block_outputs(model, x, block_len=block_len, state=state, batch_first=batch_first,
                          state_batch_dim=state_batch_dim)
 
-
-# -- helpers -----------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's global generator and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _n_rows(x: Batch) -> int:
-    """Valid (sequence, step) rows of a batch: what steps/s counts."""
-    if isinstance(x, PackedSequence):
-        return int(x.data.shape[0])
-    return int(x.shape[0] * x.shape[1])
-
-
-def _n_seqs(x: Batch, batch_first: bool) -> int:
-    if isinstance(x, PackedSequence):
-        return int(x.batch_sizes[0])
-    return int(x.shape[0] if batch_first else x.shape[1])
-
-
-def _move(t: Any, device: torch.device, dtype: Optional[torch.dtype]) -> Any:
-    """``t`` on ``device``; floating data cast to the model's ``dtype`` (integer targets,
-    e.g. class ids, keep theirs)."""
-    if isinstance(t, PackedSequence):
-        data = t.data
-        cast = dtype if (dtype is not None and data.is_floating_point()) else data.dtype
-        return t.to(device=device, dtype=cast)
-    if isinstance(t, torch.Tensor):
-        cast = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-        return t.to(device=device, dtype=cast)
-    return t
-
-
-def _loader_objects(loader: Any) -> List[Any]:
-    """The loader and its (batch) sampler: where ``set_epoch`` and generators may live."""
-    objs = [loader]
-    for name in ("batch_sampler", "sampler"):
-        obj = getattr(loader, name, None)
-        if obj is not None:
-            objs.append(obj)
-            inner = getattr(obj, "sampler", None)  # BatchSampler(RandomSampler(...))
-            if inner is not None:
-                objs.append(inner)
-    seen, out = set(), []
-    for o in objs:
-        if id(o) not in seen:
-            seen.add(id(o))
-            out.append(o)
-    return out
-
-
-def _set_epoch(loader: Any, epoch: int) -> None:
-    """Make the loader's shuffling a function of (seed, epoch) where it supports that
-    (``LengthBucketSampler``, ``DistributedSampler``)."""
-    for obj in _loader_objects(loader):
-        fn = getattr(obj, "set_epoch", None)
-        if callable(fn):
-            fn(epoch)
-
-
-def _loader_generators(loader: Any) -> List[torch.Generator]:
-    """``torch.Generator`` objects a loader shuffles with (a ``DataLoader(shuffle=True,
-    generator=g)``): their state is checkpointed so that a resumed run draws the same
-    order."""
-    gens, seen = [], set()
-    for obj in _loader_objects(loader):
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator) and id(g) not in seen:
-            seen.add(id(g))
-            gens.append(g)
-    return gens
-
-
-def _is_scheduler(obj: Any) -> bool:
-    return hasattr(obj, "step") and hasattr(obj, "state_dict") and hasattr(obj, "optimizer")
-
-
-def _config_diff(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
-    diffs = []
-    for k in sorted(set(saved) | set(now), key=str):
-        a, b = saved.get(k, "<missing>"), now.get(k, "<missing>")
-        if a != b:
-            diffs.append(f"{k}: checkpoint {a!r}, now {b!r}")
-    return diffs
-
-
-def _short(err: Exception, lines: int = 4) -> str:
-    text = str(err).strip().splitlines()
-    return " ".join(s.strip() for s in text[:lines]) + (" ..." if len(text) > lines else "")
-
-
-def _nonfinite_grad(named: Sequence[Tuple[str, torch.Tensor]]) -> Optional[str]:
-    """Name of the first parameter whose gradient holds NaN/inf, or ``None``. One
-    device-to-host sync per device, not per parameter."""
-    by_device: Dict[torch.device, List[Tuple[str, torch.Tensor]]] = {}
-    for name, p in named:
-        g = p.grad
-        if g is not None:
-            by_device.setdefault(g.device, []).append((name, g._values() if g.is_sparse else g))
-    for items in by_device.values():
-        if bool(torch.stack([torch.isfinite(g).all() for _, g in items]).all()):
-            continue
-        for name, g in items:
-            if not bool(torch.isfinite(g).all()):
-                return name
-    return None
-
-
-# Messages of the allocators: CUDA ("CUDA out of memory"), CPU ("DefaultCPUAllocator: not
-# enough memory"), MPS ("MPS backend out of memory"), and the OS via Python.
-_OOM_TEXT = ("out of memory", "not enough memory", "can't allocate memory",
-             "cannot allocate memory")
-_OOM_TYPES: Tuple[type, ...] = tuple(
-    t for t in (MemoryError, getattr(torch, "OutOfMemoryError", None),
-                getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, _OOM_TYPES):
-        return True
-    return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
-
-
-def _oom_error(err: BaseException, where: str, block_len: Any,
-               memory_budget: Any) -> BaseException:
-    """``err`` (an out-of-memory error) again, same type, with what to change."""
-    budget = "" if memory_budget is None else f", memory_budget={memory_budget!r}"
-    msg = (f"out of memory {where} (block_len={block_len!r}{budget}): the activations of "
-           "one time block (block_len steps x series in the batch x model width) and the "
-           "boundary states did not fit. Pass block_len='auto' with a memory_budget "
-           "(e.g. memory_budget='4GB', a little under what the device has free) to let "
-           "vlrnn.plan pick the block length and schedule, or a smaller block_len, or "
-           f"fewer series per batch. Original error: {_short(err, 2)}")
-    try:
-        return type(err)(msg)
-    except Exception:  # an error type that cannot be built from a message
-        return RuntimeError(msg)
-
-
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer:
+class Trainer(CheckpointMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -712,129 +567,3 @@ class Trainer:
     def _finish(self) -> None:
         if self.patience is not None and self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def _checkpoint(self, epoch: int, loader: Any) -> Dict[str, Any]:
-        from . import __version__
-
-        best_state = None
-        if self.patience is not None and self.best_epoch != epoch:
-            best_state = self._best_state  # the current weights are the best otherwise
-        rng = ckpt_io.rng_state()
-        loader_rng = [g.get_state() for g in _loader_generators(loader)]
-        ranks = (dd.all_gather_object(rng), dd.all_gather_object(loader_rng)) \
-            if self.distributed else None
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "vlrnn_version": __version__,
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "history": [dict(r) for r in self._rows],
-            "rng": rng,
-            "loader_rng": loader_rng,
-            # each rank's generators (ranks draw different dropout masks): a resumed
-            # distributed run continues every rank's random stream where it was
-            "world_size": self.world_size,
-            "rng_ranks": ranks[0] if self.distributed else None,
-            "loader_rng_ranks": ranks[1] if self.distributed else None,
-            "config": self.config,
-            "scaler_state": self.scaler_state,
-            "seed": self.seed,
-            "best": {"epoch": self.best_epoch, "val_loss": self.best_val_loss,
-                     "bad_epochs": self._bad_epochs, "state": best_state},
-            "stopped_early": self.stopped_early,
-        }
-
-    def _save_checkpoints(self, epoch: int, loader: Any, improved: bool) -> None:
-        """Write ``best.pt`` (if improved), then ``last.pt``, each atomically; rank 0
-        only, the other ranks wait. ``best.pt`` goes first: a crash between the two
-        leaves ``last.pt`` one epoch behind, and the resumed run redoes that epoch and
-        writes both again (the other order could leave a stale ``best.pt`` for good)."""
-        data = self._checkpoint(epoch, loader)  # collective: gathers every rank's RNG
-        if self.is_main:
-            if improved:
-                ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.BEST)
-            ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.LAST)
-        dd.barrier()
-
-    def _resume(self, where: Union[str, Path], loader: Any) -> int:
-        """Restore the run from a checkpoint; returns its epoch. In a distributed run
-        every rank loads it, and all ranks raise together if one cannot (rather than
-        the others waiting for it in the next collective)."""
-        if not self.distributed:
-            return self._load_run(where, loader)
-        try:
-            epoch, problem = self._load_run(where, loader), None
-        except Exception as err:  # reported to every rank below, then raised
-            epoch, problem = -1, err
-        seen = dd.all_gather_object((epoch, None if problem is None
-                                     else f"{type(problem).__name__}: {problem}"))
-        if problem is not None:
-            raise problem
-        failed = [f"rank {r}: {msg}" for r, (_, msg) in enumerate(seen) if msg is not None]
-        if failed:
-            raise RuntimeError("resume failed on other ranks (the checkpoint folder must "
-                               "be visible to every rank): " + "; ".join(failed))
-        if len({e for e, _ in seen}) > 1:
-            raise RuntimeError(f"ranks resumed from different epochs {[e for e, _ in seen]}: "
-                               "every rank must read the same checkpoint")
-        return epoch
-
-    def _load_run(self, where: Union[str, Path], loader: Any) -> int:
-        path = ckpt_io.resolve(where)
-        data = ckpt_io.load(path)
-        if data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a vlrnn Trainer checkpoint (format "
-                             f"{data.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-        saved_cfg = data.get("config")
-        if self.config is not None and saved_cfg is not None and saved_cfg != self.config:
-            raise ValueError(f"checkpoint {path} was written by a run with another config: "
-                             + "; ".join(_config_diff(saved_cfg, self.config)))
-        try:
-            self.model.load_state_dict(data["model"])
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not match this model: "
-                             f"{_short(err)}") from None
-        try:
-            self.optimizer.load_state_dict(data["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(f"checkpoint {path}: its optimizer state does not fit this "
-                             f"optimizer ({type(self.optimizer).__name__}): "
-                             f"{_short(err)}") from None
-        sched = data.get("scheduler")
-        if (sched is None) != (self.scheduler is None):
-            raise ValueError(f"checkpoint {path} was written "
-                             f"{'without' if sched is None else 'with'} an LR scheduler, "
-                             f"this Trainer has {'one' if sched is None else 'none'}")
-        if sched is not None:
-            self.scheduler.load_state_dict(sched)
-        self._rows = [{"skipped": 0, **r} for r in data.get("history", [])]
-        best = data.get("best", {})
-        self.best_epoch = best.get("epoch")
-        self.best_val_loss = float(best.get("val_loss", math.inf))
-        self._bad_epochs = int(best.get("bad_epochs", 0))
-        self._best_state = best.get("state")
-        epoch = int(data["epoch"])
-        if self._best_state is None and self.patience is not None and self.best_epoch == epoch:
-            self._best_state = {k: v.detach().to("cpu", copy=True)
-                                for k, v in self.model.state_dict().items()}
-        self.stopped_early = bool(data.get("stopped_early", False))
-        rng, saved = data["rng"], data.get("loader_rng", [])
-        if self.distributed:
-            if data.get("rng_ranks") is not None and data.get("world_size") == self.world_size:
-                rng = data["rng_ranks"][self.rank]
-                saved = data["loader_rng_ranks"][self.rank]
-            else:
-                warnings.warn(f"checkpoint {path} was written by a run of "
-                              f"{data.get('world_size', 1)} process(es), this one has "
-                              f"{self.world_size}: every rank continues from rank 0's "
-                              "random-number state, so the run will not repeat an "
-                              "uninterrupted one bit for bit", RuntimeWarning, stacklevel=3)
-        ckpt_io.set_rng_state(rng)
-        gens = _loader_generators(loader)
-        if len(saved) == len(gens):
-            for g, s in zip(gens, saved):
-                g.set_state(s)
-        return epoch
