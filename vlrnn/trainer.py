@@ -71,6 +71,12 @@ def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: 
     return block_outputs(model, x, block_len=block_len, state=state, batch_first=batch_first,
                          state_batch_dim=state_batch_dim)
 
+def _n_observed(y: Any) -> int:
+    """Finite target values of a batch (``PackedSequence`` or tensor)."""
+    data = y.data if isinstance(y, PackedSequence) else y
+    return int(torch.isfinite(data).sum())
+
+
 # -- the trainer -------------------------------------------------------------------------------
 class Trainer(CheckpointMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
@@ -91,13 +97,31 @@ class Trainer(CheckpointMixin):
             (and the schedule too, with ``schedule=None``).
         memory_budget: bytes or a size (``"4GB"``) for the engine's working memory, as in
             ``block_loss``; with ``block_len="auto"``, default half the free memory.
-        reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``.
+        reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``; or
+            ``"observed"``: the sum of the per-row losses divided by the number of
+            observed (finite) target values of the batch, for targets with NaN where
+            they are missing (``loss_fn`` must give 0 there, e.g.
+            :func:`vlrnn.training.losses.masked_mse`). Exact: the engine sums, and the
+            division by a count fixed before the first block is a constant factor.
+        sequence_loss_fn: ``sequence_loss_fn(final_state, series_targets) -> scalar``, a
+            loss on every sequence's final state (``out.state`` of
+            :func:`vlrnn.block_loss`: model's state format, batch in input order), e.g.
+            cross-entropy of ``model.readout(state)`` for a
+            :class:`~vlrnn.models.SequenceModel`. Its gradient is exact too. With
+            ``loss_fn=None`` it is the whole loss and each batch is ``(x, y_series)``;
+            with both, each batch is ``(x, (y_steps, y_series))`` and the losses add.
+        metrics: ``metrics(model, batches) -> {name: value}``, called after each epoch
+            on the validation batches (moved to the device, model in eval mode, no
+            graph); each value goes to the history as column ``val_<name>``.
+        monitor: the history column early stopping, ``best.pt`` and ``restore_best``
+            watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
+            ``accuracy`` are maximised, the others minimised.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
             ``"recursive"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
-        early_stopping_patience: stop after this many epochs without a lower validation
-            loss (needs ``val_loader``).
+        early_stopping_patience: stop after this many epochs without a better
+            ``monitor`` value (needs ``val_loader``).
         restore_best: with early stopping, load the best epoch's weights back at the end
             of ``fit`` (kept in CPU memory meanwhile).
         checkpoint_dir: write ``last.pt`` after every epoch and ``best.pt`` when the
@@ -149,7 +173,9 @@ class Trainer(CheckpointMixin):
             per second), ``lr`` (learning rate used during the epoch) and ``skipped``
             (optimizer steps skipped for a non-finite loss or gradient; their batches are
             left out of ``train_loss``).
-        best_epoch, best_val_loss: the epoch with the lowest validation loss so far.
+        best_epoch, best_score: the epoch with the best ``monitor`` value so far and
+            that value; best_val_loss: its validation loss.
+        history also has a ``val_<name>`` column per metric of ``metrics``.
         stopped_early: whether the last ``fit`` stopped on patience.
     """
 
@@ -163,10 +189,28 @@ class Trainer(CheckpointMixin):
                  seed: int = 0, device: Union[str, torch.device, None] = None,
                  scaler_state: Any = None, config: Optional[Dict[str, Any]] = None,
                  memory_budget: Union[int, str, None] = None, skip_nonfinite: bool = False,
-                 distributed: Optional[bool] = None):
+                 distributed: Optional[bool] = None,
+                 sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
+                 metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
+                 monitor: str = "val_loss"):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.reduction = check_reduction(reduction)
+        self.reduction = reduction if reduction == "observed" else check_reduction(reduction)
+        if loss_fn is None and sequence_loss_fn is None:
+            raise ValueError("Trainer needs a loss: a per-row loss_fn, a sequence_loss_fn on "
+                             "the final state, or both")
+        if sequence_loss_fn is not None and not callable(sequence_loss_fn):
+            raise TypeError("sequence_loss_fn must be callable (final_state, targets) -> "
+                            f"scalar, got {type(sequence_loss_fn).__name__}")
+        if metrics is not None and not callable(metrics):
+            raise TypeError(f"metrics must be callable (model, batches) -> dict, got "
+                            f"{type(metrics).__name__}")
+        if not isinstance(monitor, str) or not monitor.startswith("val_"):
+            raise ValueError(f"monitor must be 'val_loss' or 'val_<metric>', got {monitor!r}")
+        self.sequence_loss_fn = sequence_loss_fn
+        self.metrics = metrics
+        self.monitor = monitor
+        self._maximise = monitor.endswith("accuracy")
         if schedule is not None and schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of "
                              + ", ".join(repr(k) for k in SCHEDULES))
@@ -228,6 +272,7 @@ class Trainer(CheckpointMixin):
         self._rows: List[Dict[str, float]] = []
         self.best_epoch: Optional[int] = None
         self.best_val_loss = math.inf
+        self.best_score = math.nan
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
         self._bad_epochs = 0
         self.stopped_early = False
@@ -235,7 +280,8 @@ class Trainer(CheckpointMixin):
     # -- public ------------------------------------------------------------------------------
     @property
     def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS)
+        extra = [k for r in self._rows for k in r if k not in HISTORY_COLUMNS]
+        return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS + list(dict.fromkeys(extra)))
 
     def fit(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
             epochs: int = 10, resume: Union[str, Path, None] = None) -> pd.DataFrame:
@@ -265,6 +311,9 @@ class Trainer(CheckpointMixin):
         # A fit without resume is a new run from the current weights and optimizer state.
         self._rows, self._best_state, self._bad_epochs = [], None, 0
         self.best_epoch, self.best_val_loss, self.stopped_early = None, math.inf, False
+        self.best_score = math.nan
+        if self.monitor != "val_loss" and self.metrics is None:
+            raise ValueError(f"monitor={self.monitor!r} needs metrics= that compute it")
         if self.checkpoint_dir is not None and self.is_main:
             # leftovers of a writer killed between writing and renaming: nobody writes now
             ckpt_io.remove_stale_temp(self.checkpoint_dir)
@@ -282,23 +331,26 @@ class Trainer(CheckpointMixin):
             if train_batches is not train_loader:
                 _set_epoch(train_batches, epoch - 1)
             train_loss, steps_per_s, skipped = self._train_epoch(train_batches, epoch)
-            val_loss = math.nan
+            val_loss, scores = math.nan, {}
             if val_loader is not None:
                 _set_epoch(val_loader, epoch - 1)
                 if val_batches is not val_loader:
                     _set_epoch(val_batches, epoch - 1)
                 val_loss = self._evaluate(val_batches)
+                if self.metrics is not None:
+                    scores = self._metrics(val_batches)
             self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
-                                   lr=lr, skipped=skipped))
+                                   lr=lr, skipped=skipped, **scores))
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val_loss if val_loader is not None else train_loss)
                 else:
                     self.scheduler.step()
-            improved = val_loader is not None and val_loss < self.best_val_loss
+            improved = val_loader is not None and self._better(self._rows[-1])
             if improved:
                 self.best_epoch, self.best_val_loss = epoch, val_loss
+                self.best_score = float(self._rows[-1][self.monitor])
                 self._bad_epochs = 0
                 if self.patience is not None:
                     self._best_state = {k: v.detach().to("cpu", copy=True)
@@ -332,14 +384,13 @@ class Trainer(CheckpointMixin):
             for i, batch in enumerate(loader):
                 x, y = self._batch(batch, i)
                 try:
-                    out = block_loss(self.model, self.loss_fn, x, y, block_len=self.block_len,
-                                     reduction=self.reduction)
+                    loss = self._loss(self.model, x, y, train=False)
                 except (RuntimeError, MemoryError) as err:
                     if _is_oom(err):
                         raise _oom_error(err, f"evaluating batch {i}", self.block_len,
                                          None) from err
                     raise
-                c, w = self._weigh(float(out.loss), x)
+                c, w = self._weigh(float(loss), x, y)
                 total, weight = total + c, weight + w
         finally:
             self.model.train(was_training)
@@ -399,7 +450,7 @@ class Trainer(CheckpointMixin):
                 if value is None:
                     skipped += 1
                     continue
-                c, w = self._weigh(value, x)
+                c, w = self._weigh(value, x, y)
                 total, weight = total + c, weight + w
                 rows += _n_rows(x)
                 busy = time.perf_counter() - start
@@ -419,14 +470,12 @@ class Trainer(CheckpointMixin):
         when the step was skipped (non-finite loss or gradient, ``skip_nonfinite``)."""
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            out = block_loss(self._train_model, self.loss_fn, x, y, block_len=self.block_len,
-                             reduction=self.reduction, schedule=self.schedule,
-                             memory_budget=self.memory_budget)
-            value = float(out.loss.detach())
+            loss = self._loss(self._train_model, x, y, train=True)
+            value = float(loss.detach())
             if self._bad_loss(value, epoch, i):
                 return None  # no backward: parameters and optimizer state untouched
-            if out.loss.requires_grad:
-                out.loss.backward()
+            if loss.requires_grad:
+                loss.backward()
         except (RuntimeError, MemoryError) as err:
             if _is_oom(err):
                 raise _oom_error(err, f"at epoch {epoch}, batch {i}", self.block_len,
@@ -540,8 +589,65 @@ class Trainer(CheckpointMixin):
         dtype = self._dtype()
         return _move(batch[0], self.device, dtype), _move(batch[1], self.device, dtype)
 
-    def _weigh(self, loss: float, x: Batch) -> Tuple[float, float]:
+    def _loss(self, model: nn.Module, x: Batch, y: Any, train: bool) -> torch.Tensor:
+        """The batch's loss: the engine's per-row loss (divided by the observed targets
+        for ``"observed"``) plus ``sequence_loss_fn`` on the final states."""
+        steps_y, series_y = self._targets(y)
+        reduction = "sum" if self.reduction == "observed" else self.reduction
+        out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
+                         block_len=self.block_len, reduction=reduction,
+                         schedule=self.schedule if train else None,
+                         memory_budget=self.memory_budget if train else None)
+        loss = out.loss
+        if self.loss_fn is not None and self.reduction == "observed":
+            loss = loss / max(_n_observed(steps_y), 1)
+        if self.sequence_loss_fn is None:
+            return loss
+        seq = self.sequence_loss_fn(out.state, series_y)
+        if not isinstance(seq, torch.Tensor) or seq.dim() != 0:
+            raise ValueError("sequence_loss_fn must return a scalar tensor (reduce over the "
+                             f"sequences itself), got {getattr(seq, 'shape', type(seq))}")
+        return seq if self.loss_fn is None else loss + seq
+
+    def _targets(self, y: Any) -> Tuple[Any, Any]:
+        """(per-step targets, per-series targets) of a batch's ``y``."""
+        if self.loss_fn is not None and self.sequence_loss_fn is not None:
+            if not isinstance(y, (tuple, list)) or len(y) != 2:
+                raise TypeError("with both loss_fn and sequence_loss_fn each batch must be "
+                                f"(x, (y_steps, y_series)), got y of type {type(y).__name__}")
+            return y[0], y[1]
+        return (None, y) if self.loss_fn is None else (y, None)
+
+    def _better(self, row: Dict[str, float]) -> bool:
+        value = row.get(self.monitor, math.nan)
+        if self.monitor not in row:
+            raise ValueError(f"monitor={self.monitor!r} is not in the history; it has "
+                             f"{sorted(row)}")
+        if math.isnan(value):
+            return False
+        if math.isnan(self.best_score):
+            return True
+        return value > self.best_score if self._maximise else value < self.best_score
+
+    @torch.no_grad()
+    def _metrics(self, loader: Iterable) -> Dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            batches = (self._batch(b, i) for i, b in enumerate(loader))
+            scores = self.metrics(self.model, batches)
+        finally:
+            self.model.train(was_training)
+        return {f"val_{k}": float(v) for k, v in scores.items()}
+
+    def _weigh(self, loss: float, x: Batch, y: Any = None) -> Tuple[float, float]:
         """(contribution, weight) of one batch to the epoch's average loss."""
+        if self.loss_fn is None:  # a loss per sequence, averaged by sequence_loss_fn
+            n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
+            return loss * n, float(n)
+        if self.reduction == "observed":
+            n = _n_observed(self._targets(y)[0])
+            return loss * n, float(n)
         if self.reduction == "seq_mean":
             n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
             return loss * n, float(n)

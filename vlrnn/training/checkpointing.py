@@ -46,6 +46,7 @@ class CheckpointMixin:
             "scaler_state": self.scaler_state,
             "seed": self.seed,
             "best": {"epoch": self.best_epoch, "val_loss": self.best_val_loss,
+                     "score": self.best_score,
                      "bad_epochs": self._bad_epochs, "state": best_state},
             "stopped_early": self.stopped_early,
         }
@@ -117,6 +118,8 @@ class CheckpointMixin:
         best = data.get("best", {})
         self.best_epoch = best.get("epoch")
         self.best_val_loss = float(best.get("val_loss", math.inf))
+        self.best_score = float(best.get("score", math.nan if self.best_epoch is None
+                                         else self.best_val_loss))
         self._bad_epochs = int(best.get("bad_epochs", 0))
         self._best_state = best.get("state")
         epoch = int(data["epoch"])

@@ -47,6 +47,8 @@ def _move(t: Any, device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     if isinstance(t, torch.Tensor):
         cast = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
         return t.to(device=device, dtype=cast)
+    if isinstance(t, (tuple, list)):  # (per-step targets, per-series targets)
+        return type(t)(_move(v, device, dtype) for v in t)
     return t
 
 
