@@ -1,5 +1,5 @@
 """Ragged pandas frames in, PackedSequence batches out."""
-from .batching import LengthBucketSampler, collate_packed, make_loader
+from .batching import LengthBucketSampler, collate_packed, collate_series, make_loader
 from .dataset import SeriesDataset
 from .frame import DataWarning, from_dataframe
 from .scaling import StandardScaler
@@ -11,6 +11,7 @@ __all__ = [
     "SeriesDataset",
     "StandardScaler",
     "collate_packed",
+    "collate_series",
     "from_dataframe",
     "make_loader",
     "split_series",
