@@ -1,4 +1,5 @@
-"""Command line: ``vlrnn train DATA.csv ...`` and ``vlrnn demo``.
+"""Command line: ``vlrnn train DATA.csv ...``, ``vlrnn predict MODEL.pt DATA.csv`` and
+``vlrnn demo``.
 
 Errors caused by the input (a missing file or column, bad values) are reported as one
 line ``vlrnn: error: ...`` on stderr with exit status 2; ``--debug`` shows the traceback.
@@ -25,27 +26,41 @@ examples:
   vlrnn train sales.parquet --id-col store --time-col date --target units \\
       --features price promo --cell gru --epochs 30 --out runs/sales
   vlrnn train sales.parquet --id-col store --time-col date --target units --resume
+  vlrnn train ecg.csv --id-col record --time-col t --series-target label
+  vlrnn train machines.csv --id-col unit --time-col t --target state --task classification
+  vlrnn train load.csv --id-col unit --time-col t --target load --horizon 24
+  vlrnn predict runs/load/model.pt new.csv --out predictions.csv [--forecast]
   vlrnn demo --minutes 1
 
 Run 'vlrnn COMMAND --help' for the options of a command."""
 
 TRAIN_DESCRIPTION = """\
-Train a recurrent model that predicts the target column(s) at every time step of
-every series of a long-format table (one row per series id and time step; series
-may have any lengths). Features and targets are standardised on the training series,
-whole series are held out for validation, and every epoch is checkpointed."""
+Train a recurrent model on a long-format table (one row per series id and time step;
+series may have any lengths): the target column(s) at every step (numbers: regression;
+text/categories/bool, or --task classification: classes), one label per series
+(--series-target COL), or the next H steps (--horizon H). Features and numeric targets
+are standardised on the training series, whole series are held out for validation,
+and every epoch is checkpointed. Missing (empty) targets are left out of the loss."""
 
 TRAIN_EPILOG = """\
 output (in --out, default runs/<data file name>):
   model.pt     trained model, scalers and config (vlrnn.TrainedModel.load)
   history.csv  one row per epoch: train_loss, val_loss, seconds, steps_per_s, lr,
-               skipped (steps skipped for a non-finite loss with skip_nonfinite)
+               skipped (steps skipped for a non-finite loss with skip_nonfinite),
+               val_accuracy or val_mae/val_rmse (target units)
   loss.png     loss curves (if matplotlib is installed)
   last.pt      checkpoint after the last epoch (--resume continues from it)
   best.pt      checkpoint of the epoch with the lowest validation loss
 
 example:
   vlrnn train sensors.csv --id-col unit --time-col t --target load --epochs 20"""
+
+
+PREDICT_DESCRIPTION = """\
+Run a trained model over a table. Per-step models write one row per input row (the
+input's id and time columns, then the predictions); series models one row per series
+(id, prediction, one probability per class); --forecast the H steps after each
+series' last time stamp (id, time, targets)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,10 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     cols.add_argument("--id-col", required=True, metavar="C", help="column naming the series")
     cols.add_argument("--time-col", required=True, metavar="C",
                       help="column ordering the steps of a series (numbers or dates)")
-    cols.add_argument("--target", required=True, nargs="+", metavar="C",
-                      help="target column(s) to predict at every step")
+    cols.add_argument("--target", nargs="+", metavar="C", default=None,
+                      help="target column(s) to predict at every step (or to forecast)")
+    cols.add_argument("--series-target", metavar="C", default=None,
+                      help="column holding one label per series (constant within each)")
     cols.add_argument("--features", nargs="+", metavar="C", default=None,
                       help="feature column(s) (default: every other column)")
+    task = tr.add_argument_group("task")
+    task.add_argument("--task", choices=["classification", "regression"], default=None,
+                      help="default: from the target's values (text/categories/bool: "
+                           "classification, decimals: regression; integers need --task)")
+    task.add_argument("--horizon", type=int, default=None, metavar="H",
+                      help="forecast the next H steps of the target(s) at every step")
     model = tr.add_argument_group("model")
     model.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"],
                        help="recurrent cell (default: lstm)")
@@ -87,9 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "series length (default: 256)")
     train.add_argument("--batch-size", type=int, default=16, metavar="N",
                        help="series per batch (default: 16)")
-    train.add_argument("--epochs", type=int, default=10, metavar="N",
-                       help="epochs in total, counting resumed ones (default: 10)")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    train.add_argument("--epochs", type=int, default=None, metavar="N",
+                       help="epochs in total, counting resumed ones (default: about 600 "
+                            "optimizer steps, with early stopping on the validation loss)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate (default: 1e-3; 3e-3 with --series-target)")
     train.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                        help="share of series held out for validation, 0 for none (default: 0.2)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -102,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the last checkpoint in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", parents=[common],
+                        help="predict (or forecast) with a model written by 'vlrnn train'",
+                        description=PREDICT_DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("model", metavar="MODEL", help="model.pt written by 'vlrnn train'")
+    pr.add_argument("data", metavar="DATA", help="a .csv or .parquet file with the id, time "
+                    "and feature columns the model was trained on")
+    pr.add_argument("--out", default=None, metavar="FILE",
+                    help="where to write the predictions (.csv or .parquet; default: "
+                         "predictions.csv next to DATA)")
+    pr.add_argument("--forecast", action="store_true",
+                    help="the H steps after each series' end (a model trained with --horizon)")
+    pr.add_argument("--evaluate", action="store_true",
+                    help="also print the scores against DATA's targets and a naive baseline")
+    pr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    pr.set_defaults(func=cmd_predict)
 
     dm = sub.add_parser("demo", parents=[common],
                         help="train a byte-level LSTM on Python's standard library",
@@ -136,11 +178,11 @@ def _check_positive(args: argparse.Namespace) -> None:
     for name in ("hidden_size", "num_layers", "block_len", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.epochs < 0:
+    if args.epochs is not None and args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
 
 
@@ -156,7 +198,7 @@ def save_loss_plot(history, path: Path) -> Optional[Path]:
     if history["val_loss"].notna().any():
         ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE, scaled targets)")
+    ax.set_ylabel("loss (scaled targets)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -174,8 +216,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not (out / "last.pt").is_file():
         raise FileNotFoundError(f"--resume: no checkpoint {out / 'last.pt'} to continue from "
                                 "(drop --resume to start a new run, or point --out at the run)")
+    if (args.target is None) == (args.series_target is None):
+        raise ValueError("name what to predict: --target COL (every step, or with --horizon) "
+                         "or --series-target COL (one label per series)")
+    print(f"read {len(df)} rows, {df[args.id_col].nunique() if args.id_col in df else '?'} "
+          f"series from {data}", flush=True)
     result = pack_and_train(
         df, id_col=args.id_col, time_col=args.time_col, target_cols=args.target,
+        series_target=args.series_target, task=args.task, horizon=args.horizon,
         feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
@@ -186,9 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     hist.to_csv(out / "history.csv", index=False)
     plot = save_loss_plot(hist, out / "loss.png") if len(hist) else None
 
-    cfg = result.config
-    print(f"trained {cfg['cell']} {cfg['num_layers']}x{cfg['hidden_size']} on "
-          f"{len(cfg['feature_cols'])} feature(s) -> {', '.join(cfg['target_cols'])}")
+    print(f"trained {result!r}")
     if len(hist):
         last = hist.iloc[-1]
         line = f"epoch {int(last['epoch'])}: train loss {last['train_loss']:.4g}"
@@ -197,11 +243,49 @@ def cmd_train(args: argparse.Namespace) -> int:
             best = hist.loc[hist["val_loss"].idxmin()]
             line += f" (best {best['val_loss']:.4g} at epoch {int(best['epoch'])})"
         print(line)
+        scores = [c for c in hist.columns if c.startswith("val_") and c != "val_loss"]
+        if scores:
+            print("validation: " + ", ".join(f"{c[4:]} {last[c]:.4g}" for c in scores))
     print(f"model:   {model_path}")
     print(f"history: {out / 'history.csv'}")
     if plot is not None:
         print(f"plot:    {plot}")
     print(f"resume:  add --resume --out {out} (with a larger --epochs) to train further")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .trained import TrainedModel
+
+    model_path, data = Path(args.model), Path(args.data)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file {model_path} does not exist (vlrnn train writes "
+                                "model.pt in its --out folder)")
+    model = TrainedModel.load(model_path, device=args.device)
+    df = read_table(data)
+    cfg = model.config
+    if args.forecast:
+        res = model.forecast(df)
+        index = False
+    else:
+        res = model.predict(df)
+        if cfg.get("level") == "series":
+            index = True
+        else:  # keep the input's id and time next to each row's prediction
+            res = pd.concat([df[[cfg["id_col"], cfg["time_col"]]], res], axis=1)
+            index = False
+    out = Path(args.out) if args.out else data.with_name("predictions.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        res.to_parquet(out, index=index)
+    else:
+        res.to_csv(out, index=index)
+    print(f"{len(res)} rows -> {out}")
+    if args.evaluate:
+        scores = model.evaluate(df)
+        print(", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
     return 0
 
 

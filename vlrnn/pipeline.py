@@ -1,14 +1,16 @@
 """``pack_and_train``: from a long-format DataFrame to a trained model in one call.
 
-Frame -> :func:`vlrnn.data.from_dataframe` -> split by series -> scalers fitted on the
-training series -> length-bucketed packed batches -> ``rnn + Linear`` model ->
-:class:`vlrnn.Trainer`. The result, a :class:`TrainedModel`, predicts on new frames
-(inverse-scaled, aligned with the frame's rows) and saves to / loads from one file.
+Frame -> task dataset (:mod:`vlrnn.training.frames`) -> split by whole series ->
+scalers fitted on the training series -> length-bucketed packed batches -> model ->
+:class:`vlrnn.Trainer`. Four tasks, one call each: a value at every step (regression),
+a class at every step, one label per series (``series_target=``), the next ``h`` steps
+(``horizon=h``). The result, a :class:`~vlrnn.trained.TrainedModel`, predicts,
+forecasts, evaluates and saves.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+import math
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -16,256 +18,283 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
-from . import checkpoint as ckpt_io
-from .data import StandardScaler, from_dataframe, make_loader, split_series
-from .models import StackedRNN, WithHead
-from .trainer import Trainer, predict_blocks
+from .data import DataWarning, StandardScaler, make_loader, split_series
+from .trained import Scalers, TrainedModel, build_model, cell_name
+from .trainer import Trainer
+from .training.frames import input_columns, nan_scaler, task_dataset
+from .training.losses import MaskedCrossEntropy, masked_mse
+from .training.metrics import epoch_metrics
+from .training.tasks import ClassCodes, check_task, infer_kind, series_labels
 
-FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-MODEL_FORMAT = "vlrnn.TrainedModel/1"
+__all__ = ["TrainedModel", "pack_and_train"]
 
-
-@dataclass
-class Scalers:
-    """The scalers fitted on the training series (``None`` when ``scale=False``)."""
-
-    features: Optional[StandardScaler]
-    targets: Optional[StandardScaler]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"features": None if self.features is None else self.features.state_dict(),
-                "targets": None if self.targets is None else self.targets.state_dict()}
-
-    @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "Scalers":
-        f, t = state.get("features"), state.get("targets")
-        return cls(None if f is None else StandardScaler().load_state_dict(f),
-                   None if t is None else StandardScaler(targets=True).load_state_dict(t))
+#: pooling the series tasks read by default: measured in README ("Which summary of a
+#: series"): the last state alone plus mean and max of the outputs over time
+DEFAULT_POOL = ("last", "mean", "max")
+#: optimizer steps that ``epochs=None`` aims for (then early stopping decides)
+AUTO_STEPS = 600
 
 
-def _cell_name(cell: Any) -> str:
-    """How the cell is recorded in the config: a fused name or ``module:qualname``."""
-    if isinstance(cell, str):
-        if cell.lower() not in FUSED:
-            raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(FUSED)} or an "
-                             "nn.Module cell class (run by vlrnn.models.StackedRNN)")
-        return cell.lower()
-    if isinstance(cell, type) and issubclass(cell, nn.Module):
-        return f"{cell.__module__}:{cell.__qualname__}"
-    raise ValueError(f"cell must be 'lstm', 'gru', 'rnn' or an nn.Module cell class called as "
-                     f"cell(input_size, hidden_size), got {cell!r}")
+def _columns(cols: Union[str, Sequence[str], None]) -> Optional[list]:
+    if cols is None:
+        return None
+    return [cols] if isinstance(cols, str) else list(cols)
 
 
-def _cell_class(name: str) -> type:
-    module, _, qualname = name.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        raise ValueError(f"cannot import the model's cell class {name!r}; import the module "
-                         "that defines it (at top level) before loading") from None
-    return obj
-
-
-def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> WithHead:
-    """The ``rnn + Linear`` model a config describes (``cell``, ``n_features``,
-    ``hidden_size``, ``num_layers``, ``n_targets``), in the current default dtype.
-
-    Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; a
-    :class:`~vlrnn.models.StackedRNN` of the cell class otherwise (``cell_class``, or
-    imported by the ``module:qualname`` the config records).
-    """
-    cell, n_in, hidden = config["cell"], config["n_features"], config["hidden_size"]
-    layers = config["num_layers"]
-    if cell in FUSED:
-        rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
+def _describe(df: pd.DataFrame, id_col: str, time_col: str, target_cols: Optional[list],
+              feature_cols: Optional[list], series_target: Any, task: Optional[str],
+              horizon: Optional[int]) -> Dict[str, Any]:
+    """Which task and columns the arguments ask for (checked, with clear errors)."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"pack_and_train expects a pandas DataFrame, got {type(df).__name__}")
+    check_task(task)
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(
+            horizon, (int, np.integer)) or horizon < 1):
+        raise ValueError(f"horizon must be an int >= 1 or None, got {horizon!r}")
+    for c in (id_col, time_col):
+        if c not in df.columns:
+            raise ValueError(f"column {c!r} not in the frame; it has columns "
+                             f"{list(df.columns)}")
+    if series_target is not None:
+        if target_cols:
+            raise ValueError("pass either target_cols (a target at every step) or "
+                             "series_target (one label per series), not both")
+        if horizon is not None:
+            raise ValueError("horizon= forecasts target_cols; it does not apply to "
+                             "series_target")
+        level = "series"
+        label_col = series_target if isinstance(series_target, str) else None
+        taken = {id_col, time_col, label_col}
+        labels = series_labels(df, id_col, series_target, pd.unique(df[id_col]))
+        kind = infer_kind(labels, "series_target", task)
+        targets: list = []
     else:
-        rnn = StackedRNN(n_in, hidden, num_layers=layers, cell=cell_class or _cell_class(cell))
-    return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))
-
-
-class TrainedModel:
-    """A model trained by :func:`pack_and_train`, with what it needs to predict.
-
-    Attributes:
-        model: the :class:`~vlrnn.models.WithHead` model (rnn + linear head).
-        history: per-epoch ``pandas.DataFrame`` (see :class:`vlrnn.Trainer`); losses are
-            in scaled target units when ``scale=True``.
-        scaler: :class:`Scalers` with ``features`` and ``targets`` (``None`` if unscaled).
-        config: plain dict describing data columns, model and training settings.
-        trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
-    """
-
-    def __init__(self, model: nn.Module, history: pd.DataFrame, scaler: Scalers,
-                 config: Dict[str, Any], trainer: Optional[Trainer] = None):
-        self.model = model
-        self.history = history
-        self.scaler = scaler
-        self.config = config
-        self.trainer = trainer
-
-    def __repr__(self) -> str:
-        c = self.config
-        return (f"TrainedModel({c['cell']} {c['num_layers']}x{c['hidden_size']}, "
-                f"{c['n_features']} features -> targets {c['target_cols']}, "
-                f"{len(self.history)} epochs)")
-
-    def _device_dtype(self):
-        p = next(self.model.parameters())
-        return p.device, p.dtype
-
-    def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
-                block_len: Optional[int] = None) -> pd.DataFrame:
-        """Per-step predictions for every row of ``df``.
-
-        ``df`` needs the id, time and feature columns used in training (targets are not
-        needed and not read). Each series runs from a zero state over all its rows, in
-        time order, streamed in blocks of ``block_len`` steps.
-
-        Returns:
-            a frame with ``df``'s index (same rows, same order) and one column
-            ``<target>_pred`` per target, in target units (inverse-scaled).
-        """
-        c = self.config
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"predict expects a pandas DataFrame, got {type(df).__name__}")
-        need = [c["id_col"], c["time_col"], *c["feature_cols"]]
-        missing = [col for col in need if col not in df.columns]
+        if not target_cols:
+            raise ValueError("name the target: target_cols='col' (a value or class at every "
+                             "step, or what to forecast with horizon=) or series_target= "
+                             "(one label per series)")
+        level, taken = "step", {id_col, time_col, *target_cols}
+        missing = [c for c in target_cols if c not in df.columns]
         if missing:
-            raise ValueError(f"column(s) {missing} needed for prediction are not in the "
-                             f"frame; it has columns {list(df.columns)}")
-        device, dtype = self._device_dtype()
-        # Positions as index labels so predictions land on rows whatever df's index is;
-        # placeholder targets because the data layer wants them (never read).
-        frame = df[need].reset_index(drop=True)
-        for t in c["target_cols"]:
-            frame[t] = 0.0
-        ds = from_dataframe(frame, id_col=c["id_col"], time_col=c["time_col"],
-                            target_cols=c["target_cols"], feature_cols=c["feature_cols"],
-                            min_length=1, dtype=dtype)
-        if self.scaler.features is not None:
-            ds = self.scaler.features.transform(ds)
-        out = np.full((len(df), len(c["target_cols"])), np.nan)
-        bs = int(batch_size or c["batch_size"])
-        order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])  # similar lengths batched
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for s in range(0, len(order), bs):
-                chunk = order[s:s + bs]
-                x = pack_sequence([ds[i][0] for i in chunk], enforce_sorted=False).to(device)
-                y, _ = predict_blocks(self.model, x, block_len=block_len or c["block_len"])
-                padded, lengths = pad_packed_sequence(y, batch_first=True)  # chunk order
-                for j, i in enumerate(chunk):
-                    pred = padded[j, :int(lengths[j])]
-                    if self.scaler.targets is not None:
-                        pred = self.scaler.targets.inverse_transform(pred)
-                    out[ds.index[i].to_numpy()] = pred.detach().cpu().double().numpy()
-        finally:
-            self.model.train(was_training)
-        return pd.DataFrame(out, index=df.index, columns=[f"{t}_pred" for t in c["target_cols"]])
+            raise ValueError(f"target column(s) {missing} not in the frame; it has columns "
+                             f"{list(df.columns)}")
+        kinds = {infer_kind(df[c], f"target column {c!r}", task) for c in target_cols}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        if kind == "mixed":
+            raise ValueError(f"target columns {target_cols} mix classes and numbers; train "
+                             "one task at a time")
+        if kind == "classification" and len(target_cols) != 1:
+            raise ValueError(f"classification takes one target column, got {target_cols}")
+        if kind == "classification" and horizon is not None:
+            raise ValueError("horizon= forecasts numeric targets; target column "
+                             f"{target_cols[0]!r} holds classes")
+        targets = list(target_cols)
+    if feature_cols is None:
+        feature_cols = [c for c in df.columns if c not in taken]
+    overlap = [c for c in feature_cols if c in taken]
+    if overlap:
+        raise ValueError(f"column(s) {overlap} are targets (or id/time) and cannot also be "
+                         "features" + ("; with horizon= the targets' past values are inputs "
+                                       "already" if horizon else ""))
+    if not feature_cols and not horizon:
+        raise ValueError(f"no feature columns: the frame has only {list(df.columns)}")
+    return {"id_col": id_col, "time_col": time_col, "target_cols": targets,
+            "feature_cols": list(feature_cols), "task": kind, "level": level,
+            "horizon": None if horizon is None else int(horizon)}
 
-    def save(self, path: Union[str, Path]) -> Path:
-        """Write model, scalers, config and history to one file (atomically)."""
-        from . import __version__
 
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        return ckpt_io.save_atomic({
-            "format": MODEL_FORMAT, "vlrnn_version": __version__, "config": dict(self.config),
-            "model": state, "scaler": self.scaler.state_dict(),
-            "history": self.history.to_dict("records")}, path)
-
-    @classmethod
-    def load(cls, path: Union[str, Path], device: Union[str, torch.device, None] = None
-             ) -> "TrainedModel":
-        """Read a file written by :meth:`save`; the model goes to ``device`` (default CPU)."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no saved model at {p}")
-        data = ckpt_io.load(p)
-        if data.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{p} is not a saved vlrnn TrainedModel (format "
-                             f"{data.get('format')!r}, expected {MODEL_FORMAT!r})")
-        config = data["config"]
-        model = build_model(config).to(dtype=getattr(torch, config.get("dtype", "float32")))
-        try:
-            model.load_state_dict(data["model"])
-        except RuntimeError as err:
-            raise ValueError(f"{p}: saved weights do not match the model its config "
-                             f"describes: {str(err).splitlines()[0]}") from None
-        model.to(device or "cpu")
-        history = pd.DataFrame(data.get("history", []))
-        return cls(model, history, Scalers.from_state_dict(data["scaler"]), config)
+def _class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torch.Tensor]:
+    """``"auto"``: balanced weights when the largest class is at least twice the
+    smallest (a model that learns the majority alone then pays for it), else none."""
+    if class_weight is None or class_weight is False:
+        return None
+    counts = np.bincount(codes[np.isfinite(codes)].astype(int), minlength=n).astype(float)
+    if isinstance(class_weight, str):
+        if class_weight not in ("auto", "balanced"):
+            raise ValueError(f"class_weight must be 'auto', 'balanced', None or a list of "
+                             f"{n} weights, got {class_weight!r}")
+        if class_weight == "auto" and counts.max() < 2 * max(counts.min(), 1):
+            return None
+        w = counts.sum() / (n * np.maximum(counts, 1))
+        return torch.as_tensor(w, dtype=torch.get_default_dtype())
+    w = torch.as_tensor(class_weight, dtype=torch.get_default_dtype())
+    if w.shape != (n,):
+        raise ValueError(f"class_weight must have one weight per class ({n}), got shape "
+                         f"{tuple(w.shape)}")
+    return w
 
 
 def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
-                   target_cols: Union[str, Sequence[str]],
-                   feature_cols: Union[str, Sequence[str], None] = None, cell: Any = "lstm",
-                   hidden_size: int = 64, num_layers: int = 2, block_len: int = 256,
-                   batch_size: int = 16, epochs: int = 10, lr: float = 1e-3,
+                   target_cols: Union[str, Sequence[str], None] = None,
+                   feature_cols: Union[str, Sequence[str], None] = None,
+                   task: Optional[str] = None, series_target: Any = None,
+                   horizon: Optional[int] = None, cell: Any = "lstm", hidden_size: int = 64,
+                   num_layers: int = 2, block_len: int = 256, batch_size: int = 16,
+                   epochs: Optional[int] = None, lr: Optional[float] = None,
                    val_fraction: float = 0.2, seed: int = 0, scale: bool = True,
-                   resume: Union[str, Path, None] = None, **trainer_options: Any) -> TrainedModel:
-    """Train a recurrent sequence-to-sequence regressor on a long-format frame.
+                   class_weight: Any = "auto", pool: Sequence[str] = DEFAULT_POOL,
+                   resume: Union[str, Path, None] = None, **trainer_options: Any
+                   ) -> TrainedModel:
+    """Train a recurrent model on a long-format frame for the task the arguments name.
+
+    Tasks:
+        - ``target_cols=`` numbers: a value at every step (MSE);
+        - ``target_cols=`` classes (text, categorical, bool; integers with
+          ``task="classification"``): a class at every step (cross-entropy);
+        - ``series_target=``: one label per series, a ``pd.Series``/mapping by id or a
+          column constant within each series; classes or values as above. Trained on
+          the whole series with the exact gradient: the head reads the final state and
+          the mean and max of the outputs over time (``pool``), carried in the state
+          (:class:`~vlrnn.models.SequenceModel`), in memory of one block;
+        - ``target_cols=`` numbers with ``horizon=h``: at every step the next ``h``
+          values from the inputs up to that step, the targets' own values among them.
+
+    Missing (NaN) targets are left out of the loss (their steps still feed the model)
+    and counted in a ``DataWarning``; losses and metrics divide by observed targets.
 
     Args:
         df: one row per (series, time step); series may have any lengths.
-        id_col, time_col, target_cols, feature_cols: as in
-            :func:`vlrnn.data.from_dataframe` (default features: every other column).
-        cell: ``"lstm"``, ``"gru"``, ``"rnn"`` (fused ``nn.LSTM``/``nn.GRU``/``nn.RNN``), or
-            an ``nn.Module`` cell class (run by :class:`~vlrnn.models.StackedRNN`; it must
-            be importable by name to ``TrainedModel.load``).
-        hidden_size, num_layers: size of the recurrent model; a ``Linear`` head maps each
-            step's output to the targets.
+        id_col, time_col: series id and time columns.
+        target_cols, series_target: what to predict (one of them).
+        feature_cols: input columns (default: every column that is not id, time or target).
+        task: ``"classification"`` or ``"regression"``; ``None`` infers it from the dtype
+            (integers are refused as ambiguous).
+        horizon: forecast this many steps ahead.
+        cell, hidden_size, num_layers: recurrent model (``"lstm"``, ``"gru"``, ``"rnn"``
+            or an ``nn.Module`` cell class).
         block_len: time steps per block of the exact-BPTT engine.
         batch_size: series per batch (series of similar lengths are batched together).
-        epochs, lr: training length and Adam learning rate.
+        epochs: training epochs; ``None``: about 600 optimizer steps (10 to 200 epochs)
+            with early stopping after 10 epochs without a lower validation loss, keeping
+            the best epoch's weights.
+        lr: Adam learning rate; ``None``: 1e-3 for per-step tasks, 3e-3 for series tasks
+            (one loss term per series: fewer, less noisy signals per epoch).
         val_fraction: share of whole series held out for validation (``0``: none).
         seed: seeds the split, the model's initialisation, shuffling and dropout.
-        scale: standardise features and targets with statistics of the training series.
+        scale: standardise inputs and numeric targets with the training series'
+            statistics (global: it never reads a series' future and keeps differences
+            in level between series, which often carry the class).
+        class_weight: ``"auto"`` (balanced weights when the largest class has at least
+            twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.
+        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``.
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from.
         **trainer_options: passed to :class:`vlrnn.Trainer` (``checkpoint_dir``,
             ``progress``, ``device``, ``clip_grad_norm``, ``early_stopping_patience``,
-            ``scheduler``, ...).
+            ``monitor``, ``scheduler``, ...).
 
     Returns:
-        :class:`TrainedModel`. The loss is the per-row MSE summed over targets (in scaled
-        units when ``scale``), averaged over rows.
+        :class:`~vlrnn.trained.TrainedModel`; its history has the loss (scaled units)
+        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units).
     """
     if "optimizer" in trainer_options:
         raise TypeError("pack_and_train builds the model itself, so it cannot take an "
                         "optimizer; pass lr=, or scheduler= as a callable optimizer -> scheduler")
-    cell_name = _cell_name(cell)
+    name = cell_name(cell)
     dtype = torch.get_default_dtype()
-    ds = from_dataframe(df, id_col=id_col, time_col=time_col, target_cols=target_cols,
-                        feature_cols=feature_cols, dtype=dtype)
+    config = _describe(df, id_col, time_col, _columns(target_cols), _columns(feature_cols),
+                       series_target, task, horizon)
+    kind, level = config["task"], config["level"]
+    codes = None
+    if kind == "classification":
+        values = (series_labels(df, id_col, series_target, pd.unique(df[id_col]))
+                  if level == "series" else df[config["target_cols"][0]])
+        what = "series_target" if level == "series" else \
+            f"target column {config['target_cols'][0]!r}"
+        codes = ClassCodes.fit(values, what)
+    ds, n_missing = task_dataset(df, config, with_targets=True, codes=codes,
+                                 series_target=series_target,
+                                 min_length=1 if level == "series" else 2)
+    if n_missing:
+        n_all = len(df) * len(config["target_cols"])
+        warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
+                      f"{config['target_cols']}: left out of the loss and the metrics "
+                      "(their steps still feed the model)", DataWarning, stacklevel=2)
     if val_fraction:
         train, val = split_series(ds, val_fraction, seed=seed)
     else:
         train, val = ds, None
+    h = config["horizon"] or 1
     scalers = Scalers(None, None)
     if scale:
-        scalers = Scalers(StandardScaler().fit(train), StandardScaler(targets=True).fit(train))
-        train = scalers.targets.transform(scalers.features.transform(train))
-        if val is not None:
-            val = scalers.targets.transform(scalers.features.transform(val))
-    config = {
-        "id_col": id_col, "time_col": time_col, "target_cols": list(ds.target_cols),
-        "feature_cols": list(ds.feature_cols), "n_features": ds.n_features,
-        "n_targets": ds.n_targets, "cell": cell_name, "hidden_size": int(hidden_size),
-        "num_layers": int(num_layers), "block_len": int(block_len),
-        "batch_size": int(batch_size), "lr": float(lr), "val_fraction": float(val_fraction),
-        "seed": int(seed), "scale": bool(scale), "dtype": str(dtype).replace("torch.", ""),
-    }
-    train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed)
+        scalers = Scalers(StandardScaler().fit(train),
+                          None if kind != "regression" else nan_scaler(
+                              [y[:1] for y in train.ys] if level == "series" else train.ys,
+                              repeat=h))
+        train = scalers.features.transform(train)
+        val = None if val is None else scalers.features.transform(val)
+        if scalers.targets is not None:
+            train = scalers.targets.transform(train)
+            val = None if val is None else scalers.targets.transform(val)
+    n_classes = 0 if codes is None else len(codes.classes)
+    n_out = n_classes or len(config["target_cols"]) * h or 1
+    if lr is None:
+        lr = 3e-3 if level == "series" else 1e-3
+    config.update({
+        "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
+        "classes": None if codes is None else list(codes.classes), "cell": name,
+        "hidden_size": int(hidden_size), "num_layers": int(num_layers),
+        "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
+        "val_fraction": float(val_fraction), "seed": int(seed), "scale": bool(scale),
+        "dtype": str(dtype).replace("torch.", ""),
+        "pool": list(pool) if level == "series" else None,
+        "label_col": series_target if isinstance(series_target, str) else None,
+    })
+    config.update(_baselines(train, kind, level, codes, scalers))
+    per_series = level == "series"
+    train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed,
+                               per_series=per_series)
     val_loader = None if val is None else make_loader(val, batch_size=batch_size,
-                                                      shuffle=False)
+                                                      shuffle=False, per_series=per_series)
+    if epochs is None:
+        epochs = int(min(max(math.ceil(AUTO_STEPS / max(len(train_loader), 1)), 10), 200))
+        if val_loader is not None:
+            trainer_options.setdefault("early_stopping_patience", 10)
     torch.manual_seed(seed)  # the model's initial weights depend on the seed alone
     model = build_model(config, cell_class=None if isinstance(cell, str) else cell)
-    trainer = Trainer(model, nn.MSELoss(reduction="none"), lr=lr, block_len=block_len,
-                      seed=seed, config=config, scaler_state=scalers.state_dict(),
+    weight = None if codes is None else _class_weights(
+        np.concatenate([y[:1, 0].numpy() if per_series else y[:, 0].numpy()
+                        for y in train.ys]), n_classes, class_weight)
+    config["class_weight"] = None if weight is None else weight.tolist()
+    loss_fn, sequence_loss_fn = _losses(model, kind, level, weight)
+    if val_loader is not None:
+        trainer_options.setdefault("metrics", epoch_metrics(kind, level, scalers.targets,
+                                                            block_len))
+    trainer = Trainer(model, loss_fn, lr=lr, block_len=block_len, seed=seed, config=config,
+                      scaler_state=scalers.state_dict(), sequence_loss_fn=sequence_loss_fn,
+                      reduction="observed" if loss_fn is not None else "mean",
                       **trainer_options)
     history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume)
     return TrainedModel(trainer.model, history, scalers, config, trainer)
+
+
+def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):
+    """(per-row loss, loss on the final states) of a task."""
+    if level == "step":
+        return (masked_mse if kind == "regression" else MaskedCrossEntropy(weight)), None
+    if kind == "regression":
+        def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.mse_loss(model.readout(state), y.to(model.head.weight.dtype))
+        return None, series_mse
+    ce = MaskedCrossEntropy(weight)
+
+    def series_ce(state: Any, y: torch.Tensor) -> torch.Tensor:
+        return ce(model.readout(state), y).mean()
+    return None, series_ce
+
+
+def _baselines(train, kind: str, level: str, codes: Optional[ClassCodes],
+               scalers: Scalers) -> Dict[str, Any]:
+    """What the naive baselines of ``evaluate`` need from the training series: the
+    majority class, or (series regression) the mean label in target units."""
+    if kind == "classification":
+        ys = [y[:1, 0] if level == "series" else y[:, 0] for y in train.ys]
+        c = torch.cat(ys).double().numpy()
+        counts = np.bincount(c[np.isfinite(c)].astype(int), minlength=len(codes.classes))
+        return {"majority_class": codes.classes[int(counts.argmax())]}
+    if level == "series":
+        y = torch.cat([y[:1] for y in train.ys]).double()
+        if scalers.targets is not None:
+            y = scalers.targets.inverse_transform(y)
+        return {"mean_label": float(y.mean())}
+    return {}

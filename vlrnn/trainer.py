@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -29,11 +26,16 @@ from .blocks import check_block_len
 from .bptt import block_loss, block_outputs
 from .loss import check_reduction
 from .schedules import SCHEDULES
+from .training.checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
+from .training.helpers import (_is_oom, _is_scheduler, _loader_generators, _move, _n_rows,
+                               _n_seqs, _nonfinite_grad, _oom_error, _resolve_device,
+                               _set_epoch, seed_everything)
 
 Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
-CHECKPOINT_FORMAT = "vlrnn.Trainer/1"
+__all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
+           "seed_everything", "_loader_generators"]
 
 
 # -- streaming inference ----------------------------------------------------------------------
@@ -69,155 +71,14 @@ def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: 
     return block_outputs(model, x, block_len=block_len, state=state, batch_first=batch_first,
                          state_batch_dim=state_batch_dim)
 
-
-# -- helpers -----------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's global generator and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _n_rows(x: Batch) -> int:
-    """Valid (sequence, step) rows of a batch: what steps/s counts."""
-    if isinstance(x, PackedSequence):
-        return int(x.data.shape[0])
-    return int(x.shape[0] * x.shape[1])
-
-
-def _n_seqs(x: Batch, batch_first: bool) -> int:
-    if isinstance(x, PackedSequence):
-        return int(x.batch_sizes[0])
-    return int(x.shape[0] if batch_first else x.shape[1])
-
-
-def _move(t: Any, device: torch.device, dtype: Optional[torch.dtype]) -> Any:
-    """``t`` on ``device``; floating data cast to the model's ``dtype`` (integer targets,
-    e.g. class ids, keep theirs)."""
-    if isinstance(t, PackedSequence):
-        data = t.data
-        cast = dtype if (dtype is not None and data.is_floating_point()) else data.dtype
-        return t.to(device=device, dtype=cast)
-    if isinstance(t, torch.Tensor):
-        cast = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-        return t.to(device=device, dtype=cast)
-    return t
-
-
-def _loader_objects(loader: Any) -> List[Any]:
-    """The loader and its (batch) sampler: where ``set_epoch`` and generators may live."""
-    objs = [loader]
-    for name in ("batch_sampler", "sampler"):
-        obj = getattr(loader, name, None)
-        if obj is not None:
-            objs.append(obj)
-            inner = getattr(obj, "sampler", None)  # BatchSampler(RandomSampler(...))
-            if inner is not None:
-                objs.append(inner)
-    seen, out = set(), []
-    for o in objs:
-        if id(o) not in seen:
-            seen.add(id(o))
-            out.append(o)
-    return out
-
-
-def _set_epoch(loader: Any, epoch: int) -> None:
-    """Make the loader's shuffling a function of (seed, epoch) where it supports that
-    (``LengthBucketSampler``, ``DistributedSampler``)."""
-    for obj in _loader_objects(loader):
-        fn = getattr(obj, "set_epoch", None)
-        if callable(fn):
-            fn(epoch)
-
-
-def _loader_generators(loader: Any) -> List[torch.Generator]:
-    """``torch.Generator`` objects a loader shuffles with (a ``DataLoader(shuffle=True,
-    generator=g)``): their state is checkpointed so that a resumed run draws the same
-    order."""
-    gens, seen = [], set()
-    for obj in _loader_objects(loader):
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator) and id(g) not in seen:
-            seen.add(id(g))
-            gens.append(g)
-    return gens
-
-
-def _is_scheduler(obj: Any) -> bool:
-    return hasattr(obj, "step") and hasattr(obj, "state_dict") and hasattr(obj, "optimizer")
-
-
-def _config_diff(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
-    diffs = []
-    for k in sorted(set(saved) | set(now), key=str):
-        a, b = saved.get(k, "<missing>"), now.get(k, "<missing>")
-        if a != b:
-            diffs.append(f"{k}: checkpoint {a!r}, now {b!r}")
-    return diffs
-
-
-def _short(err: Exception, lines: int = 4) -> str:
-    text = str(err).strip().splitlines()
-    return " ".join(s.strip() for s in text[:lines]) + (" ..." if len(text) > lines else "")
-
-
-def _nonfinite_grad(named: Sequence[Tuple[str, torch.Tensor]]) -> Optional[str]:
-    """Name of the first parameter whose gradient holds NaN/inf, or ``None``. One
-    device-to-host sync per device, not per parameter."""
-    by_device: Dict[torch.device, List[Tuple[str, torch.Tensor]]] = {}
-    for name, p in named:
-        g = p.grad
-        if g is not None:
-            by_device.setdefault(g.device, []).append((name, g._values() if g.is_sparse else g))
-    for items in by_device.values():
-        if bool(torch.stack([torch.isfinite(g).all() for _, g in items]).all()):
-            continue
-        for name, g in items:
-            if not bool(torch.isfinite(g).all()):
-                return name
-    return None
-
-
-# Messages of the allocators: CUDA ("CUDA out of memory"), CPU ("DefaultCPUAllocator: not
-# enough memory"), MPS ("MPS backend out of memory"), and the OS via Python.
-_OOM_TEXT = ("out of memory", "not enough memory", "can't allocate memory",
-             "cannot allocate memory")
-_OOM_TYPES: Tuple[type, ...] = tuple(
-    t for t in (MemoryError, getattr(torch, "OutOfMemoryError", None),
-                getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, _OOM_TYPES):
-        return True
-    return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
-
-
-def _oom_error(err: BaseException, where: str, block_len: Any,
-               memory_budget: Any) -> BaseException:
-    """``err`` (an out-of-memory error) again, same type, with what to change."""
-    budget = "" if memory_budget is None else f", memory_budget={memory_budget!r}"
-    msg = (f"out of memory {where} (block_len={block_len!r}{budget}): the activations of "
-           "one time block (block_len steps x series in the batch x model width) and the "
-           "boundary states did not fit. Pass block_len='auto' with a memory_budget "
-           "(e.g. memory_budget='4GB', a little under what the device has free) to let "
-           "vlrnn.plan pick the block length and schedule, or a smaller block_len, or "
-           f"fewer series per batch. Original error: {_short(err, 2)}")
-    try:
-        return type(err)(msg)
-    except Exception:  # an error type that cannot be built from a message
-        return RuntimeError(msg)
+def _n_observed(y: Any) -> int:
+    """Finite target values of a batch (``PackedSequence`` or tensor)."""
+    data = y.data if isinstance(y, PackedSequence) else y
+    return int(torch.isfinite(data).sum())
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer:
+class Trainer(CheckpointMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -236,13 +97,31 @@ class Trainer:
             (and the schedule too, with ``schedule=None``).
         memory_budget: bytes or a size (``"4GB"``) for the engine's working memory, as in
             ``block_loss``; with ``block_len="auto"``, default half the free memory.
-        reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``.
+        reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``; or
+            ``"observed"``: the sum of the per-row losses divided by the number of
+            observed (finite) target values of the batch, for targets with NaN where
+            they are missing (``loss_fn`` must give 0 there, e.g.
+            :func:`vlrnn.training.losses.masked_mse`). Exact: the engine sums, and the
+            division by a count fixed before the first block is a constant factor.
+        sequence_loss_fn: ``sequence_loss_fn(final_state, series_targets) -> scalar``, a
+            loss on every sequence's final state (``out.state`` of
+            :func:`vlrnn.block_loss`: model's state format, batch in input order), e.g.
+            cross-entropy of ``model.readout(state)`` for a
+            :class:`~vlrnn.models.SequenceModel`. Its gradient is exact too. With
+            ``loss_fn=None`` it is the whole loss and each batch is ``(x, y_series)``;
+            with both, each batch is ``(x, (y_steps, y_series))`` and the losses add.
+        metrics: ``metrics(model, batches) -> {name: value}``, called after each epoch
+            on the validation batches (moved to the device, model in eval mode, no
+            graph); each value goes to the history as column ``val_<name>``.
+        monitor: the history column early stopping, ``best.pt`` and ``restore_best``
+            watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
+            ``accuracy`` are maximised, the others minimised.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
             ``"recursive"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
-        early_stopping_patience: stop after this many epochs without a lower validation
-            loss (needs ``val_loader``).
+        early_stopping_patience: stop after this many epochs without a better
+            ``monitor`` value (needs ``val_loader``).
         restore_best: with early stopping, load the best epoch's weights back at the end
             of ``fit`` (kept in CPU memory meanwhile).
         checkpoint_dir: write ``last.pt`` after every epoch and ``best.pt`` when the
@@ -294,7 +173,9 @@ class Trainer:
             per second), ``lr`` (learning rate used during the epoch) and ``skipped``
             (optimizer steps skipped for a non-finite loss or gradient; their batches are
             left out of ``train_loss``).
-        best_epoch, best_val_loss: the epoch with the lowest validation loss so far.
+        best_epoch, best_score: the epoch with the best ``monitor`` value so far and
+            that value; best_val_loss: its validation loss.
+        history also has a ``val_<name>`` column per metric of ``metrics``.
         stopped_early: whether the last ``fit`` stopped on patience.
     """
 
@@ -308,10 +189,28 @@ class Trainer:
                  seed: int = 0, device: Union[str, torch.device, None] = None,
                  scaler_state: Any = None, config: Optional[Dict[str, Any]] = None,
                  memory_budget: Union[int, str, None] = None, skip_nonfinite: bool = False,
-                 distributed: Optional[bool] = None):
+                 distributed: Optional[bool] = None,
+                 sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
+                 metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
+                 monitor: str = "val_loss"):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.reduction = check_reduction(reduction)
+        self.reduction = reduction if reduction == "observed" else check_reduction(reduction)
+        if loss_fn is None and sequence_loss_fn is None:
+            raise ValueError("Trainer needs a loss: a per-row loss_fn, a sequence_loss_fn on "
+                             "the final state, or both")
+        if sequence_loss_fn is not None and not callable(sequence_loss_fn):
+            raise TypeError("sequence_loss_fn must be callable (final_state, targets) -> "
+                            f"scalar, got {type(sequence_loss_fn).__name__}")
+        if metrics is not None and not callable(metrics):
+            raise TypeError(f"metrics must be callable (model, batches) -> dict, got "
+                            f"{type(metrics).__name__}")
+        if not isinstance(monitor, str) or not monitor.startswith("val_"):
+            raise ValueError(f"monitor must be 'val_loss' or 'val_<metric>', got {monitor!r}")
+        self.sequence_loss_fn = sequence_loss_fn
+        self.metrics = metrics
+        self.monitor = monitor
+        self._maximise = monitor.endswith("accuracy")
         if schedule is not None and schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of "
                              + ", ".join(repr(k) for k in SCHEDULES))
@@ -373,6 +272,7 @@ class Trainer:
         self._rows: List[Dict[str, float]] = []
         self.best_epoch: Optional[int] = None
         self.best_val_loss = math.inf
+        self.best_score = math.nan
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
         self._bad_epochs = 0
         self.stopped_early = False
@@ -380,7 +280,8 @@ class Trainer:
     # -- public ------------------------------------------------------------------------------
     @property
     def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS)
+        extra = [k for r in self._rows for k in r if k not in HISTORY_COLUMNS]
+        return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS + list(dict.fromkeys(extra)))
 
     def fit(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
             epochs: int = 10, resume: Union[str, Path, None] = None) -> pd.DataFrame:
@@ -410,6 +311,9 @@ class Trainer:
         # A fit without resume is a new run from the current weights and optimizer state.
         self._rows, self._best_state, self._bad_epochs = [], None, 0
         self.best_epoch, self.best_val_loss, self.stopped_early = None, math.inf, False
+        self.best_score = math.nan
+        if self.monitor != "val_loss" and self.metrics is None:
+            raise ValueError(f"monitor={self.monitor!r} needs metrics= that compute it")
         if self.checkpoint_dir is not None and self.is_main:
             # leftovers of a writer killed between writing and renaming: nobody writes now
             ckpt_io.remove_stale_temp(self.checkpoint_dir)
@@ -427,23 +331,26 @@ class Trainer:
             if train_batches is not train_loader:
                 _set_epoch(train_batches, epoch - 1)
             train_loss, steps_per_s, skipped = self._train_epoch(train_batches, epoch)
-            val_loss = math.nan
+            val_loss, scores = math.nan, {}
             if val_loader is not None:
                 _set_epoch(val_loader, epoch - 1)
                 if val_batches is not val_loader:
                     _set_epoch(val_batches, epoch - 1)
                 val_loss = self._evaluate(val_batches)
+                if self.metrics is not None:
+                    scores = self._metrics(val_batches)
             self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
-                                   lr=lr, skipped=skipped))
+                                   lr=lr, skipped=skipped, **scores))
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val_loss if val_loader is not None else train_loss)
                 else:
                     self.scheduler.step()
-            improved = val_loader is not None and val_loss < self.best_val_loss
+            improved = val_loader is not None and self._better(self._rows[-1])
             if improved:
                 self.best_epoch, self.best_val_loss = epoch, val_loss
+                self.best_score = float(self._rows[-1][self.monitor])
                 self._bad_epochs = 0
                 if self.patience is not None:
                     self._best_state = {k: v.detach().to("cpu", copy=True)
@@ -477,14 +384,13 @@ class Trainer:
             for i, batch in enumerate(loader):
                 x, y = self._batch(batch, i)
                 try:
-                    out = block_loss(self.model, self.loss_fn, x, y, block_len=self.block_len,
-                                     reduction=self.reduction)
+                    loss = self._loss(self.model, x, y, train=False)
                 except (RuntimeError, MemoryError) as err:
                     if _is_oom(err):
                         raise _oom_error(err, f"evaluating batch {i}", self.block_len,
                                          None) from err
                     raise
-                c, w = self._weigh(float(out.loss), x)
+                c, w = self._weigh(float(loss), x, y)
                 total, weight = total + c, weight + w
         finally:
             self.model.train(was_training)
@@ -544,7 +450,7 @@ class Trainer:
                 if value is None:
                     skipped += 1
                     continue
-                c, w = self._weigh(value, x)
+                c, w = self._weigh(value, x, y)
                 total, weight = total + c, weight + w
                 rows += _n_rows(x)
                 busy = time.perf_counter() - start
@@ -564,14 +470,12 @@ class Trainer:
         when the step was skipped (non-finite loss or gradient, ``skip_nonfinite``)."""
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            out = block_loss(self._train_model, self.loss_fn, x, y, block_len=self.block_len,
-                             reduction=self.reduction, schedule=self.schedule,
-                             memory_budget=self.memory_budget)
-            value = float(out.loss.detach())
+            loss = self._loss(self._train_model, x, y, train=True)
+            value = float(loss.detach())
             if self._bad_loss(value, epoch, i):
                 return None  # no backward: parameters and optimizer state untouched
-            if out.loss.requires_grad:
-                out.loss.backward()
+            if loss.requires_grad:
+                loss.backward()
         except (RuntimeError, MemoryError) as err:
             if _is_oom(err):
                 raise _oom_error(err, f"at epoch {epoch}, batch {i}", self.block_len,
@@ -685,8 +589,65 @@ class Trainer:
         dtype = self._dtype()
         return _move(batch[0], self.device, dtype), _move(batch[1], self.device, dtype)
 
-    def _weigh(self, loss: float, x: Batch) -> Tuple[float, float]:
+    def _loss(self, model: nn.Module, x: Batch, y: Any, train: bool) -> torch.Tensor:
+        """The batch's loss: the engine's per-row loss (divided by the observed targets
+        for ``"observed"``) plus ``sequence_loss_fn`` on the final states."""
+        steps_y, series_y = self._targets(y)
+        reduction = "sum" if self.reduction == "observed" else self.reduction
+        out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
+                         block_len=self.block_len, reduction=reduction,
+                         schedule=self.schedule if train else None,
+                         memory_budget=self.memory_budget if train else None)
+        loss = out.loss
+        if self.loss_fn is not None and self.reduction == "observed":
+            loss = loss / max(_n_observed(steps_y), 1)
+        if self.sequence_loss_fn is None:
+            return loss
+        seq = self.sequence_loss_fn(out.state, series_y)
+        if not isinstance(seq, torch.Tensor) or seq.dim() != 0:
+            raise ValueError("sequence_loss_fn must return a scalar tensor (reduce over the "
+                             f"sequences itself), got {getattr(seq, 'shape', type(seq))}")
+        return seq if self.loss_fn is None else loss + seq
+
+    def _targets(self, y: Any) -> Tuple[Any, Any]:
+        """(per-step targets, per-series targets) of a batch's ``y``."""
+        if self.loss_fn is not None and self.sequence_loss_fn is not None:
+            if not isinstance(y, (tuple, list)) or len(y) != 2:
+                raise TypeError("with both loss_fn and sequence_loss_fn each batch must be "
+                                f"(x, (y_steps, y_series)), got y of type {type(y).__name__}")
+            return y[0], y[1]
+        return (None, y) if self.loss_fn is None else (y, None)
+
+    def _better(self, row: Dict[str, float]) -> bool:
+        value = row.get(self.monitor, math.nan)
+        if self.monitor not in row:
+            raise ValueError(f"monitor={self.monitor!r} is not in the history; it has "
+                             f"{sorted(row)}")
+        if math.isnan(value):
+            return False
+        if math.isnan(self.best_score):
+            return True
+        return value > self.best_score if self._maximise else value < self.best_score
+
+    @torch.no_grad()
+    def _metrics(self, loader: Iterable) -> Dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            batches = (self._batch(b, i) for i, b in enumerate(loader))
+            scores = self.metrics(self.model, batches)
+        finally:
+            self.model.train(was_training)
+        return {f"val_{k}": float(v) for k, v in scores.items()}
+
+    def _weigh(self, loss: float, x: Batch, y: Any = None) -> Tuple[float, float]:
         """(contribution, weight) of one batch to the epoch's average loss."""
+        if self.loss_fn is None:  # a loss per sequence, averaged by sequence_loss_fn
+            n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
+            return loss * n, float(n)
+        if self.reduction == "observed":
+            n = _n_observed(self._targets(y)[0])
+            return loss * n, float(n)
         if self.reduction == "seq_mean":
             n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
             return loss * n, float(n)
@@ -712,129 +673,3 @@ class Trainer:
     def _finish(self) -> None:
         if self.patience is not None and self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def _checkpoint(self, epoch: int, loader: Any) -> Dict[str, Any]:
-        from . import __version__
-
-        best_state = None
-        if self.patience is not None and self.best_epoch != epoch:
-            best_state = self._best_state  # the current weights are the best otherwise
-        rng = ckpt_io.rng_state()
-        loader_rng = [g.get_state() for g in _loader_generators(loader)]
-        ranks = (dd.all_gather_object(rng), dd.all_gather_object(loader_rng)) \
-            if self.distributed else None
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "vlrnn_version": __version__,
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "history": [dict(r) for r in self._rows],
-            "rng": rng,
-            "loader_rng": loader_rng,
-            # each rank's generators (ranks draw different dropout masks): a resumed
-            # distributed run continues every rank's random stream where it was
-            "world_size": self.world_size,
-            "rng_ranks": ranks[0] if self.distributed else None,
-            "loader_rng_ranks": ranks[1] if self.distributed else None,
-            "config": self.config,
-            "scaler_state": self.scaler_state,
-            "seed": self.seed,
-            "best": {"epoch": self.best_epoch, "val_loss": self.best_val_loss,
-                     "bad_epochs": self._bad_epochs, "state": best_state},
-            "stopped_early": self.stopped_early,
-        }
-
-    def _save_checkpoints(self, epoch: int, loader: Any, improved: bool) -> None:
-        """Write ``best.pt`` (if improved), then ``last.pt``, each atomically; rank 0
-        only, the other ranks wait. ``best.pt`` goes first: a crash between the two
-        leaves ``last.pt`` one epoch behind, and the resumed run redoes that epoch and
-        writes both again (the other order could leave a stale ``best.pt`` for good)."""
-        data = self._checkpoint(epoch, loader)  # collective: gathers every rank's RNG
-        if self.is_main:
-            if improved:
-                ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.BEST)
-            ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.LAST)
-        dd.barrier()
-
-    def _resume(self, where: Union[str, Path], loader: Any) -> int:
-        """Restore the run from a checkpoint; returns its epoch. In a distributed run
-        every rank loads it, and all ranks raise together if one cannot (rather than
-        the others waiting for it in the next collective)."""
-        if not self.distributed:
-            return self._load_run(where, loader)
-        try:
-            epoch, problem = self._load_run(where, loader), None
-        except Exception as err:  # reported to every rank below, then raised
-            epoch, problem = -1, err
-        seen = dd.all_gather_object((epoch, None if problem is None
-                                     else f"{type(problem).__name__}: {problem}"))
-        if problem is not None:
-            raise problem
-        failed = [f"rank {r}: {msg}" for r, (_, msg) in enumerate(seen) if msg is not None]
-        if failed:
-            raise RuntimeError("resume failed on other ranks (the checkpoint folder must "
-                               "be visible to every rank): " + "; ".join(failed))
-        if len({e for e, _ in seen}) > 1:
-            raise RuntimeError(f"ranks resumed from different epochs {[e for e, _ in seen]}: "
-                               "every rank must read the same checkpoint")
-        return epoch
-
-    def _load_run(self, where: Union[str, Path], loader: Any) -> int:
-        path = ckpt_io.resolve(where)
-        data = ckpt_io.load(path)
-        if data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a vlrnn Trainer checkpoint (format "
-                             f"{data.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-        saved_cfg = data.get("config")
-        if self.config is not None and saved_cfg is not None and saved_cfg != self.config:
-            raise ValueError(f"checkpoint {path} was written by a run with another config: "
-                             + "; ".join(_config_diff(saved_cfg, self.config)))
-        try:
-            self.model.load_state_dict(data["model"])
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not match this model: "
-                             f"{_short(err)}") from None
-        try:
-            self.optimizer.load_state_dict(data["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(f"checkpoint {path}: its optimizer state does not fit this "
-                             f"optimizer ({type(self.optimizer).__name__}): "
-                             f"{_short(err)}") from None
-        sched = data.get("scheduler")
-        if (sched is None) != (self.scheduler is None):
-            raise ValueError(f"checkpoint {path} was written "
-                             f"{'without' if sched is None else 'with'} an LR scheduler, "
-                             f"this Trainer has {'one' if sched is None else 'none'}")
-        if sched is not None:
-            self.scheduler.load_state_dict(sched)
-        self._rows = [{"skipped": 0, **r} for r in data.get("history", [])]
-        best = data.get("best", {})
-        self.best_epoch = best.get("epoch")
-        self.best_val_loss = float(best.get("val_loss", math.inf))
-        self._bad_epochs = int(best.get("bad_epochs", 0))
-        self._best_state = best.get("state")
-        epoch = int(data["epoch"])
-        if self._best_state is None and self.patience is not None and self.best_epoch == epoch:
-            self._best_state = {k: v.detach().to("cpu", copy=True)
-                                for k, v in self.model.state_dict().items()}
-        self.stopped_early = bool(data.get("stopped_early", False))
-        rng, saved = data["rng"], data.get("loader_rng", [])
-        if self.distributed:
-            if data.get("rng_ranks") is not None and data.get("world_size") == self.world_size:
-                rng = data["rng_ranks"][self.rank]
-                saved = data["loader_rng_ranks"][self.rank]
-            else:
-                warnings.warn(f"checkpoint {path} was written by a run of "
-                              f"{data.get('world_size', 1)} process(es), this one has "
-                              f"{self.world_size}: every rank continues from rank 0's "
-                              "random-number state, so the run will not repeat an "
-                              "uninterrupted one bit for bit", RuntimeWarning, stacklevel=3)
-        ckpt_io.set_rng_state(rng)
-        gens = _loader_generators(loader)
-        if len(saved) == len(gens):
-            for g, s in zip(gens, saved):
-                g.set_state(s)
-        return epoch

@@ -1,6 +1,6 @@
 """Ragged pandas frames in, PackedSequence batches out."""
 from .arrays import ArrayFrame, from_arrays
-from .batching import LengthBucketSampler, collate_packed, make_loader
+from .batching import LengthBucketSampler, collate_packed, collate_series, make_loader
 from .dataset import SeriesDataset
 from .frame import DataWarning, from_dataframe
 from .scaling import StandardScaler
@@ -14,6 +14,7 @@ __all__ = [
     "SeriesDataset",
     "StandardScaler",
     "collate_packed",
+    "collate_series",
     "from_arrays",
     "from_dataframe",
     "make_loader",

@@ -49,6 +49,32 @@ def collate_packed(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]
     return x_packed, y_packed
 
 
+def collate_series(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]
+                   ) -> Tuple[PackedSequence, torch.Tensor]:
+    """Pack a list of series with one target per series into ``(x_packed, y)``.
+
+    ``batch``: ``B`` pairs ``(x_i, y_i)``, ``x_i`` ``(T_i, F)`` and ``y_i`` ``(T_i, K)``
+    holding the series' target on every row (or ``(K,)``). Returns ``x_packed``
+    (``enforce_sorted=False``, batch in ``batch``'s order) and ``y`` ``(B, K)`` (the first
+    row of each ``y_i``), in the same input order as the final states
+    :func:`vlrnn.block_loss` returns.
+    """
+    if len(batch) == 0:
+        raise ValueError("collate_series: empty batch")
+    xs, ys = [], []
+    for i, item in enumerate(batch):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"collate_series: item {i} should be an (x, y) pair, got "
+                            f"{type(item).__name__}")
+        x, y = item
+        if x.dim() != 2 or x.shape[0] == 0:
+            raise ValueError(f"collate_series: item {i}: expected x (T, F) with T >= 1, got "
+                             f"shape {tuple(x.shape)}")
+        xs.append(x)
+        ys.append(y[0] if y.dim() == 2 else y)
+    return pack_sequence(xs, enforce_sorted=False), torch.stack(ys)
+
+
 class LengthBucketSampler(Sampler):
     """Batch sampler that puts series of similar length in the same batch.
 
@@ -126,15 +152,17 @@ class LengthBucketSampler(Sampler):
 
 
 def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = True, seed: int = 0,
-                bucket: bool = True, drop_last: bool = False, **loader_kwargs: Any
-                ) -> DataLoader:
+                bucket: bool = True, drop_last: bool = False, per_series: bool = False,
+                **loader_kwargs: Any) -> DataLoader:
     """A ``DataLoader`` yielding ``(x_packed, y_packed)`` batches of ``batch_size`` series.
 
     ``bucket=True`` batches series of similar length (``LengthBucketSampler`` on
     ``dataset.lengths``); ``bucket=False`` batches them in random (``shuffle``) or dataset
     order.  Shuffling is seeded by ``seed``, so runs repeat.  Other keyword arguments
-    (``num_workers``, ``pin_memory``, ...) go to ``DataLoader``.
+    (``num_workers``, ``pin_memory``, ...) go to ``DataLoader``. ``per_series=True``
+    yields ``(x_packed, y)`` with one target row per series (:func:`collate_series`).
     """
+    collate = collate_series if per_series else collate_packed
     for key in ("batch_sampler", "sampler", "collate_fn", "batch_size", "shuffle",
                 "generator"):
         if key in loader_kwargs:
@@ -146,10 +174,10 @@ def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = True, se
             lengths = [int(dataset[i][0].shape[0]) for i in range(len(dataset))]
         sampler = LengthBucketSampler(lengths, batch_size, shuffle=shuffle, seed=seed,
                                       drop_last=drop_last)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_packed,
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                           **loader_kwargs)
     gen: Optional[torch.Generator] = None
     if shuffle:
         gen = torch.Generator().manual_seed(int(seed))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      drop_last=drop_last, collate_fn=collate_packed, **loader_kwargs)
+                      drop_last=drop_last, collate_fn=collate, **loader_kwargs)

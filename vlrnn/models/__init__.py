@@ -9,3 +9,6 @@ from .qrnn import QRNN  # noqa: E402
 from .scan import linear_scan  # noqa: E402
 
 __all__ += ["QRNN", "linear_scan"]
+from .pooled import POOLS, SequenceModel  # noqa: E402
+
+__all__ += ["POOLS", "SequenceModel"]

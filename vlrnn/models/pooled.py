@@ -1,0 +1,165 @@
+"""``SequenceModel``: a recurrent encoder whose state also carries the running sum and
+maximum of its outputs, and a head that reads one vector per sequence from that state.
+
+Pooling over time (mean or max of every step's output) is not a sum of per-step losses,
+so :func:`vlrnn.block_loss` cannot take it as a per-row loss. Carried in the state it
+needs nothing new: the engine already hands each block the state the previous block left
+and returns every sequence's state after its own last step (``out.state``), exactly
+differentiable. A loss on ``model.readout(out.state)`` is then the exact gradient of the
+whole series, in memory of one block.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+__all__ = ["POOLS", "SequenceModel", "last_hidden"]
+
+Batch = Union[torch.Tensor, PackedSequence]
+#: what ``readout`` concatenates: the last layer's final hidden state, the mean and the
+#: maximum of the last layer's outputs over the sequence's steps.
+POOLS = ("last", "mean", "max")
+
+
+def _batch_dim(rnn: nn.Module) -> int:
+    if isinstance(rnn, nn.RNNBase):
+        return 1
+    return int(getattr(rnn, "state_batch_dim", 0))
+
+
+def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
+    """The last layer's hidden state ``(B, H)`` from ``rnn``'s state (batch order kept).
+
+    ``nn.LSTM``: ``(h, c)`` with ``h`` ``(layers, B, H)``; ``nn.GRU``/``nn.RNN``: ``h``;
+    :class:`~vlrnn.models.StackedRNN` (and models with ``state_batch_dim = 0`` holding a
+    list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``).
+    """
+    if isinstance(rnn, nn.RNNBase):
+        if getattr(rnn, "bidirectional", False):
+            raise ValueError("SequenceModel: bidirectional rnn is not supported (the state "
+                             "of the reverse direction is not the sequence's last step)")
+        h = state[0] if isinstance(rnn, nn.LSTM) else state
+        return h[-1]
+    s = state[-1] if isinstance(state, (tuple, list)) else state  # last layer
+    if isinstance(s, (tuple, list)):  # (h, c)
+        s = s[0]
+    if not isinstance(s, torch.Tensor) or s.dim() != 2:
+        raise TypeError("SequenceModel: cannot find the last layer's hidden state (B, H) in "
+                        f"the rnn's state of type {type(state).__name__}")
+    return s
+
+
+def _pool_rows(data: torch.Tensor, seq: torch.Tensor, n: int
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sum (with a trailing count column) and max of ``data`` rows.
+
+    ``data``: ``(R, H)`` rows; ``seq``: ``(R,)`` sequence of each row in ``0..n-1``.
+    Returns ``(n, H + 1)`` sums (last column: number of rows) and ``(n, H)`` maxima.
+    """
+    ones = torch.ones(data.shape[0], 1, dtype=data.dtype, device=data.device)
+    ext = torch.cat([data, ones], dim=1)
+    total = ext.new_zeros(n, ext.shape[1]).index_add(0, seq, ext)
+    idx = seq.unsqueeze(1).expand_as(data)
+    peak = data.new_zeros(n, data.shape[1]).scatter_reduce(0, idx, data, "amax",
+                                                          include_self=False)
+    return total, peak
+
+
+class SequenceModel(nn.Module):
+    """An rnn run over whole series plus a head reading one vector per series.
+
+    ``model(x, state) -> (y, new_state)`` follows vlrnn's model contract: ``y`` is the
+    rnn's output, ``new_state`` is ``rnn_state`` for ``pool=("last",)`` and
+    ``(rnn_state, running_sum, running_max)`` otherwise. ``running_sum`` holds the sum
+    of the last layer's outputs over the steps seen so far with the number of those
+    steps in its last column (``(B, H + 1)``); ``running_max`` their maximum
+    (``(B, H)``). Both carry the batch on the rnn's ``state_batch_dim`` (shape
+    ``(1, B, ...)`` for ``nn.RNNBase``), so the engine moves them with the rnn state.
+
+    ``readout(state) -> (B, n_out)``: the head applied to the concatenation of the
+    pools named in ``pool`` (a subset of :data:`POOLS`, in that order), computed from a
+    final state as :func:`vlrnn.block_loss` returns it in ``out.state``.
+
+    Args:
+        rnn: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (unidirectional, time-major) or a model
+            with the same contract whose output's last dim is ``hidden_size``.
+        hidden_size: width ``H`` of the rnn's output.
+        n_out: outputs of the head (classes or targets).
+        pool: which summaries the head reads, e.g. ``("last",)`` or
+            ``("last", "mean", "max")``.
+    """
+
+    def __init__(self, rnn: nn.Module, hidden_size: int, n_out: int,
+                 pool: Sequence[str] = ("last",)):
+        super().__init__()
+        pool = tuple(pool)
+        bad = [p for p in pool if p not in POOLS]
+        if not pool or bad or len(set(pool)) != len(pool):
+            raise ValueError(f"pool must name one or more of {POOLS} (each once), got "
+                             f"{pool!r}")
+        self.rnn = rnn
+        self.pool = tuple(p for p in POOLS if p in pool)
+        self.hidden_size = int(hidden_size)
+        self.head = nn.Linear(self.hidden_size * len(self.pool), int(n_out))
+
+    @property
+    def state_batch_dim(self) -> int:
+        return _batch_dim(self.rnn)
+
+    @property
+    def batch_first(self) -> bool:
+        return bool(getattr(self.rnn, "batch_first", False))
+
+    @property
+    def carries_pools(self) -> bool:
+        return self.pool != ("last",)
+
+    def forward(self, x: Batch, state: Optional[Any] = None) -> Tuple[Batch, Any]:
+        if not self.carries_pools:
+            return self.rnn(x, state)
+        rnn_state, total, peak = (None, None, None) if state is None else state
+        y, new_rnn = self.rnn(x, rnn_state)
+        bd = self.state_batch_dim
+        if isinstance(y, PackedSequence):
+            sizes = y.batch_sizes.tolist()
+            n = sizes[0]
+            seq = torch.cat([torch.arange(b) for b in sizes]).to(y.data.device)
+            if y.sorted_indices is not None:  # state rows are in input order
+                seq = y.sorted_indices[seq]
+            add, blk_max = _pool_rows(y.data, seq, n)
+        else:
+            steps = y.transpose(0, 1) if self.batch_first else y  # (T, B, H)
+            T, n = steps.shape[0], steps.shape[1]
+            count = steps.new_full((n, 1), float(T))
+            add = torch.cat([steps.sum(0), count], dim=1)
+            blk_max = steps.amax(0)
+        if bd == 1:
+            add, blk_max = add.unsqueeze(0), blk_max.unsqueeze(0)
+        if total is None:
+            return y, (new_rnn, add, blk_max)
+        seen = total[..., -1:] > 0  # a sequence's first block has nothing to compare with
+        return y, (new_rnn, total + add, torch.where(seen, torch.maximum(peak, blk_max),
+                                                     blk_max))
+
+    def features(self, state: Any) -> torch.Tensor:
+        """``(B, H * len(pool))``: the pools of each sequence from its final state."""
+        rnn_state = state[0] if self.carries_pools else state
+        parts: List[torch.Tensor] = []
+        if "last" in self.pool:
+            parts.append(last_hidden(self.rnn, rnn_state))
+        if self.carries_pools:
+            total, peak = state[1], state[2]
+            if self.state_batch_dim == 1:
+                total, peak = total[0], peak[0]
+            if "mean" in self.pool:
+                parts.append(total[:, :-1] / total[:, -1:].clamp_min(1.0))
+            if "max" in self.pool:
+                parts.append(peak)
+        return torch.cat(parts, dim=1)
+
+    def readout(self, state: Any) -> torch.Tensor:
+        """``(B, n_out)``: the head on :meth:`features` of a final state."""
+        return self.head(self.features(state))
