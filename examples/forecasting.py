@@ -67,9 +67,12 @@ def errors(pred: np.ndarray, truth: np.ndarray) -> tuple:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: pack_and_train's own (150 with --api lowlevel)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="default: pack_and_train's own (32 with --api lowlevel)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: pack_and_train's own (3e-3 with --api lowlevel)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--api", choices=["auto", "one-call", "lowlevel"], default="auto",
@@ -102,13 +105,18 @@ def main(argv=None) -> int:
         lambda s: (s.iloc[-1] - s.iloc[-6]) / 5 if len(s) > 5 else 0.0).loc[truth.index]
     drift = last.to_numpy()[:, None] + slope.to_numpy()[:, None] * np.arange(1, H + 1)
 
+    given = {k: v for k, v in dict(epochs=args.epochs, hidden_size=args.hidden,
+                                   lr=args.lr).items() if v is not None}
+    low = dict(epochs=args.epochs or 150, hidden=args.hidden or 32, lr=args.lr or 3e-3)
+    n_epochs = given.get("epochs", "default") if api == "one-call" else low["epochs"]
     t0 = time.perf_counter()
     extra = ""
     if api == "one-call":
-        print(f"training through vlrnn.pack_and_train(..., horizon={H}), {args.epochs} epochs")
+        print(f"training through vlrnn.pack_and_train(..., horizon={H}), {n_epochs} epochs")
         result = vlrnn.pack_and_train(train, id_col="country", time_col="year",
-                                      target_cols="fertility", horizon=H, epochs=args.epochs,
-                                      hidden_size=args.hidden, lr=args.lr, seed=args.seed)
+                                      target_cols="fertility", horizon=H,
+                                      seed=args.seed, **given)
+        n_epochs = len(result.history)          # epochs run (the defaults choose them)
         fc = result.forecast(train)
         print(fc.head(H).to_string())
         model = fc.pivot(index="country", columns="year", values="fertility")
@@ -117,11 +125,10 @@ def main(argv=None) -> int:
         extra = ("\nevaluate(panel), every step's next-5-year forecast, in-sample years "
                  "included: " + ", ".join(f"{k} {float(v):.3f}" for k, v in metrics.items()))
     else:
-        print(f"training through vlrnn.block_loss (lowlevel_tasks.py), {args.epochs} epochs")
+        print(f"training through vlrnn.block_loss (lowlevel_tasks.py), {n_epochs} epochs")
         series = [g["fertility"].to_numpy() for _, g in train.groupby("country")]
         names = [c for c, _ in train.groupby("country")]
-        forecast = fit_forecaster(series, H, hidden=args.hidden, epochs=args.epochs,
-                                  lr=args.lr, seed=args.seed)
+        forecast = fit_forecaster(series, H, **low, seed=args.seed)
         model = pd.DataFrame(forecast(series), index=names).loc[truth.index].to_numpy()
     seconds = time.perf_counter() - t0
 
@@ -141,7 +148,7 @@ def main(argv=None) -> int:
     dmae = scores["drift (last 5 years' trend)"][0]
     print(f"trained in {seconds:.0f} s via the {api} API")
     print(f"RESULT fertility 5-year forecast MAE {mae:.3f} RMSE {rmse:.3f}; persistence MAE "
-          f"{pmae:.3f} RMSE {prmse:.3f}; drift MAE {dmae:.3f} ({api} API, {args.epochs} "
+          f"{pmae:.3f} RMSE {prmse:.3f}; drift MAE {dmae:.3f} ({api} API, {n_epochs} "
           f"epochs, seed {args.seed})")
     return 0
 

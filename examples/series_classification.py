@@ -49,9 +49,12 @@ def load(split: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: pack_and_train's own (60 with --api lowlevel)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="default: pack_and_train's own (64 with --api lowlevel)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: pack_and_train's own (3e-3 with --api lowlevel)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api", choices=["auto", "one-call", "lowlevel"], default="auto",
                    help="one-call: vlrnn.pack_and_train(series_target=...); lowlevel: "
@@ -75,13 +78,18 @@ def main(argv=None) -> int:
     train = from_arrays(X_train, y_train, ids=[f"train{i}" for i in range(len(X_train))])
     test = from_arrays(X_test, y_test, ids=[f"test{i}" for i in range(len(X_test))])
 
+    given = {k: v for k, v in dict(epochs=args.epochs, hidden_size=args.hidden,
+                                   lr=args.lr).items() if v is not None}
+    low = dict(epochs=args.epochs or 60, hidden=args.hidden or 64, lr=args.lr or 3e-3)
+    n_epochs = given.get("epochs", "default") if api == "one-call" else low["epochs"]
     t0 = time.perf_counter()
     if api == "one-call":
         print(f"training through vlrnn.pack_and_train(..., series_target=labels), "
-              f"{args.epochs} epochs")
+              f"{n_epochs} epochs")
         result = vlrnn.pack_and_train(train.frame, id_col="id", time_col="t",
-                                      series_target=train.labels, epochs=args.epochs,
-                                      hidden_size=args.hidden, lr=args.lr, seed=args.seed)
+                                      series_target=train.labels,
+                                      seed=args.seed, **given)
+        n_epochs = len(result.history)          # epochs run (the defaults choose them)
         metrics = result.evaluate(test.frame, series_target=test.labels)
         pred = result.predict(test.frame)
         print(pred.head(3).to_string())
@@ -89,16 +97,16 @@ def main(argv=None) -> int:
         print("evaluate():", {k: round(float(v), 4) for k, v in metrics.items()})
     else:
         print(f"training through vlrnn.block_loss with a loss on out.state (lowlevel_tasks.py),"
-              f" {args.epochs} epochs")
-        predict = fit_series_classifier(X_train, list(y_train), hidden=args.hidden,
-                                        epochs=args.epochs, lr=args.lr, seed=args.seed)
+              f" {n_epochs} epochs")
+        predict = fit_series_classifier(X_train, list(y_train), **low,
+                                        seed=args.seed)
         acc = accuracy(predict(X_test), y_test)
         _, base = majority_accuracy(y_train, y_test)
     seconds = time.perf_counter() - t0
     print(f"\ntest accuracy {acc:.3f} (majority class {base:.3f}; published: {PUBLISHED}); "
           f"trained in {seconds:.0f} s via the {api} API")
     print(f"RESULT JapaneseVowels test accuracy {acc:.3f}, majority baseline {base:.3f} "
-          f"({api} API, {args.epochs} epochs, seed {args.seed})")
+          f"({api} API, {n_epochs} epochs, seed {args.seed})")
     return 0
 
 

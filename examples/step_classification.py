@@ -96,7 +96,7 @@ def load_files(paths: List[Path]) -> Tuple[List[str], List[np.ndarray], List[np.
             y = token_classes(text)
         except (UnicodeDecodeError, SyntaxError, tokenize.TokenError):
             continue
-        names.append(p.name)
+        names.append(f"{p.parent.name}/{p.name}")    # unique: several __init__.py
         xs.append(char_features(text))
         ys.append(y)
     return names, xs, ys
@@ -128,9 +128,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=120)
     p.add_argument("--n-test", type=int, default=40)
     p.add_argument("--max-kb", type=float, default=6.0, help="largest file size, KB")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: pack_and_train's own (12 with --api lowlevel)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="default: pack_and_train's own (64 with --api lowlevel)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: pack_and_train's own (3e-3 with --api lowlevel)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--api", choices=["auto", "one-call", "lowlevel"], default="auto",
@@ -167,29 +170,32 @@ def main(argv=None) -> int:
             for x in te_x]
     rule_acc = accuracy(np.concatenate(rule), np.concatenate(te_y))
 
+    given = {k: v for k, v in dict(epochs=args.epochs, hidden_size=args.hidden,
+                                   lr=args.lr).items() if v is not None}
+    low = dict(epochs=args.epochs or 12, hidden=args.hidden or 64, lr=args.lr or 3e-3)
+    n_epochs = given.get("epochs", "default") if api == "one-call" else low["epochs"]
     t0 = time.perf_counter()
     if api == "one-call":
         print(f"training through vlrnn.pack_and_train(..., task='classification'), "
-              f"{args.epochs} epochs")
+              f"{n_epochs} epochs")
         result = vlrnn.pack_and_train(to_frame(tr_names, tr_x, tr_y), id_col="file",
                                       time_col="pos", target_cols="token",
                                       feature_cols=FEATURES, task="classification",
-                                      epochs=args.epochs, hidden_size=args.hidden,
-                                      lr=args.lr, seed=args.seed)
+                                      seed=args.seed, **given)
+        n_epochs = len(result.history)          # epochs run (the defaults choose them)
         metrics = result.evaluate(to_frame(te_names, te_x, te_y))
         print("evaluate():", {k: round(float(v), 4) for k, v in metrics.items()})
         acc, base = float(metrics["accuracy"]), float(metrics["majority_accuracy"])
     else:
-        print(f"training through vlrnn.block_loss (lowlevel_tasks.py), {args.epochs} epochs")
-        predict = fit_step_classifier(tr_x, tr_y, hidden=args.hidden, epochs=args.epochs,
-                                      lr=args.lr, seed=args.seed)
+        print(f"training through vlrnn.block_loss (lowlevel_tasks.py), {n_epochs} epochs")
+        predict = fit_step_classifier(tr_x, tr_y, **low, seed=args.seed)
         acc = accuracy(np.concatenate(predict(te_x)), np.concatenate(te_y))
     seconds = time.perf_counter() - t0
     print(f"\nheld-out per-character accuracy {acc:.3f}; majority class {base:.3f}; "
           f"context-free rule (each character's most frequent class) {rule_acc:.3f}; "
           f"trained in {seconds:.0f} s via the {api} API")
     print(f"RESULT token classes accuracy {acc:.3f}, majority {base:.3f}, context-free "
-          f"{rule_acc:.3f} ({api} API, {args.epochs} epochs, seed {args.seed})")
+          f"{rule_acc:.3f} ({api} API, {n_epochs} epochs, seed {args.seed})")
     return 0
 
 
