@@ -9,6 +9,12 @@ last step, so the gradient has to travel back through the whole series:
     loss = cross_entropy(head(out.state[0][-1]), labels)                 # loss on the state
     loss.backward()                                                      # exact BPTT
 
+``--api one-call`` runs the same through ``vlrnn.pack_and_train(frame, id_col="id",
+time_col="t", series_target=labels)`` on the frame ``vlrnn.data.from_arrays(xs, labels)``
+builds (its default readout: final state, mean and max of the outputs, carried in the
+state); "base" is then read once the frame exists, so the peak above it also holds the
+tensors ``pack_and_train`` makes of the frame (a few copies of the data).
+
 Each longest length runs in a fresh process (``--worker``): data and model are built,
 the process's resident memory is read (``base``), then the training epochs run and the
 peak resident memory (VmHWM, ``vlrnn.memory``) is read. "training peak above base" is
@@ -18,7 +24,8 @@ longest batch, what plain BPTT (``loss.backward()`` through the whole batch) wou
 measured on prefixes of that batch in the same process and extended to all its steps.
 
     python benchmarks/sequence_task_memory.py --quick          # ~20 s smoke run
-    python benchmarks/sequence_task_memory.py                  # the table (~5-10 min)
+    python benchmarks/sequence_task_memory.py                  # the table (~10 min)
+    python benchmarks/sequence_task_memory.py --api one-call   # through pack_and_train
 """
 from __future__ import annotations
 
@@ -57,56 +64,89 @@ def make_series(n: int, longest: int, seed: int = 0):
     return xs, labels
 
 
-def worker(longest: int, epochs: int) -> dict:
+def worker(longest: int, epochs: int, api: str) -> dict:
+    import torch
+
+    from vlrnn.memory import peak_rss_mb, plain_bptt_mb, release_free_memory, reset_peak_rss, \
+        rss_mb
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    xs, labels = make_series(CONFIG["n_series"], longest)
+    n_rows = sum(len(x) for x in xs)
+    train = train_block_loss if api == "block_loss" else train_one_call
+    run = train(xs, labels, epochs, (release_free_memory, rss_mb, reset_peak_rss))
+    peak = peak_rss_mb()                      # read before plain_bptt_mb resets it
+    x = run.pop("longest_batch")
+    plain = plain_bptt_mb(run.pop("rnn"), None, x)
+    return dict(longest=longest, rows=n_rows, data_mb=n_rows * CONFIG["n_in"] * 4 / 2**20,
+                peak_mb=peak, train_mb=peak - run["base_mb"], plain_mb=plain,
+                longest_batch=f"{int(x.batch_sizes[0])} x {len(x.batch_sizes):,}", **run)
+
+
+def train_block_loss(xs, labels, epochs: int, mem) -> dict:
+    """The loop written out: ``block_loss`` with no per-step loss, cross-entropy on the
+    head of ``out.state``."""
     import torch
     from torch import nn
     from torch.nn.utils.rnn import pack_sequence
 
     import vlrnn
     from vlrnn.data import LengthBucketSampler
-    from vlrnn.memory import peak_rss_mb, plain_bptt_mb, release_free_memory, reset_peak_rss, \
-        rss_mb
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+    release_free_memory, rss_mb, reset_peak_rss = mem
     c = CONFIG
-    xs, labels = make_series(c["n_series"], longest)
     lstm = nn.LSTM(c["n_in"], c["hidden"])
     head = nn.Linear(c["hidden"], 2)
     opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=c["lr"])
     sampler = LengthBucketSampler([len(x) for x in xs], c["batch"], seed=0)
-
     release_free_memory()
     base = rss_mb()
     reset_peak_rss()
-    longest_batch, seconds, n_rows = None, [], 0
+    longest_batch, seconds = None, []
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        correct = 0
         for idx in sampler:
             x = pack_sequence([xs[i] for i in idx], enforce_sorted=False)
-            y = labels[idx]
             opt.zero_grad(set_to_none=True)
             out = vlrnn.block_loss(lstm, None, x, None, block_len=c["block_len"])
             h, _ = out.state                  # (1, B, H): each series at its own last step
-            logits = head(h[-1])
-            loss = nn.functional.cross_entropy(logits, y)
+            loss = nn.functional.cross_entropy(head(h[-1]), labels[idx])
             loss.backward()                   # exact gradient through every step
             nn.utils.clip_grad_norm_(lstm.parameters(), 1.0)
             opt.step()
-            correct += int((logits.argmax(-1) == y).sum())
             if longest_batch is None or len(x.batch_sizes) > len(longest_batch.batch_sizes):
                 longest_batch = x
         seconds.append(time.perf_counter() - t0)
-        n_rows = sum(len(x) for x in xs)
-    peak = peak_rss_mb()                      # read before plain_bptt_mb resets it
-    plain = plain_bptt_mb(lstm, None, longest_batch)
-    return dict(longest=longest, rows=n_rows, data_mb=n_rows * c["n_in"] * 4 / 2**20,
-                base_mb=base, peak_mb=peak, train_mb=peak - base, plain_mb=plain,
-                longest_batch=f"{int(longest_batch.batch_sizes[0])} x "
-                              f"{len(longest_batch.batch_sizes):,}",
-                s_epoch=min(seconds), train_acc=correct / len(xs))
+    return dict(base_mb=base, s_epoch=min(seconds), longest_batch=longest_batch, rnn=lstm)
+
+
+def train_one_call(xs, labels, epochs: int, mem) -> dict:
+    """The one-call API on the long frame ``from_arrays`` builds: ``pack_and_train(...,
+    series_target=labels)`` with its default pooled readout (final state, mean and max of
+    the outputs, carried in the state)."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    import vlrnn
+    from vlrnn.data import from_arrays
+
+    release_free_memory, rss_mb, reset_peak_rss = mem
+    c = CONFIG
+    frame, y = from_arrays([x.numpy() for x in xs], ["ab"[int(k)] for k in labels])
+    release_free_memory()
+    base = rss_mb()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    result = vlrnn.pack_and_train(frame, id_col="id", time_col="t", series_target=y,
+                                  hidden_size=c["hidden"], num_layers=1, epochs=epochs,
+                                  batch_size=c["batch"], block_len=c["block_len"],
+                                  lr=c["lr"], val_fraction=0.0, progress=False)
+    seconds = (time.perf_counter() - t0) / epochs
+    longest = sorted(range(len(xs)), key=lambda i: -len(xs[i]))[:c["batch"]]
+    x = pack_sequence([xs[i] for i in longest], enforce_sorted=False)
+    rnn = getattr(result.model, "rnn", result.model)
+    return dict(base_mb=base, s_epoch=seconds, longest_batch=x, rnn=rnn)
 
 
 # -- driver --------------------------------------------------------------------------------------
@@ -123,29 +163,37 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="two short lengths, one epoch")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
-    p.add_argument("--worker", nargs=2, type=int, metavar=("LONGEST", "EPOCHS"),
+    p.add_argument("--api", choices=["block_loss", "one-call"], default="block_loss",
+                   help="block_loss: the loop written out; one-call: vlrnn.pack_and_train("
+                        "series_target=...) on the frame vlrnn.data.from_arrays builds")
+    p.add_argument("--worker", nargs=3, metavar=("LONGEST", "EPOCHS", "API"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker)))
+        longest, epochs, api = args.worker
+        print(json.dumps(worker(int(longest), int(epochs), api)))
         return 0
     lengths = QUICK if args.quick else FULL
     c = CONFIG
     load0 = os.getloadavg()
     rows = []
     for longest in lengths:
-        r = spawn(__file__, [longest, args.epochs], timeout=1800)
+        r = spawn(__file__, [longest, args.epochs, args.api], timeout=1800)
         r.setdefault("longest", longest)
         rows.append(r)
         print(json.dumps(r), flush=True)
     load1 = os.getloadavg()
     table = markdown(rows, COLUMNS)
+    how = (f"nn.LSTM(hidden {c['hidden']}) + linear head on the final state, written out "
+           "with vlrnn.block_loss" if args.api == "block_loss" else
+           f"vlrnn.pack_and_train(frame, series_target=labels) on the frame "
+           f"vlrnn.data.from_arrays builds (LSTM hidden {c['hidden']}, 1 layer, default pooled "
+           "readout, no validation split)")
     head = (f"{c['n_series']} series, lengths uniform in [longest/10, longest], {c['n_in']} "
-            f"features, 2 classes; nn.LSTM(hidden {c['hidden']}) + linear head on the final "
-            f"state, batch {c['batch']} (length-bucketed), block_len {c['block_len']}, Adam, "
-            f"{args.epochs} epoch(s), float32, 1 torch thread, a fresh process per row. "
-            f"Machine load average (1 min) {load0[0]:.1f} before, {load1[0]:.1f} after "
-            f"({os.cpu_count()} CPUs).")
+            f"features, 2 classes; {how}; batch {c['batch']} (length-bucketed), block_len "
+            f"{c['block_len']}, Adam, {args.epochs} epoch(s), float32, 1 torch thread, a fresh "
+            f"process per row. Machine load average (1 min) {load0[0]:.1f} before, "
+            f"{load1[0]:.1f} after ({os.cpu_count()} CPUs, shared with other jobs).")
     print("\n" + head + "\n\n" + table)
     ok = [r for r in rows if "error" not in r]
     if len(ok) >= 2:
@@ -158,7 +206,7 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(f"# Sequence-level task: memory vs the longest series\n\n"
                             f"Command: `python benchmarks/sequence_task_memory.py"
-                            f"{' --quick' if args.quick else ''} --epochs {args.epochs}`\n\n"
+                            f"{' --quick' if args.quick else ''} --epochs {args.epochs} --api {args.api}`\n\n"
                             f"{head}\n\n{table}\n")
     return 0 if len(ok) == len(rows) else 1
 
