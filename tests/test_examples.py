@@ -63,3 +63,25 @@ def test_compare_models_refuses_unknown_cell():
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--cells takes a comma-separated list of lstm, gru, qrnn; " \
                                    "got 'lstm,tcn'" in res.stderr
+
+
+def test_series_classification_quick():
+    out = run_example("series_classification.py", "--quick")
+    assert "JapaneseVowels: 270 training and 370 test series, 12 features, 7-29 steps, " \
+           "9 classes" in out
+    assert "RESULT JapaneseVowels test accuracy" in out and "majority baseline" in out
+
+
+def test_forecasting_quick():
+    pytest.importorskip("statsmodels")   # the data set ships with it: pip install -e .[examples]
+    out = run_example("forecasting.py", "--quick")
+    assert "fertility panel:" in out and "forecasting 2007-2011" in out
+    for row in ("| vlrnn LSTM |", "| persistence (last value) |", "| drift (last 5 years' trend) |"):
+        assert row in out
+    assert "RESULT fertility 5-year forecast MAE" in out
+
+
+def test_step_classification_quick():
+    out = run_example("step_classification.py", "--quick")
+    assert "standard library: 6 training and 3 test files" in out
+    assert "RESULT token classes accuracy" in out and "context-free" in out
