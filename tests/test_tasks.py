@@ -2,7 +2,6 @@
 and the errors for bad input (each names the series or column)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -80,6 +79,9 @@ def test_series_target_as_a_series_and_evaluate_with_labels():
         res.evaluate(df[["id", "t", "u"]])
     scores = res.evaluate(df[["id", "t", "u"]], series_target=labels)
     assert 0.0 <= scores["accuracy"] <= 1.0
+    more = pd.concat([labels, pd.Series({"ghost": "a"})])
+    with pytest.warns(DataWarning, match=r"labels for 1 id\(s\) that are not in .*'ghost'"):
+        res.evaluate(df[["id", "t", "u"]], series_target=more)
 
 
 def test_series_regression_reports_errors_in_label_units():
