@@ -151,3 +151,45 @@ def test_pooled_state_matches_full_backward_with_block_calls():
 def test_sequence_model_rejects_unknown_pools():
     with pytest.raises(ValueError, match="pool must name"):
         SequenceModel(nn.GRU(2, 3), 3, 2, pool=("median",))
+
+
+def test_trainer_adds_per_step_and_sequence_losses_exactly():
+    torch.manual_seed(4)
+    model = SequenceModel(nn.LSTM(3, 5), 5, 2, pool=("last", "mean"))
+    x = pack_sequence([torch.randn(n, 3) for n in LENGTHS], enforce_sorted=False)
+    y_steps = pack_sequence(_targets(LENGTHS, 1), enforce_sorted=False)
+    y_series = torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0]])
+
+    def step_loss(out, t):
+        return masked_mse(out[:, :1], t)
+
+    ce = MaskedCrossEntropy()
+
+    def seq_loss(state, t):
+        return ce(model.readout(state), t).mean()
+
+    trainer = vlrnn.Trainer(model, step_loss, sequence_loss_fn=seq_loss,
+                            reduction="observed", block_len=4, progress=False,
+                            device="cpu", lr=0.0)
+    trainer._loss(model, x, (y_steps, y_series), train=True).backward()
+    got = _grads(model.parameters())
+    model.zero_grad()
+    out = vlrnn.full_loss(model, step_loss, x, y_steps, reduction="sum")
+    n_obs = int(torch.isfinite(y_steps.data).sum())
+    (out.loss / n_obs + seq_loss(out.state, y_series)).backward()
+    _close(got, _grads(model.parameters()))
+    with pytest.raises(TypeError, match=r"\(x, \(y_steps, y_series\)\)"):
+        trainer._loss(model, x, y_steps, train=True)
+
+
+def test_class_weight_auto_only_for_imbalanced_classes():
+    from vlrnn.pipeline import _class_weights
+
+    balanced = torch.tensor([0, 1, 1, 0, 2, 2]).double().numpy()
+    assert _class_weights(balanced, 3, "auto") is None
+    skewed = torch.tensor([0] * 8 + [1] * 2 + [2] * 2).double().numpy()
+    w = _class_weights(skewed, 3, "auto")
+    torch.testing.assert_close(w, torch.tensor([0.5, 2.0, 2.0]))
+    assert _class_weights(skewed, 3, None) is None
+    with pytest.raises(ValueError, match="one weight per class"):
+        _class_weights(skewed, 3, [1.0, 2.0])
