@@ -112,7 +112,8 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             with both, each batch is ``(x, (y_steps, y_series))`` and the losses add.
         metrics: ``metrics(model, batches) -> {name: value}``, called after each epoch
             on the validation batches (moved to the device, model in eval mode, no
-            graph); each value goes to the history as column ``val_<name>``.
+            graph; in a distributed run every rank scores the whole validation loader);
+            each value goes to the history as column ``val_<name>``.
         monitor: the history column early stopping, ``best.pt`` and ``restore_best``
             watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
             ``accuracy`` are maximised, the others minimised.
@@ -338,7 +339,9 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
                     _set_epoch(val_batches, epoch - 1)
                 val_loss = self._evaluate(val_batches)
                 if self.metrics is not None:
-                    scores = self._metrics(val_batches)
+                    # the whole validation set on every rank: the same scores everywhere,
+                    # so a metric that drives early stopping never splits the ranks
+                    scores = self._metrics(val_loader)
             self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
                                    lr=lr, skipped=skipped, **scores))
