@@ -52,7 +52,7 @@ def test_train_writes_model_and_history(csv, tmp_path):
     hist = pd.read_csv(out / "history.csv")
     assert hist["epoch"].tolist() == [1, 2]
     assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s",
-                                  "lr", "skipped"]
+                                  "lr", "skipped", "val_mae", "val_rmse"]
     assert "model.pt" in r.stdout and "validation loss" in r.stdout
     pred = TrainedModel.load(out / "model.pt").predict(pd.read_csv(csv))
     assert len(pred) == len(pd.read_csv(csv))
@@ -96,3 +96,45 @@ def test_resume_continues_the_run(csv, tmp_path, capsys):
     assert cli.main(["train", str(csv), *TRAIN, "--out", str(tmp_path / "new"),
                      "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_series_target_then_predict_and_evaluate(csv, tmp_path, capsys):
+    df = pd.read_csv(csv)
+    csv = tmp_path / "labelled.csv"
+    df.assign(kind=np.where(df["id"] % 2, "b", "a")).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    args = ["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out), "--features", "u"]
+    args[args.index("--target"):args.index("--target") + 2] = ["--series-target", "kind"]
+    assert cli.main(args) == 0
+    assert "series classification" in capsys.readouterr().out
+    pred_path = tmp_path / "p.csv"
+    assert cli.main(["predict", str(out / "model.pt"), str(csv), "--out", str(pred_path),
+                     "--evaluate"]) == 0
+    assert "majority_accuracy" in capsys.readouterr().out
+    pred = pd.read_csv(pred_path)
+    assert list(pred.columns) == ["id", "prediction", "prob_a", "prob_b"] and len(pred) == 5
+
+
+def test_horizon_then_forecast_and_per_step_predict(csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
+                     "--features", "u", "--horizon", "2"]) == 0
+    fc_path, pred_path = tmp_path / "fc.csv", tmp_path / "pred.csv"
+    assert cli.main(["predict", str(out / "model.pt"), str(csv), "--forecast",
+                     "--out", str(fc_path)]) == 0
+    fc = pd.read_csv(fc_path)
+    assert list(fc.columns) == ["id", "t", "y"] and len(fc) == 2 * 5
+    assert cli.main(["predict", str(out / "model.pt"), str(csv), "--out", str(pred_path)]) == 0
+    pred = pd.read_csv(pred_path)
+    assert list(pred.columns) == ["id", "t", "y_h1", "y_h2"]
+    assert len(pred) == len(pd.read_csv(csv))
+
+
+def test_predict_and_task_errors_are_one_line(csv, tmp_path, capsys):
+    args = ["train", str(csv), *TRAIN]
+    i = args.index("--target")
+    del args[i:i + 2]
+    assert cli.main(args) == 2
+    assert "--target COL" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path / "none.pt"), str(csv)]) == 2
+    assert "model file" in capsys.readouterr().err

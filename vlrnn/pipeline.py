@@ -165,7 +165,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             or an ``nn.Module`` cell class).
         block_len: time steps per block of the exact-BPTT engine.
         batch_size: series per batch (series of similar lengths are batched together).
-        epochs: training epochs; ``None``: about 600 optimizer steps (10 to 200 epochs)
+        epochs: training epochs; ``None``: about 600 optimizer steps (10 to 100 epochs)
             with early stopping after 10 epochs without a lower validation loss, keeping
             the best epoch's weights.
         lr: Adam learning rate; ``None``: 1e-3 for per-step tasks, 3e-3 for series tasks
@@ -247,7 +247,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     val_loader = None if val is None else make_loader(val, batch_size=batch_size,
                                                       shuffle=False, per_series=per_series)
     if epochs is None:
-        epochs = int(min(max(math.ceil(AUTO_STEPS / max(len(train_loader), 1)), 10), 200))
+        epochs = int(min(max(math.ceil(AUTO_STEPS / max(len(train_loader), 1)), 10), 100))
         if val_loader is not None:
             trainer_options.setdefault("early_stopping_patience", 10)
     torch.manual_seed(seed)  # the model's initial weights depend on the seed alone

@@ -9,7 +9,6 @@ streaming forward pass used for inference.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +26,10 @@ from .bptt import block_loss, block_outputs
 from .loss import check_reduction
 from .schedules import SCHEDULES
 from .training.checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
+from .training.guards import GuardsMixin
+from .training.placement import PlacementMixin
 from .training.helpers import (_is_oom, _is_scheduler, _loader_generators, _move, _n_rows,
-                               _n_seqs, _nonfinite_grad, _oom_error, _resolve_device,
-                               _set_epoch, seed_everything)
+                               _n_seqs, _oom_error, _set_epoch, seed_everything)
 
 Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
@@ -78,7 +78,7 @@ def _n_observed(y: Any) -> int:
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(CheckpointMixin):
+class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -112,7 +112,8 @@ class Trainer(CheckpointMixin):
             with both, each batch is ``(x, (y_steps, y_series))`` and the losses add.
         metrics: ``metrics(model, batches) -> {name: value}``, called after each epoch
             on the validation batches (moved to the device, model in eval mode, no
-            graph); each value goes to the history as column ``val_<name>``.
+            graph; in a distributed run every rank scores the whole validation loader);
+            each value goes to the history as column ``val_<name>``.
         monitor: the history column early stopping, ``best.pt`` and ``restore_best``
             watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
             ``accuracy`` are maximised, the others minimised.
@@ -338,7 +339,9 @@ class Trainer(CheckpointMixin):
                     _set_epoch(val_batches, epoch - 1)
                 val_loss = self._evaluate(val_batches)
                 if self.metrics is not None:
-                    scores = self._metrics(val_batches)
+                    # the whole validation set on every rank: the same scores everywhere,
+                    # so a metric that drives early stopping never splits the ranks
+                    scores = self._metrics(val_loader)
             self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
                                    lr=lr, skipped=skipped, **scores))
@@ -488,97 +491,6 @@ class Trainer(CheckpointMixin):
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.optimizer.step()
         return value
-
-    def _bad_loss(self, value: float, epoch: int, i: int) -> bool:
-        """Whether to skip this step for a non-finite loss (on any rank); raises
-        ``FloatingPointError`` without ``skip_nonfinite``."""
-        bad = not math.isfinite(value)
-        ranks = dd.ranks_with(bad) if self.distributed else ([0] if bad else [])
-        if not ranks:
-            return False
-        if self.skip_nonfinite:
-            return True
-        where = f"at epoch {epoch}, batch {i} (0-based)"
-        if self.distributed:
-            where += f" of each rank's share, on rank(s) {ranks}"
-        shown = value if bad else "not finite"
-        raise FloatingPointError(
-            f"loss is {shown} {where}, before the optimizer step; check the data for "
-            "NaN/inf or extreme values, lower lr, set clip_grad_norm, or pass "
-            "skip_nonfinite=True to skip such steps")
-
-    def _bad_gradient(self, epoch: int, i: int) -> bool:
-        """Whether a parameter's gradient holds NaN/inf (then skip the step); raises
-        ``FloatingPointError`` without ``skip_nonfinite``. DDP has already averaged the
-        gradients, so every rank sees the same ones and decides alike."""
-        name = _nonfinite_grad(self._named_params())
-        if name is None:
-            return False
-        if self.skip_nonfinite:
-            return True
-        raise FloatingPointError(
-            f"gradient of {name} is not finite (NaN/inf) at epoch {epoch}, batch {i} "
-            "(0-based), although the loss is finite; the optimizer step was not taken. "
-            "Set clip_grad_norm, lower lr, check the model for operations with infinite "
-            "derivatives (sqrt or log at 0), or pass skip_nonfinite=True to skip such steps")
-
-    def _named_params(self) -> List[Tuple[str, torch.Tensor]]:
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        if isinstance(self.loss_fn, nn.Module):
-            for n, p in self.loss_fn.named_parameters():
-                names.setdefault(id(p), f"loss_fn.{n}")
-        return [(names.get(id(p), f"parameter {j}"), p) for j, p in enumerate(self.params)]
-
-    def _check_same_length(self, loader: Iterable) -> None:
-        """Refuse (on every rank at once) shares of different lengths, which would leave
-        a rank waiting in an all-reduce forever."""
-        if not self.distributed:
-            return
-        try:
-            n = len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            n = -1
-        counts = dd.all_gather_object(int(n))
-        if -1 not in counts and len(set(counts)) > 1:
-            raise ValueError(f"ranks have different numbers of training batches {counts}: "
-                             "DDP needs the same number of optimizer steps on every rank; "
-                             "pass the whole loader and let the Trainer split it, or pad "
-                             "your own split (DistributedSampler(drop_last=False))")
-
-    def _share(self, loader: Iterable, even: Optional[str]) -> Iterable:
-        """This rank's batches of ``loader`` (``loader`` itself when not distributed)."""
-        if not self.distributed:
-            return loader
-        return dd.shard_loader(loader, self.world_size, self.rank, even)
-
-    @staticmethod
-    def _want_distributed(distributed: Optional[bool], device: Any) -> bool:
-        if distributed is None:
-            return dd.is_initialized() and dd.get_world_size() > 1
-        if not distributed:
-            return False
-        if not dd.is_initialized():
-            if not dd.launched_by_torchrun():
-                raise RuntimeError(
-                    "distributed=True needs torch.distributed: launch the script with "
-                    "torchrun (e.g. torchrun --nproc_per_node=2 train.py), or call "
-                    "torch.distributed.init_process_group(...) before building the Trainer")
-            dev = _resolve_device(device) if device is not None else torch.device(
-                "cuda" if torch.cuda.is_available() else "cpu")
-            dd.init_from_env(dev)
-        return True
-
-    def _pick_device(self, device: Any) -> torch.device:
-        """``device``; in a distributed run without one, this process's GPU
-        (``LOCAL_RANK``) if there are GPUs."""
-        if device is None and self.distributed and torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", self.rank % torch.cuda.device_count()))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        dev = _resolve_device(device)
-        if self.distributed and dev.type == "cuda" and dev.index is not None:
-            torch.cuda.set_device(dev)  # NCCL collectives run on the current device
-        return dev
 
     def _batch(self, batch: Any, i: int) -> Tuple[Batch, Any]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:

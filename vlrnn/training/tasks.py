@@ -7,11 +7,14 @@ the column or the series at fault.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as pdt
+
+from ..data import DataWarning
 
 TASKS = ("classification", "regression")
 _SHOW = 5
@@ -146,6 +149,11 @@ def series_labels(df: pd.DataFrame, id_col: str, series_target: Any,
         if series_target.index.has_duplicates:
             dup = series_target.index[series_target.index.duplicated()].unique()
             raise ValueError(f"series_target has several labels for series {_show(dup)}")
+        extra = series_target.index.difference(pd.Index(list(ids)), sort=False)
+        if len(extra):
+            warnings.warn(f"series_target has labels for {len(extra)} id(s) that are not in "
+                          f"the frame's id column {id_col!r}: {_show(list(extra))}; they are "
+                          "not used", DataWarning, stacklevel=4)
         labels = series_target.reindex(list(ids))
         what = "series_target"
     labels.index.name = id_col
