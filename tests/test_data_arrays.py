@@ -57,6 +57,15 @@ def test_ids_names_targets_and_label_dtypes_kept():
     assert from_arrays(X)[1] is None
 
 
+def test_labels_series_aligned_by_id_or_position():
+    X = ragged(3)
+    by_id = pd.Series({"c": "z", "a": "x", "b": "y"})            # other order than ids
+    assert from_arrays(X, by_id, ids=["a", "b", "c"])[1].tolist() == ["x", "y", "z"]
+    assert from_arrays(X, pd.Series(["x", "y", "z"]))[1].tolist() == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="neither the series ids"):
+        from_arrays(X, pd.Series(["x", "y", "z"], index=[5, 9, 12]))
+
+
 def test_univariate_3d_and_channels_first_inputs():
     uni = from_arrays([np.arange(4.0), np.arange(2.0)]).frame
     assert list(uni.columns) == ["id", "t", "f0"] and uni["f0"].tolist() == [0, 1, 2, 3, 0, 1]

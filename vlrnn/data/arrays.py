@@ -165,12 +165,26 @@ def _names(given: Optional[Sequence[str]], k: int, prefix: str, what: str) -> Li
     return names
 
 
+def _show_index(index: pd.Index) -> str:
+    items = [repr(v) for v in index[:_SHOW]]
+    return "[" + ", ".join(items) + (", ...]" if len(index) > _SHOW else "]")
+
+
 def _check_labels(labels: Any, n: int, ids: Sequence[Any], id_col: str) -> pd.Series:
     if isinstance(labels, (str, bytes)):
         raise TypeError(f"labels must be one label per series (a list, array or Series), got "
                         f"a {type(labels).__name__}")
     if isinstance(labels, pd.Series):
-        values = labels.to_numpy()
+        index = labels.index
+        if index.is_unique and len(index) == n and set(index) == set(ids):
+            values = labels.reindex(pd.Index(ids)).to_numpy()     # aligned by series id
+        elif index.equals(pd.RangeIndex(len(index))):
+            values = labels.to_numpy()                            # plain positions
+        else:
+            raise ValueError(f"labels is a Series whose index {_show_index(index)} is neither "
+                             f"the series ids {_show_index(pd.Index(ids))} nor 0..N-1; pass "
+                             "ids= matching its index, or labels.to_numpy() to take them in "
+                             "order")
     else:
         try:
             values = np.asarray(labels)
@@ -207,8 +221,9 @@ def from_arrays(arrays: Any, labels: Any = None, *, targets: Any = None,
             ``(T_i, F)`` (lengths may differ; ``F`` the same for all), or ``(T_i,)`` for one
             feature; or one 3-D array ``(N, T, F)`` of equal-length series.  Anything
             ``numpy.asarray`` turns into such an array works (lists, DataFrames).
-        labels: optional, one label per series (list, array or ``Series``, taken in order):
-            the class or value to predict from the whole series.
+        labels: optional, one label per series: a list or array in series order, or a
+            ``Series`` indexed by series id (aligned to ``ids``) or by ``0..N-1``; the
+            class or value to predict from the whole series.
         targets: optional per-step targets, one array per series of shape ``(T_i,)`` or
             ``(T_i, K)`` (same ``T_i`` as its series); NaN marks a missing target.
         ids: optional series ids (unique, one per series; default ``0..N-1``).
