@@ -76,7 +76,7 @@ def worker(longest: int, epochs: int, api: str) -> dict:
     n_rows = sum(len(x) for x in xs)
     train = train_block_loss if api == "block_loss" else train_one_call
     run = train(xs, labels, epochs, (release_free_memory, rss_mb, reset_peak_rss))
-    peak = peak_rss_mb()                      # read before plain_bptt_mb resets it
+    peak = run.pop("peak_mb", None) or peak_rss_mb()   # before plain_bptt_mb resets it
     x = run.pop("longest_batch")
     plain = plain_bptt_mb(run.pop("rnn"), None, x)
     return dict(longest=longest, rows=n_rows, data_mb=n_rows * CONFIG["n_in"] * 4 / 2**20,
@@ -130,6 +130,7 @@ def train_one_call(xs, labels, epochs: int, mem) -> dict:
 
     import vlrnn
     from vlrnn.data import from_arrays
+    from vlrnn.memory import peak_rss_mb
 
     release_free_memory, rss_mb, reset_peak_rss = mem
     c = CONFIG
@@ -137,6 +138,21 @@ def train_one_call(xs, labels, epochs: int, mem) -> dict:
     release_free_memory()
     base = rss_mb()
     reset_peak_rss()
+    marks = {}
+    fit = vlrnn.Trainer.fit
+
+    def measured_fit(self, *args, **kwargs):
+        # what the training loop itself adds, apart from the tensors pack_and_train makes
+        # of the frame before it (those grow with the total number of rows)
+        marks["before_fit_peak"] = peak_rss_mb()
+        release_free_memory()
+        marks["fit_start"] = rss_mb()
+        reset_peak_rss()
+        out = fit(self, *args, **kwargs)
+        marks["fit_peak"] = peak_rss_mb()
+        return out
+
+    vlrnn.Trainer.fit = measured_fit
     t0 = time.perf_counter()
     result = vlrnn.pack_and_train(frame, id_col="id", time_col="t", series_target=y,
                                   hidden_size=c["hidden"], num_layers=1, epochs=epochs,
@@ -146,7 +162,9 @@ def train_one_call(xs, labels, epochs: int, mem) -> dict:
     longest = sorted(range(len(xs)), key=lambda i: -len(xs[i]))[:c["batch"]]
     x = pack_sequence([xs[i] for i in longest], enforce_sorted=False)
     rnn = getattr(result.model, "rnn", result.model)
-    return dict(base_mb=base, s_epoch=seconds, longest_batch=x, rnn=rnn)
+    return dict(base_mb=base, s_epoch=seconds, longest_batch=x, rnn=rnn,
+                peak_mb=max(marks["before_fit_peak"], peak_rss_mb()),
+                fit_mb=marks["fit_peak"] - marks["fit_start"])
 
 
 # -- driver --------------------------------------------------------------------------------------
@@ -183,7 +201,9 @@ def main(argv=None) -> int:
         rows.append(r)
         print(json.dumps(r), flush=True)
     load1 = os.getloadavg()
-    table = markdown(rows, COLUMNS)
+    columns = COLUMNS if args.api == "block_loss" else COLUMNS[:6] + [
+        ("of which in Trainer.fit MB", "fit_mb", ",.0f")] + COLUMNS[6:]
+    table = markdown(rows, columns)
     how = (f"nn.LSTM(hidden {c['hidden']}) + linear head on the final state, written out "
            "with vlrnn.block_loss" if args.api == "block_loss" else
            f"vlrnn.pack_and_train(frame, series_target=labels) on the frame "
