@@ -180,6 +180,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="two short lengths, one epoch")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lengths", type=str, default=None,
+                   help="comma-separated longest lengths (default 2000,5000,10000,20000)")
     p.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     p.add_argument("--api", choices=["block_loss", "one-call"], default="block_loss",
                    help="block_loss: the loop written out; one-call: vlrnn.pack_and_train("
@@ -192,6 +194,8 @@ def main(argv=None) -> int:
         print(json.dumps(worker(int(longest), int(epochs), api)))
         return 0
     lengths = QUICK if args.quick else FULL
+    if args.lengths:
+        lengths = [int(v) for v in args.lengths.split(",")]
     c = CONFIG
     load0 = os.getloadavg()
     rows = []
@@ -226,7 +230,8 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(f"# Sequence-level task: memory vs the longest series\n\n"
                             f"Command: `python benchmarks/sequence_task_memory.py"
-                            f"{' --quick' if args.quick else ''} --epochs {args.epochs} --api {args.api}`\n\n"
+                            f"{' --quick' if args.quick else ''} --epochs {args.epochs} --api {args.api}"
+                            f"{' --lengths ' + args.lengths if args.lengths else ''}`\n\n"
                             f"{head}\n\n{table}\n")
     return 0 if len(ok) == len(rows) else 1
 

@@ -85,3 +85,9 @@ def test_step_classification_quick():
     out = run_example("step_classification.py", "--quick")
     assert "standard library: 6 training and 3 test files" in out
     assert "RESULT token classes accuracy" in out and "context-free" in out
+
+
+def test_series_classification_lowlevel_quick():
+    # the same task written out with block_loss and a loss on out.state (lowlevel_tasks.py)
+    out = run_example("series_classification.py", "--quick", "--api", "lowlevel")
+    assert "with a loss on out.state" in out and "(lowlevel API, 3 epochs" in out
