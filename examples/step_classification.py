@@ -183,6 +183,7 @@ def main(argv=None) -> int:
                                       feature_cols=FEATURES, task="classification",
                                       seed=args.seed, **given)
         n_epochs = len(result.history)          # epochs run (the defaults choose them)
+        print(result.history.tail(3).to_string(index=False))
         metrics = result.evaluate(to_frame(te_names, te_x, te_y))
         print("evaluate():", {k: round(float(v), 4) for k, v in metrics.items()})
         acc, base = float(metrics["accuracy"]), float(metrics["majority_accuracy"])
