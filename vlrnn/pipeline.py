@@ -29,8 +29,9 @@ from .training.tasks import ClassCodes, check_task, infer_kind, series_labels
 
 __all__ = ["TrainedModel", "pack_and_train"]
 
-#: pooling the series tasks read by default: measured in README ("Which summary of a
-#: series"): the last state alone plus mean and max of the outputs over time
+#: what the head of a series task reads by default: the final state and the mean and max
+#: of the outputs over time; best on average in benchmarks/results/pooling.md (the final
+#: state alone fails when the class shows far from the series' end)
 DEFAULT_POOL = ("last", "mean", "max")
 #: optimizer steps that ``epochs=None`` aims for (then early stopping decides)
 AUTO_STEPS = 600
