@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         print(json.dumps(r), flush=True)
     load1 = os.getloadavg()
     columns = COLUMNS if args.api == "block_loss" else COLUMNS[:6] + [
-        ("of which in Trainer.fit MB", "fit_mb", ",.0f")] + COLUMNS[6:]
+        ("Trainer.fit peak above its start MB", "fit_mb", ",.0f")] + COLUMNS[6:]
     table = markdown(rows, columns)
     how = (f"nn.LSTM(hidden {c['hidden']}) + linear head on the final state, written out "
            "with vlrnn.block_loss" if args.api == "block_loss" else
