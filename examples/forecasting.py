@@ -16,7 +16,7 @@ Baselines on the same held-out years: persistence (the 2006 value for all five y
 naive baseline of ``evaluate``, and drift (the 2006 value plus the mean yearly change of
 2001-2006 per year ahead), a stronger naive forecast for trending series.
 
-    python examples/forecasting.py            # the README figure (a few minutes)
+    python examples/forecasting.py            # the README figure (2-4 minutes)
     python examples/forecasting.py --quick    # smoke run, a few seconds
 """
 from __future__ import annotations
