@@ -86,11 +86,17 @@ def binomial(a: int, b: int) -> int:
 
 
 def _repeats(n: int, s: int) -> int:
-    """The least ``t`` with ``binomial(s, t) >= n``."""
-    t = 0
-    while binomial(s, t) < n:
-        t += 1
-    return t
+    """The least ``t`` with ``binomial(s, t) >= n`` (binary search: ``t`` is about
+    ``n`` for ``s = 1``)."""
+    if n <= 1:
+        return 0
+    lo, hi = 0, 1  # binomial(s, lo) < n <= binomial(s, hi) once the loop ends
+    while binomial(s, hi) < n:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if binomial(s, mid) < n else (lo, mid)
+    return hi
 
 
 def extra_calls(n: int, s: int) -> int:
