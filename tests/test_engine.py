@@ -365,7 +365,7 @@ def test_stacked_rnn_against_plain(cell, block_len):
     ("flat", 64, 2 * 64 - 1),
     ("two_level", 2 * 8 + 2, 3 * 64),
     ("revolve", 8 + 1, 201),  # s = log2(64) + 2; 201 = the binomial optimum for 8 states
-    ("recursive", 8 + 1, 201),  # now an alias of revolve (bisection made 254 calls)
+    ("recursive", 8 + 1, 201),  # an alias of revolve now (bisection: 313 calls, 8 states)
 ])
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
