@@ -163,8 +163,8 @@ class Revolve(Schedule):
     def __init__(self, n_blocks: int, states: int = 0, tail: int = 1):
         super().__init__(n_blocks)
         if states < 0 or tail < 0:
-            raise ValueError(f"revolve needs states >= 1 and tail >= 1, got states={states}, "
-                             f"tail={tail}")
+            raise ValueError(f"revolve needs states >= 1 (0: the default) and tail >= 1, "
+                             f"got states={states}, tail={tail}")
         default = math.ceil(math.log2(max(n_blocks, 2))) + 2
         self.span = max(1, n_blocks - max(1, tail) + 1)  # blocks in the binomial tree
         self.states = max(1, min(states or default, self.span - 1))
