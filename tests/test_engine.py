@@ -396,7 +396,7 @@ def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_ca
 
 
 # -- offload ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule", ["flat", "two_level"])
+@pytest.mark.parametrize("schedule", ["flat", "two_level", "revolve"])
 def test_offload_cpu_is_exact(schedule):
     model, head = make("lstm", layers=2)
     x, y = ragged_batch([17, 4, 12], 3, 2)
