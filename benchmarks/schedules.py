@@ -28,6 +28,9 @@ held at once, per schedule.
     python benchmarks/schedules.py slope
     python benchmarks/schedules.py huge --data-dir /tmp/vlrnn-bench
     python benchmarks/schedules.py counts [--quick]
+    python benchmarks/schedules.py interleave [--methods bisection,revolve] [--reps 3]
+
+``interleave``: one process, the schedules alternating, time and calls at T = 1e5.
 """
 from __future__ import annotations
 
@@ -347,11 +350,40 @@ def counts(a) -> str:
                            ("calls per block", "per_block", ".2f")])
 
 
+def interleave(a) -> str:
+    """One process, the schedules alternating (they share the machine's noise): time and
+    block forward calls of ``block_backward`` on the small model, T = 100,000 (10,000
+    with --quick)."""
+    import torch
+    import vlrnn
+    torch.set_num_threads(a.threads)
+    T = 10_000 if a.quick else 100_000
+    methods = (a.methods or "bisection,revolve").split(",")
+    model, _, loss_fn = build(SMALL)
+    x, y = inputs(SMALL, T, None)
+    calls = [0]
+    model.register_forward_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    results = {}
+    for rep in range(a.reps or 3):
+        for m in methods:
+            calls[0] = 0
+            t0 = time.perf_counter()
+            vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK, schedule=schedule_arg(m))
+            row = dict(method=m, T=T, seconds=time.perf_counter() - t0, calls=calls[0])
+            results.setdefault((m, T), []).append(row)
+            print(f"[rep {rep + 1}] {m:10s} {row['seconds']:.2f}s, {calls[0]} calls", flush=True)
+    rows = medians(results, ["seconds", "calls"])
+    return markdown(rows, [("T", "T", ","), ("schedule", "method", ""),
+                           ("median time (s)", "seconds", ".2f"),
+                           ("block forward calls", "calls", ",")])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("mode", choices=["compare", "slope", "huge", "counts"], nargs="?",
+    p.add_argument("mode", choices=["compare", "slope", "huge", "counts", "interleave"],
+                   nargs="?",
                    default="compare")
     p.add_argument("--quick", action="store_true", help="small T, one rep")
     p.add_argument("--reps", type=int, default=None, help="processes per configuration")
@@ -361,7 +393,8 @@ def main(argv=None) -> int:
     p.add_argument("--schedules", default="two_level,revolve",
                    help="huge mode: schedules to run (default two_level,revolve)")
     p.add_argument("--methods", default=None,
-                   help="compare mode: methods to run (default: all)")
+                   help="compare/interleave mode: methods to run (default: all / "
+                   "bisection,revolve)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process "
                    "(default 1: on a shared machine, spinning OpenMP threads make "
                    "timings meaningless)")
@@ -378,7 +411,8 @@ def main(argv=None) -> int:
         return 0
     a = p.parse_args(argv)
     THREADS[0] = a.threads
-    table = {"compare": compare, "slope": slope, "huge": huge, "counts": counts}[a.mode](a)
+    modes = dict(compare=compare, slope=slope, huge=huge, counts=counts, interleave=interleave)
+    table = modes[a.mode](a)
     print("\n" + table)
     if a.out:
         Path(a.out).write_text(table + "\n")
