@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
 
@@ -148,6 +149,11 @@ class StackedRNN(nn.Module):
             size); layers with different sizes get none. ``ValueError`` if no layer
             qualifies (the option would do nothing).
         layer_norm: ``nn.LayerNorm`` (learnt scale and shift) on every layer's output.
+        fused: run each layer whose cell is exactly ``nn.LSTMCell``, ``nn.GRUCell`` or
+            ``nn.RNNCell`` as one call of torch's fused kernel (``torch.lstm`` etc.) on the
+            cell's own parameters, as fast as ``nn.LSTM``; same numbers as the step loop.
+            ``False`` runs every layer as a Python loop of cell calls (the reference).
+            Other cells always run the step loop.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -179,8 +185,9 @@ class StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]],
                  num_layers: Optional[int] = None, cell: CellSpec = "lstm",
                  dropout: float = 0.0, batch_first: bool = False, residual: bool = False,
-                 layer_norm: bool = False):
+                 layer_norm: bool = False, fused: bool = True):
         super().__init__()
+        self.fused = bool(fused)
         self.input_size = _positive_int("input_size", input_size)
         sizes = _layer_sizes(hidden_size, num_layers)
         self.hidden_sizes: Tuple[int, ...] = tuple(sizes)
@@ -296,77 +303,94 @@ class StackedRNN(nn.Module):
                 states = [_same_kind(s, [t.index_select(0, idx) for t in _leaves(s)])
                           for s in states]
 
-        if packed:
-            steps: Sequence[torch.Tensor] = data.split(sizes)  # views, one per time step
-        else:
+        if not packed:
             sizes = [n_batch] * data.shape[0]
-            steps = data.unbind(0)
-
-        def join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-            # per-step tensors -> one block tensor: packed (N, H), dense (T, B, H)
-            return torch.cat(parts) if packed else torch.stack(parts)
+        batch_sizes = x.batch_sizes if packed else None
+        n_steps = len(sizes)
 
         finals = []
         last = self.num_layers - 1
-        joined: Optional[torch.Tensor] = data  # this layer's input as one tensor
+        layer_in = data  # this layer's input as one tensor: packed (N, F), dense (T, B, F)
         for layer, cell in enumerate(self.cells):
-            outs, final = self._run_layer(cell, steps, sizes, states[layer])
+            out, final = self._run_layer(layer, cell, layer_in, batch_sizes, sizes,
+                                         states[layer], n_steps)
             finals.append(final)
             drop = layer < last and self.training and self.dropout > 0
-            res = layer in self._residual_layers
-            if outs and (drop or res or self.layer_norm):
-                # one op per layer over the whole block (one dropout call, like nn.LSTM)
-                out = join(outs)
+            if n_steps:
+                # per-row ops over the whole block (one dropout call per layer, like nn.LSTM)
                 if self.layer_norm:
                     out = self.norms[layer](out)
-                if res:
-                    out = out + (joined if joined is not None else join(steps))
+                if layer in self._residual_layers:
+                    out = out + layer_in
                 if drop:
                     out = F.dropout(out, self.dropout, True)
-                joined = out
-                outs = list(out.split(sizes) if packed else out.unbind(0))
-            else:
-                joined = None
-            steps = outs
+            layer_in = out
 
         if packed:
-            y = PackedSequence(joined if joined is not None else torch.cat(outs),
-                               x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+            y = PackedSequence(layer_in, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
             if x.unsorted_indices is not None:
                 idx = x.unsorted_indices
                 finals = [_same_kind(s, [t.index_select(0, idx) for t in _leaves(s)])
                           for s in finals]
         else:
-            if outs:
-                y = joined if joined is not None else torch.stack(outs)
-            else:  # zero time steps: empty output, state unchanged
-                y = data.new_zeros((0, n_batch, self.hidden_size))
+            y = layer_in if n_steps else data.new_zeros((0, n_batch, self.hidden_size))
             if self.batch_first:
                 y = y.transpose(0, 1)
         return y, tuple(finals)
 
-    @staticmethod
-    def _run_layer(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
-                   h: CellState) -> Tuple[List[torch.Tensor], CellState]:
-        """One layer over all steps.
+    def _run_layer(self, layer: int, cell: nn.Module, layer_in: torch.Tensor,
+                   batch_sizes: Optional[torch.Tensor], sizes: List[int], h: CellState,
+                   n_steps: int) -> Tuple[torch.Tensor, CellState]:
+        """Layer ``layer`` over the block: its output as one tensor (packed ``(N, H)`` or
+        dense ``(T, B, H)``) and its final state (sorted order, each row at its
+        sequence's last step). Built-in cells run as one fused kernel call; other cells
+        run the step loop."""
+        kernel = fused_kernel(cell) if self.fused and n_steps else None
+        if kernel is not None:
+            _check_builtin_state(h, kernel is torch.lstm, layer)
+            out, final = run_fused_layer(cell, kernel, layer_in, batch_sizes, h)
+            return out, _same_kind(h, _leaves(final))
+        packed = batch_sizes is not None
+        steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
+        outs, final = _step_loop(cell, steps, sizes, h)
+        if not outs:  # zero time steps: state unchanged
+            return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
+        return (torch.cat(outs) if packed else torch.stack(outs)), final
 
-        ``steps[t]`` is ``(sizes[t], in_size)``, sorted order; ``sizes`` never grows, so the
-        sequences running at ``t`` are a prefix of the batch. Returns the outputs per step
-        and the final state, ``(sizes[0], H)`` rows, each row frozen at its sequence's end.
-        """
-        outs: List[torch.Tensor] = []
-        ended: List[List[torch.Tensor]] = []  # rows set aside when their sequences ended
-        cur = sizes[0] if sizes else 0
-        for x_t, n in zip(steps, sizes):
-            if n < cur:
-                # rows n:cur finished at the previous step: keep them (views), run on the rest
-                ended.append([t[n:cur] for t in _leaves(h)])
-                h = _narrow(h, n)
-                cur = n
-            h = cell(x_t, h)
-            outs.append(h[0] if isinstance(h, (tuple, list)) else h)
-        if ended:
-            # later enders are earlier rows: reverse to restore sorted order
-            pieces = [_leaves(h)] + ended[::-1]
-            h = _same_kind(h, [torch.cat(ts) for ts in zip(*pieces)])
-        return outs, h
+
+def _check_builtin_state(h: CellState, lstm: bool, layer: int) -> None:
+    """The fused kernels need an LSTM cell's state as ``(h, c)`` and a GRU/RNN cell's as one
+    tensor, as the cells themselves do."""
+    if lstm and (isinstance(h, torch.Tensor) or len(h) != 2):
+        raise ValueError(f"state of layer {layer} (an nn.LSTMCell) must be a tuple (h, c) of "
+                         f"(B, H) tensors, got "
+                         f"{'a tensor' if isinstance(h, torch.Tensor) else f'{len(h)} tensors'}")
+    if not lstm and not isinstance(h, torch.Tensor):
+        raise ValueError(f"state of layer {layer} (an nn.GRUCell/nn.RNNCell) must be one (B, H) "
+                         f"tensor, got a {type(h).__name__} of {len(h)}")
+
+
+def _step_loop(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
+               h: CellState) -> Tuple[List[torch.Tensor], CellState]:
+    """One layer over all steps, one cell call per step (any cell).
+
+    ``steps[t]`` is ``(sizes[t], in_size)``, sorted order; ``sizes`` never grows, so the
+    sequences running at ``t`` are a prefix of the batch. Returns the outputs per step
+    and the final state, ``(sizes[0], H)`` rows, each row frozen at its sequence's end.
+    """
+    outs: List[torch.Tensor] = []
+    ended: List[List[torch.Tensor]] = []  # rows set aside when their sequences ended
+    cur = sizes[0] if sizes else 0
+    for x_t, n in zip(steps, sizes):
+        if n < cur:
+            # rows n:cur finished at the previous step: keep them (views), run on the rest
+            ended.append([t[n:cur] for t in _leaves(h)])
+            h = _narrow(h, n)
+            cur = n
+        h = cell(x_t, h)
+        outs.append(h[0] if isinstance(h, (tuple, list)) else h)
+    if ended:
+        # later enders are earlier rows: reverse to restore sorted order
+        pieces = [_leaves(h)] + ended[::-1]
+        h = _same_kind(h, [torch.cat(ts) for ts in zip(*pieces)])
+    return outs, h
