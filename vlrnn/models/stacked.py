@@ -348,7 +348,8 @@ class StackedRNN(nn.Module):
         kernel = fused_kernel(cell) if self.fused and n_steps else None
         if kernel is not None:
             _check_builtin_state(h, kernel is torch.lstm, layer)
-            out, final = run_fused_layer(cell, kernel, layer_in, batch_sizes, h)
+            out, final = run_fused_layer(cell, kernel, layer_in,
+                                         sizes if batch_sizes is not None else None, h)
             return out, _same_kind(h, _leaves(final))
         packed = batch_sizes is not None
         steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
