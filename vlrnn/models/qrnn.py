@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .head import WithHead
 from .inputs import dense_time_major
+from .forget_mult import forget_mult
 from .scan import METHODS, linear_scan
 
 __all__ = ["QRNN"]
@@ -217,9 +218,32 @@ class QRNN(nn.Module):
             u = torch.cat([prev, inp], 2)
         else:
             u = inp
+        gates = lin(u)
+        if self.scan == "parallel":
+            # one autograd node for the activations, the scan and the output gate
+            mult = None  # fixed multiplier of f: zoneout and padding masks
+            if self.zoneout > 0:
+                if self.training:  # f = 0 keeps the previous c for this element and step
+                    mult = gates.new_empty(T, B, self.hidden_size).bernoulli_(1.0 - self.zoneout)
+                else:
+                    mult = gates.new_tensor(1.0 - self.zoneout)
+            if keep is not None:  # padding steps: a = 1, b = 0, c stays at the sequence's end
+                mult = keep if mult is None else mult * keep
+            h, c_last = forget_mult(gates, c0, mult, self.output_gate)
+        else:
+            h, c_last = self._layer_loop(gates, c0, keep)
+        if self.window == 1:
+            return h, (c_last,)
+        x_last = inp[T - 1] if last is None else inp.reshape(T * B, -1).index_select(0, last)
+        return h, (c_last, x_last)
+
+    def _layer_loop(self, gates: torch.Tensor, c0: torch.Tensor,
+                    keep: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The reference: autograd through each op and the step-loop scan."""
+        T = gates.shape[0]
         # split, not three slices: its backward writes one gradient tensor, where each
         # slice's backward would allocate and zero a full-size one
-        gates = lin(u).split(self.hidden_size, dim=2)
+        gates = gates.split(self.hidden_size, dim=2)
         z = torch.tanh(gates[0])
         f = torch.sigmoid(gates[1])
         if self.zoneout > 0:
@@ -231,11 +255,7 @@ class QRNN(nn.Module):
             f = f * keep  # padding steps: a = 1, b = 0, so c stays at the sequence's end
         c = linear_scan(1.0 - f, f * z, c0, method=self.scan)
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
-        c_last = c[T - 1]
-        if self.window == 1:
-            return h, (c_last,)
-        x_last = inp[T - 1] if last is None else inp.reshape(T * B, -1).index_select(0, last)
-        return h, (c_last, x_last)
+        return h, c[T - 1]
 
     def _check_state(self, state, n_batch: int, like: torch.Tensor) -> List[LayerState]:
         if state is None:

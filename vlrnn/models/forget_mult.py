@@ -1,0 +1,183 @@
+"""A QRNN layer's element-wise part as one autograd node: gates -> ``h``.
+
+From the gate pre-activations ``G = W u_t`` of a whole block, :func:`forget_mult` computes::
+
+    z = tanh(G_z),  f = sigmoid(G_f) * m,  o = sigmoid(G_o)
+    c_t = f_t z_t + (1 - f_t) c_{t-1}        (c_{-1} = c0)
+    h_t = o_t c_t                            (h = c without the output gate)
+
+where ``m`` is an optional fixed multiplier on ``f`` (the zoneout mask and/or the padding
+mask of a packed block). Written with autograd's own ops this is a dozen nodes, each a
+full pass over ``(T, B, H)`` tensors forwards and backwards; here the forward writes the
+activations in place into one buffer and the backward writes the three gate gradients
+straight into one ``(T, B, 3H)`` tensor (no ``cat`` of per-gate gradients), with about
+half the full-size passes. The recurrence is solved by a chunked scan
+(:func:`chunked_scan`): a short loop over the steps of ``k``-step chunks, all chunks at
+once, then a loop over chunk carries; only products of ``a = 1 - f`` in ``[0, 1]`` and
+sums appear (no division, no logs), so it is as stable as the step-by-step loop.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["forget_mult", "chunked_scan"]
+
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+def _chunk_len(T: int) -> int:
+    # about sqrt(T): the inner loop and the carry loop then both have ~sqrt(T) steps
+    k = 1
+    while k * k < T:
+        k *= 2
+    return max(k, 1)
+
+
+def chunked_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
+                 reverse: bool = False) -> torch.Tensor:
+    """Solve a first-order linear recurrence over dim 0 (not differentiable; see
+    :func:`vlrnn.models.linear_scan` for the differentiable one).
+
+    Forwards (``reverse=False``): ``c_t = a_t c_{t-1} + b_t`` with ``c_{-1} = c0``.
+    Backwards (``reverse=True``): ``c_t = a_{t+1} c_{t+1} + b_t`` with ``c_{T-1} =
+    b_{T-1} + c0`` (``a_0`` unused): the adjoint recurrence, run without flipping.
+
+    ``a``, ``b``: ``(T, *S)``; ``c0``: ``(*S)``. Returns ``c`` ``(T, *S)``, a new tensor.
+    """
+    T = b.shape[0]
+    S = b.shape[1:]
+    out = torch.empty_like(b)
+    k = _chunk_len(T)
+    m = T // k if k > 1 else 0
+    if m < 2:  # short block: the plain loop
+        _loop(a, b, c0, out, 0, T, reverse)
+        return out
+    r = T - m * k
+    # chunks cover [0, m k) forwards; [r, T) backwards; the r leftover steps are looped
+    lo = 0 if not reverse else r
+    av = a.narrow(0, lo, m * k).view((m, k) + S)
+    bv = b.narrow(0, lo, m * k).view((m, k) + S)
+    loc = out.narrow(0, lo, m * k).view((m, k) + S)
+    A = torch.empty((m, k) + S, dtype=b.dtype, device=b.device)  # products of a
+    if not reverse:
+        # within chunk i: loc[i, j] = c at step i k + j from a zero start; A[i, j] its
+        # multiplier of the carry c_{i k - 1}
+        loc[:, 0] = bv[:, 0]
+        A[:, 0] = av[:, 0]
+        for j in range(1, k):
+            torch.addcmul(bv[:, j], av[:, j], loc[:, j - 1], out=loc[:, j])
+            torch.mul(A[:, j - 1], av[:, j], out=A[:, j])
+        carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+        c = c0
+        for i in range(m):
+            carry[i] = c
+            c = torch.addcmul(loc[i, k - 1], A[i, k - 1], c)
+        loc.addcmul_(A, carry.unsqueeze(1))
+        if r:
+            _loop(a, b, c, out, m * k, T, False)
+        return out
+    # backwards: within chunk i (steps lo + i k + j), loc[i, j] from a zero value after
+    # the chunk; A[i, j] the multiplier of the value after the chunk (the next chunk's
+    # first step; for the last chunk c0, with multiplier 1)
+    loc[:, k - 1] = bv[:, k - 1]
+    A[:-1, k - 1] = av[1:, 0]
+    A[-1, k - 1] = 1
+    for j in range(k - 2, -1, -1):
+        torch.addcmul(bv[:, j], av[:, j + 1], loc[:, j + 1], out=loc[:, j])
+        torch.mul(A[:, j + 1], av[:, j + 1], out=A[:, j])
+    carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+    carry[m - 1] = c0
+    for i in range(m - 2, -1, -1):  # carry[i]: the value at chunk i + 1's first step
+        torch.addcmul(loc[i + 1, 0], A[i + 1, 0], carry[i + 1], out=carry[i])
+    loc.addcmul_(A, carry.unsqueeze(1))
+    if r:
+        _loop(a, b, out[r], out, 0, r, True, start_given=True)
+    return out
+
+
+def _loop(a, b, c, out, start: int, stop: int, reverse: bool, start_given: bool = False):
+    """Plain step loop over ``[start, stop)`` writing into ``out`` (see chunked_scan)."""
+    if not reverse:
+        for t in range(start, stop):
+            c = torch.addcmul(b[t], a[t], c, out=out[t])
+        return
+    if start_given:  # c is the value at step ``stop``
+        for t in range(stop - 1, start - 1, -1):
+            c = torch.addcmul(b[t], a[t + 1], c, out=out[t])
+        return
+    c = torch.add(b[stop - 1], c, out=out[stop - 1])
+    for t in range(stop - 2, start - 1, -1):
+        c = torch.addcmul(b[t], a[t + 1], c, out=out[t])
+
+
+class _ForgetMult(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gates: torch.Tensor, c0: torch.Tensor, mult: Optional[torch.Tensor],
+                output_gate: bool):
+        H = c0.shape[-1]
+        act = torch.empty_like(gates)
+        torch.tanh(gates[..., :H], out=act[..., :H])
+        torch.sigmoid(gates[..., H:], out=act[..., H:])
+        z, f_raw = act[..., :H], act[..., H:2 * H]
+        f = f_raw if mult is None else f_raw * mult
+        a = torch.rsub(f, 1.0)
+        c = chunked_scan(a, f * z, c0)
+        h = act[..., 2 * H:] * c if output_gate else c
+        ctx.output_gate = output_gate
+        ctx.save_for_backward(act, c, c0, mult)
+        return h, c[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh: Optional[torch.Tensor], dc_last: Optional[torch.Tensor]):
+        act, c, c0, mult = ctx.saved_tensors
+        H = c0.shape[-1]
+        z, f_raw = act[..., :H], act[..., H:2 * H]
+        f = f_raw if mult is None else f_raw * mult
+        dG = torch.empty_like(act)
+        if dh is None:
+            dh = torch.zeros_like(c)
+        if ctx.output_gate:
+            o = act[..., 2 * H:]
+            _sigmoid_backward.grad_input(dh * c, o, grad_input=dG[..., 2 * H:])
+            g = dh * o
+        else:
+            g = dh
+        a = torch.rsub(f, 1.0)
+        # dc_t = g_t + a_{t+1} dc_{t+1}, dc_{T-1} = g_{T-1} + dL/dc_last
+        dc = chunked_scan(a, g, dc_last if dc_last is not None else torch.zeros_like(c0),
+                          reverse=True)
+        dc0 = a[0] * dc[0]
+        # dz = dc f;  df = dc (z - c_{t-1});  dG_f = df m f_raw (1 - f_raw)
+        _tanh_backward.grad_input(dc * f, z, grad_input=dG[..., :H])
+        df = torch.empty_like(dc)
+        torch.sub(z[1:], c[:-1], out=df[1:])
+        torch.sub(z[0], c0, out=df[0])
+        df.mul_(dc)
+        if mult is not None:
+            df.mul_(mult)
+        _sigmoid_backward.grad_input(df, f_raw, grad_input=dG[..., H:2 * H])
+        return dG, dc0, None, None
+
+
+def forget_mult(gates: torch.Tensor, c0: torch.Tensor, mult: Optional[torch.Tensor] = None,
+                output_gate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A QRNN layer's recurrence from its gate pre-activations.
+
+    Args:
+        gates: ``(T, B, k H)`` pre-activations, gates ``(z, f, o)`` (``k = 3``) or
+            ``(z, f)`` (``k = 2``, ``output_gate=False``) along the last dim.
+        c0: ``(B, H)`` cell state before step 0.
+        mult: ``None`` or a fixed ``(T, B, H)`` (or broadcastable) multiplier of ``f``:
+            zoneout and padding masks; receives no gradient.
+        output_gate: ``h = o * c`` (``True``) or ``h = c``.
+
+    Returns:
+        ``h`` ``(T, B, H)`` and ``c`` at the last step ``(B, H)``; differentiable w.r.t.
+        ``gates`` and ``c0`` (first derivatives only).
+    """
+    return _ForgetMult.apply(gates, c0, mult, output_gate)
