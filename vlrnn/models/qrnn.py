@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .head import WithHead
 from .inputs import dense_time_major
-from .forget_mult import forget_mult
+from .qrnn_layer import qrnn_layer
 from .scan import METHODS, linear_scan
 
 __all__ = ["QRNN"]
@@ -218,20 +218,19 @@ class QRNN(nn.Module):
             u = torch.cat([prev, inp], 2)
         else:
             u = inp
-        gates = lin(u)
         if self.scan == "parallel":
             # one autograd node for the activations, the scan and the output gate
             mult = None  # fixed multiplier of f: zoneout and padding masks
             if self.zoneout > 0:
                 if self.training:  # f = 0 keeps the previous c for this element and step
-                    mult = gates.new_empty(T, B, self.hidden_size).bernoulli_(1.0 - self.zoneout)
+                    mult = u.new_empty(T, B, self.hidden_size).bernoulli_(1.0 - self.zoneout)
                 else:
-                    mult = gates.new_tensor(1.0 - self.zoneout)
+                    mult = u.new_tensor(1.0 - self.zoneout)
             if keep is not None:  # padding steps: a = 1, b = 0, c stays at the sequence's end
                 mult = keep if mult is None else mult * keep
-            h, c_last = forget_mult(gates, c0, mult, self.output_gate)
+            h, c_last = qrnn_layer(u, lin.weight, lin.bias, c0, mult, self.output_gate)
         else:
-            h, c_last = self._layer_loop(gates, c0, keep)
+            h, c_last = self._layer_loop(lin(u), c0, keep)
         if self.window == 1:
             return h, (c_last,)
         x_last = inp[T - 1] if last is None else inp.reshape(T * B, -1).index_select(0, last)

@@ -1,6 +1,6 @@
-"""A QRNN layer's element-wise part as one autograd node: gates -> ``h``.
+"""A QRNN layer as one autograd node: windowed input -> gates -> ``h``.
 
-From the gate pre-activations ``G = W u_t`` of a whole block, :func:`forget_mult` computes::
+For a whole block, :func:`qrnn_layer` computes the gates ``G = W u_t + b`` and::
 
     z = tanh(G_z),  f = sigmoid(G_f) * m,  o = sigmoid(G_o)
     c_t = f_t z_t + (1 - f_t) c_{t-1}        (c_{-1} = c0)
@@ -8,10 +8,11 @@ From the gate pre-activations ``G = W u_t`` of a whole block, :func:`forget_mult
 
 where ``m`` is an optional fixed multiplier on ``f`` (the zoneout mask and/or the padding
 mask of a packed block). Written with autograd's own ops this is a dozen nodes, each a
-full pass over ``(T, B, H)`` tensors forwards and backwards; here the forward writes the
-activations in place into one buffer and the backward writes the three gate gradients
-straight into one ``(T, B, 3H)`` tensor (no ``cat`` of per-gate gradients), with about
-half the full-size passes. The recurrence is solved by a chunked scan
+full pass over ``(T, B, H)`` tensors forwards and backwards, on column slices of one
+``(T, B, 3H)`` matmul output (element-wise CPU ops on such strided slices run several
+times slower than on contiguous tensors). Here each gate is its own contiguous
+``(T, B, H)`` matmul output, activations are applied in place, and the backward writes
+the gate gradients into one buffer, with about half the full-size passes. The recurrence is solved by a chunked scan
 (:func:`chunked_scan`): a short loop over the steps of ``k``-step chunks, all chunks at
 once, then a loop over chunk carries; only products of ``a = 1 - f`` in ``[0, 1]`` and
 sums appear (no division, no logs), so it is as stable as the step-by-step loop.
@@ -23,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["forget_mult", "chunked_scan"]
+__all__ = ["qrnn_layer", "chunked_scan"]
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -114,36 +115,49 @@ def _loop(a, b, c, out, start: int, stop: int, reverse: bool, start_given: bool 
         c = torch.addcmul(b[t], a[t + 1], c, out=out[t])
 
 
-class _ForgetMult(torch.autograd.Function):
+class _QRNNLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gates: torch.Tensor, c0: torch.Tensor, mult: Optional[torch.Tensor],
-                output_gate: bool):
+    def forward(ctx, u: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                c0: torch.Tensor, mult: Optional[torch.Tensor], output_gate: bool):
+        T, B, n_in = u.shape
         H = c0.shape[-1]
-        act = torch.empty_like(gates)
-        torch.tanh(gates[..., :H], out=act[..., :H])
-        torch.sigmoid(gates[..., H:], out=act[..., H:])
-        z, f_raw = act[..., :H], act[..., H:2 * H]
+        k = weight.shape[0] // H
+        u2 = u.reshape(T * B, n_in)
+        # one contiguous (T, B, H) tensor per gate: element-wise ops on the column slices
+        # of one (T, B, k H) matmul output run many times slower on the CPU
+        act = torch.empty(k, T, B, H, dtype=u.dtype, device=u.device)
+        for g in range(k):
+            w = weight[g * H:(g + 1) * H].t()
+            if bias is None:
+                torch.mm(u2, w, out=act[g].view(T * B, H))
+            else:
+                torch.addmm(bias[g * H:(g + 1) * H], u2, w, out=act[g].view(T * B, H))
+        act[0].tanh_()
+        act[1:].sigmoid_()
+        z, f_raw = act[0], act[1]
         f = f_raw if mult is None else f_raw * mult
-        a = torch.rsub(f, 1.0)
-        c = chunked_scan(a, f * z, c0)
-        h = act[..., 2 * H:] * c if output_gate else c
+        c = chunked_scan(torch.rsub(f, 1.0), f * z, c0)
+        h = act[2] * c if output_gate else c
         ctx.output_gate = output_gate
-        ctx.save_for_backward(act, c, c0, mult)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(u, weight, act, c, c0, mult)
         return h, c[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dh: Optional[torch.Tensor], dc_last: Optional[torch.Tensor]):
-        act, c, c0, mult = ctx.saved_tensors
+        u, weight, act, c, c0, mult = ctx.saved_tensors
+        T, B, n_in = u.shape
         H = c0.shape[-1]
-        z, f_raw = act[..., :H], act[..., H:2 * H]
+        k = act.shape[0]
+        z, f_raw = act[0], act[1]
         f = f_raw if mult is None else f_raw * mult
         dG = torch.empty_like(act)
         if dh is None:
             dh = torch.zeros_like(c)
         if ctx.output_gate:
-            o = act[..., 2 * H:]
-            _sigmoid_backward.grad_input(dh * c, o, grad_input=dG[..., 2 * H:])
+            o = act[2]
+            _sigmoid_backward.grad_input(dh * c, o, grad_input=dG[2])
             g = dh * o
         else:
             g = dh
@@ -153,31 +167,50 @@ class _ForgetMult(torch.autograd.Function):
                           reverse=True)
         dc0 = a[0] * dc[0]
         # dz = dc f;  df = dc (z - c_{t-1});  dG_f = df m f_raw (1 - f_raw)
-        _tanh_backward.grad_input(dc * f, z, grad_input=dG[..., :H])
+        _tanh_backward.grad_input(dc * f, z, grad_input=dG[0])
         df = torch.empty_like(dc)
         torch.sub(z[1:], c[:-1], out=df[1:])
         torch.sub(z[0], c0, out=df[0])
         df.mul_(dc)
         if mult is not None:
             df.mul_(mult)
-        _sigmoid_backward.grad_input(df, f_raw, grad_input=dG[..., H:2 * H])
-        return dG, dc0, None, None
+        _sigmoid_backward.grad_input(df, f_raw, grad_input=dG[1])
+        # the matmuls' gradients, gate by gate (row blocks of weight are contiguous)
+        need_u, need_w, need_b = ctx.needs_input_grad[:3]
+        dG2 = dG.view(k, T * B, H)
+        du = dw = db = None
+        if need_u:
+            du = torch.mm(dG2[0], weight[:H])
+            for g_ in range(1, k):
+                du.addmm_(dG2[g_], weight[g_ * H:(g_ + 1) * H])
+            du = du.view(T, B, n_in)
+        if need_w:
+            u2 = u.reshape(T * B, n_in)
+            dw = torch.empty_like(weight)
+            for g_ in range(k):
+                torch.mm(dG2[g_].t(), u2, out=dw[g_ * H:(g_ + 1) * H])
+        if need_b and ctx.has_bias:
+            db = dG2.sum(1).view(k * H)
+        return du, dw, db, dc0, None, None
 
 
-def forget_mult(gates: torch.Tensor, c0: torch.Tensor, mult: Optional[torch.Tensor] = None,
-                output_gate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A QRNN layer's recurrence from its gate pre-activations.
+def qrnn_layer(u: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+               c0: torch.Tensor, mult: Optional[torch.Tensor] = None,
+               output_gate: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A QRNN layer from its (windowed) input: gate matmul, activations, recurrence.
 
     Args:
-        gates: ``(T, B, k H)`` pre-activations, gates ``(z, f, o)`` (``k = 3``) or
-            ``(z, f)`` (``k = 2``, ``output_gate=False``) along the last dim.
+        u: ``(T, B, F_u)`` the layer's input rows (``[x_{t-1}, x_t]`` for window 2).
+        weight: ``(k H, F_u)``, gates ``(z, f, o)`` (``k = 3``) or ``(z, f)`` (``k = 2``,
+            ``output_gate=False``) in row blocks, as ``nn.Linear(F_u, k H).weight``.
+        bias: ``(k H)`` or ``None``.
         c0: ``(B, H)`` cell state before step 0.
-        mult: ``None`` or a fixed ``(T, B, H)`` (or broadcastable) multiplier of ``f``:
+        mult: ``None`` or a fixed multiplier of ``f`` broadcastable to ``(T, B, H)``:
             zoneout and padding masks; receives no gradient.
         output_gate: ``h = o * c`` (``True``) or ``h = c``.
 
     Returns:
         ``h`` ``(T, B, H)`` and ``c`` at the last step ``(B, H)``; differentiable w.r.t.
-        ``gates`` and ``c0`` (first derivatives only).
+        ``u``, ``weight``, ``bias`` and ``c0`` (first derivatives only).
     """
-    return _ForgetMult.apply(gates, c0, mult, output_gate)
+    return _QRNNLayer.apply(u, weight, bias, c0, mult, output_gate)
