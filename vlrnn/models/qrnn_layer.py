@@ -64,36 +64,39 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
     bv = b.narrow(0, lo, m * k).view((m, k) + S)
     loc = out.narrow(0, lo, m * k).view((m, k) + S)
     A = torch.empty((m, k) + S, dtype=b.dtype, device=b.device)  # products of a
+    # per-step views made once (indexing in the loops costs more than the ops at small S)
+    a_j, b_j, l_j, A_j = av.unbind(1), bv.unbind(1), loc.unbind(1), A.unbind(1)
+    carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+    carries = carry.unbind(0)
     if not reverse:
         # within chunk i: loc[i, j] = c at step i k + j from a zero start; A[i, j] its
         # multiplier of the carry c_{i k - 1}
-        loc[:, 0] = bv[:, 0]
-        A[:, 0] = av[:, 0]
+        l_j[0].copy_(b_j[0])
+        A_j[0].copy_(a_j[0])
         for j in range(1, k):
-            torch.addcmul(bv[:, j], av[:, j], loc[:, j - 1], out=loc[:, j])
-            torch.mul(A[:, j - 1], av[:, j], out=A[:, j])
-        carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
-        c = c0
-        for i in range(m):
-            carry[i] = c
-            c = torch.addcmul(loc[i, k - 1], A[i, k - 1], c)
+            torch.addcmul(b_j[j], a_j[j], l_j[j - 1], out=l_j[j])
+            torch.mul(A_j[j - 1], a_j[j], out=A_j[j])
+        ends, A_ends = l_j[k - 1].unbind(0), A_j[k - 1].unbind(0)
+        carries[0].copy_(c0)
+        for i in range(1, m):  # carry[i]: the value before chunk i's first step
+            torch.addcmul(ends[i - 1], A_ends[i - 1], carries[i - 1], out=carries[i])
         loc.addcmul_(A, carry.unsqueeze(1))
         if r:
-            _loop(a, b, c, out, m * k, T, False)
+            _loop(a, b, out[m * k - 1], out, m * k, T, False)
         return out
     # backwards: within chunk i (steps lo + i k + j), loc[i, j] from a zero value after
     # the chunk; A[i, j] the multiplier of the value after the chunk (the next chunk's
     # first step; for the last chunk c0, with multiplier 1)
-    loc[:, k - 1] = bv[:, k - 1]
+    l_j[k - 1].copy_(b_j[k - 1])
     A[:-1, k - 1] = av[1:, 0]
     A[-1, k - 1] = 1
     for j in range(k - 2, -1, -1):
-        torch.addcmul(bv[:, j], av[:, j + 1], loc[:, j + 1], out=loc[:, j])
-        torch.mul(A[:, j + 1], av[:, j + 1], out=A[:, j])
-    carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
-    carry[m - 1] = c0
+        torch.addcmul(b_j[j], a_j[j + 1], l_j[j + 1], out=l_j[j])
+        torch.mul(A_j[j + 1], a_j[j + 1], out=A_j[j])
+    firsts, A_firsts = l_j[0].unbind(0), A_j[0].unbind(0)
+    carries[m - 1].copy_(c0)
     for i in range(m - 2, -1, -1):  # carry[i]: the value at chunk i + 1's first step
-        torch.addcmul(loc[i + 1, 0], A[i + 1, 0], carry[i + 1], out=carry[i])
+        torch.addcmul(firsts[i + 1], A_firsts[i + 1], carries[i + 1], out=carries[i])
     loc.addcmul_(A, carry.unsqueeze(1))
     if r:
         _loop(a, b, out[r], out, 0, r, True, start_given=True)
