@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .compiled import compiled_loop
 from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
@@ -154,6 +155,12 @@ class StackedRNN(nn.Module):
             cell's own parameters, as fast as ``nn.LSTM``; same numbers as the step loop.
             ``False`` runs every layer as a Python loop of cell calls (the reference).
             Other cells always run the step loop.
+        compile: run the step loop of every other (custom) cell as one TorchScript-
+            compiled loop per layer (about 2x faster for small cells on a CPU; same
+            numbers and gradients). The cell's ``forward`` must be scriptable and its
+            state one tensor or a pair; ``RuntimeError`` with TorchScript's reason if it
+            is not. Scripted on the first call (a few seconds) and again when the cell's
+            parameters are replaced.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -185,9 +192,10 @@ class StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]],
                  num_layers: Optional[int] = None, cell: CellSpec = "lstm",
                  dropout: float = 0.0, batch_first: bool = False, residual: bool = False,
-                 layer_norm: bool = False, fused: bool = True):
+                 layer_norm: bool = False, fused: bool = True, compile: bool = False):
         super().__init__()
         self.fused = bool(fused)
+        self.compile = bool(compile)
         self.input_size = _positive_int("input_size", input_size)
         sizes = _layer_sizes(hidden_size, num_layers)
         self.hidden_sizes: Tuple[int, ...] = tuple(sizes)
@@ -222,6 +230,14 @@ class StackedRNN(nn.Module):
                                 f"{type(c).__name__} for layer {layer}")
             cells.append(c)
         self.cells = nn.ModuleList(cells)
+        # scripted step loops, one cache per layer (not submodules: state_dict unchanged)
+        self._compiled_loops: List[dict] = [{} for _ in cells]
+
+    def __getstate__(self):
+        # scripted loops are neither picklable nor worth copying: rebuilt on demand
+        d = self.__dict__.copy()
+        d["_compiled_loops"] = [{} for _ in range(self.num_layers)]
+        return d
 
     def extra_repr(self) -> str:
         hidden = (self.hidden_size if len(set(self.hidden_sizes)) == 1
@@ -235,6 +251,10 @@ class StackedRNN(nn.Module):
             s += ", residual=True"
         if self.layer_norm:
             s += ", layer_norm=True"
+        if not self.fused:
+            s += ", fused=False"
+        if self.compile:
+            s += ", compile=True"
         return s
 
     @property
@@ -353,7 +373,12 @@ class StackedRNN(nn.Module):
             return out, _same_kind(h, _leaves(final))
         packed = batch_sizes is not None
         steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
-        outs, final = _step_loop(cell, steps, sizes, h)
+        if self.compile and n_steps:
+            loop = compiled_loop(cell, h, self._compiled_loops[layer])
+            outs, final = loop(list(steps), sizes, h if isinstance(h, torch.Tensor) else tuple(h))
+            final = _same_kind(h, _leaves(final))
+        else:
+            outs, final = _step_loop(cell, steps, sizes, h)
         if not outs:  # zero time steps: state unchanged
             return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
         return (torch.cat(outs) if packed else torch.stack(outs)), final
