@@ -1,5 +1,6 @@
 """Model speed through the block engine: StackedRNN (fused and step loop) against torch's
-fused nn.LSTM/nn.GRU/nn.RNN, and a custom cell's compiled path against its step loop.
+fused nn.LSTM/nn.GRU/nn.RNN, QRNN against nn.LSTM, and a custom cell's compiled path
+against its step loop.
 
 Every figure is the time of one ``vlrnn.block_backward`` call (forward pass, then the
 reverse block pass: block forward + backward for every block) on a ragged packed batch
@@ -11,6 +12,8 @@ reference (``speed vs ref`` = ref time / model time: above 1 is faster).
     python benchmarks/model_speed.py                      # all tables, README figures
     python benchmarks/model_speed.py --quick              # small sizes, a few repeats (CI)
     python benchmarks/model_speed.py --tables stacked --repeats 9
+    python benchmarks/model_speed.py --tables qrnn --steps 1024 --qrnn-batches 4 16 64
+                                          # QRNN ratio plot: results/qrnn_speed.png
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from torch.nn.utils.rnn import pack_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vlrnn  # noqa: E402
-from vlrnn.models import StackedRNN  # noqa: E402
+from vlrnn.models import QRNN, StackedRNN  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -141,7 +144,92 @@ def stacked_table(a) -> str:
     return "\n\n".join(out)
 
 
-TABLES = {"stacked": stacked_table}
+# -- QRNN against nn.LSTM -------------------------------------------------------------------
+def qrnn_table(a) -> str:
+    """QRNN (window 1 and 2) against nn.LSTM of the same hidden size, for each hidden size
+    and batch; also returns the ratios for the plot."""
+    F, T, L = a.input, a.steps, 2
+    out, ratios = [], []
+    for B in a.qrnn_batches:
+        for H in a.qrnn_hidden:
+            torch.manual_seed(0)
+            models = {"nn.LSTM": nn.LSTM(F, H, L), "QRNN window 1": QRNN(F, H, L, window=1),
+                      "QRNN window 2": QRNN(F, H, L, window=2)}
+            x, y = dense(B, T, F, H)
+            runs = {n: engine_step(m, x, y, a.block) for n, m in models.items()}
+            times = interleaved(runs, a.repeats, a.warmup)
+            out.append(table(f"QRNN, dense: T={T}, B={B}, F={F}, H={H}, {L} layers, "
+                             f"block {a.block}",
+                             [("QRNN window 1", "nn.LSTM"), ("QRNN window 2", "nn.LSTM")], times))
+            print(out[-1] + "\n", flush=True)
+            med = {n: statistics.median(t) for n, t in times.items()}
+            ratios.append(dict(batch=B, hidden=H, w1=med["nn.LSTM"] / med["QRNN window 1"],
+                               w2=med["nn.LSTM"] / med["QRNN window 2"]))
+    plot_qrnn(ratios, a)
+    return "\n\n".join(out)
+
+
+def plot_qrnn(ratios: List[dict], a) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for B in a.qrnn_batches:
+        pts = [r for r in ratios if r["batch"] == B]
+        ax.plot([r["hidden"] for r in pts], [r["w1"] for r in pts], "o-", label=f"window 1, batch {B}")
+        ax.plot([r["hidden"] for r in pts], [r["w2"] for r in pts], "s--", label=f"window 2, batch {B}")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hidden size")
+    ax.set_ylabel("speed vs nn.LSTM (LSTM time / QRNN time)")
+    ax.set_title(f"QRNN vs nn.LSTM through the engine (T={a.steps}, block {a.block})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(RESULTS / ("qrnn_speed_quick.png" if a.quick else "qrnn_speed.png"), dpi=110)
+
+
+# -- a custom cell: TorchScript-compiled loop against the Python step loop -------------------
+class Elman(nn.Module):
+    """A plain Elman cell, the kind of custom cell a user writes."""
+
+    def __init__(self, n_in: int, n_hid: int):
+        super().__init__()
+        self.ih = nn.Linear(n_in, n_hid)
+        self.hh = nn.Linear(n_hid, n_hid, bias=False)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.ih(x) + self.hh(h))
+
+
+def compile_table(a) -> str:
+    F, H, L, B, T = a.input, a.hidden, 2, a.batch, a.steps
+    out = []
+    for layout, make in (("packed ragged", ragged), ("dense", dense)):
+        torch.manual_seed(0)
+        loop = StackedRNN(F, H, L, cell=Elman)
+        compiled = StackedRNN(F, H, L, cell=Elman, compile=True)
+        compiled.load_state_dict(loop.state_dict())
+        x, y = make(B, T, F, H)
+        runs = {"Elman step loop": engine_step(loop, x, y, a.block),
+                "Elman compile=True": engine_step(compiled, x, y, a.block)}
+        t0 = time.perf_counter()
+        runs["Elman compile=True"]()  # scripts the loops, and one profiling run
+        first = time.perf_counter() - t0
+        times = interleaved(runs, a.repeats, a.warmup)
+        out.append(table(f"custom Elman cell, {layout}: T={T}, B={B}, F={F}, H={H}, {L} "
+                         f"layers, block {a.block}; first compiled call (scripting "
+                         f"included) {first:.1f} s",
+                         [("Elman compile=True", "Elman step loop")], times))
+        print(out[-1] + "\n", flush=True)
+    return "\n\n".join(out)
+
+
+TABLES = {"stacked": stacked_table, "qrnn": qrnn_table, "compile": compile_table}
 
 
 def main(argv: List[str] = None) -> None:
@@ -153,6 +241,8 @@ def main(argv: List[str] = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=2048, help="longest sequence T")
     p.add_argument("--block", type=int, default=256)
+    p.add_argument("--qrnn-hidden", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--qrnn-batches", type=int, nargs="+", default=[16])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats (for CI)")
@@ -160,6 +250,7 @@ def main(argv: List[str] = None) -> None:
     a = p.parse_args(argv)
     if a.quick:
         a.hidden, a.steps, a.block, a.repeats, a.warmup = 16, 64, 16, 2, 0
+        a.qrnn_hidden, a.qrnn_batches, a.cells = [8, 16], [4], ["lstm"]
     torch.set_num_threads(1)
     head = (f"one torch thread, float32, medians of {a.repeats} interleaved rounds; "
             f"command: python benchmarks/model_speed.py {' '.join(argv or sys.argv[1:])}")
