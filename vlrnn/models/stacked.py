@@ -24,11 +24,10 @@ from .compiled import compiled_loop
 from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
+from .step_loop import CellState, _leaves, _same_kind, step_loop
 
 __all__ = ["StackedRNN"]
 
-# A cell's state: one tensor (B, H) or a tuple/list of them, like LSTMCell's (h, c).
-CellState = Union[torch.Tensor, Tuple[torch.Tensor, ...], List[torch.Tensor]]
 CellSpec = Union[str, Callable[[int, int], nn.Module]]
 
 _CELLS = {
@@ -59,26 +58,6 @@ def _cell_factory(cell: CellSpec) -> Callable[[int, int], nn.Module]:
         return cell
     raise ValueError(f"cell must be one of {', '.join(repr(k) for k in _CELLS)}, an nn.Module "
                      f"cell class or a factory callable, got {type(cell).__name__}")
-
-
-def _leaves(s: CellState) -> List[torch.Tensor]:
-    return [s] if isinstance(s, torch.Tensor) else list(s)
-
-
-def _same_kind(like: CellState, leaves: Sequence[torch.Tensor]) -> CellState:
-    """``leaves`` in the structure of ``like`` (tensor, tuple, list or namedtuple)."""
-    if isinstance(like, torch.Tensor):
-        return leaves[0]
-    if hasattr(like, "_fields"):  # namedtuple: positional constructor
-        return type(like)(*leaves)
-    return type(like)(leaves)
-
-
-def _narrow(s: CellState, n: int) -> CellState:
-    """First ``n`` rows of every tensor of ``s`` (views)."""
-    if isinstance(s, torch.Tensor):
-        return s[:n]
-    return _same_kind(s, [t[:n] for t in s])
 
 
 def _check_cell_state(s: Any, layer: int, n_batch: int, what: str) -> None:
@@ -378,7 +357,7 @@ class StackedRNN(nn.Module):
             outs, final = loop(list(steps), sizes, h if isinstance(h, torch.Tensor) else tuple(h))
             final = _same_kind(h, _leaves(final))
         else:
-            outs, final = _step_loop(cell, steps, sizes, h)
+            outs, final = step_loop(cell, steps, sizes, h)
         if not outs:  # zero time steps: state unchanged
             return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
         return (torch.cat(outs) if packed else torch.stack(outs)), final
@@ -394,29 +373,3 @@ def _check_builtin_state(h: CellState, lstm: bool, layer: int) -> None:
     if not lstm and not isinstance(h, torch.Tensor):
         raise ValueError(f"state of layer {layer} (an nn.GRUCell/nn.RNNCell) must be one (B, H) "
                          f"tensor, got a {type(h).__name__} of {len(h)}")
-
-
-def _step_loop(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
-               h: CellState) -> Tuple[List[torch.Tensor], CellState]:
-    """One layer over all steps, one cell call per step (any cell).
-
-    ``steps[t]`` is ``(sizes[t], in_size)``, sorted order; ``sizes`` never grows, so the
-    sequences running at ``t`` are a prefix of the batch. Returns the outputs per step
-    and the final state, ``(sizes[0], H)`` rows, each row frozen at its sequence's end.
-    """
-    outs: List[torch.Tensor] = []
-    ended: List[List[torch.Tensor]] = []  # rows set aside when their sequences ended
-    cur = sizes[0] if sizes else 0
-    for x_t, n in zip(steps, sizes):
-        if n < cur:
-            # rows n:cur finished at the previous step: keep them (views), run on the rest
-            ended.append([t[n:cur] for t in _leaves(h)])
-            h = _narrow(h, n)
-            cur = n
-        h = cell(x_t, h)
-        outs.append(h[0] if isinstance(h, (tuple, list)) else h)
-    if ended:
-        # later enders are earlier rows: reverse to restore sorted order
-        pieces = [_leaves(h)] + ended[::-1]
-        h = _same_kind(h, [torch.cat(ts) for ts in zip(*pieces)])
-    return outs, h
