@@ -8,10 +8,10 @@ element-wise recurrence over time, the "forget-mult"::
     c_t = f_t * z_t + (1 - f_t) * c_{t-1}
     h_t = o_t * c_t            (fo-pooling; h_t = c_t without the output gate)
 
-where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. The recurrence is solved with the
-parallel scan of :mod:`vlrnn.models.scan` (``a = 1 - f``, ``b = f * z``), so a block
-costs one big matmul per layer plus ``O(log T)`` element-wise tensor ops, with no Python
-loop over time steps.
+where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. A layer over a block is one autograd
+node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`): one matmul per gate, in-place
+activations, the recurrence (``a = 1 - f``, ``b = f * z``) solved by a chunked scan
+(about ``2 sqrt(T)`` small tensor ops, no division), and a hand-written backward.
 
 Packed batches run on a padded ``(T, B, ·)`` view of the block (vectorised index ops);
 padding steps get ``f = 0`` (so ``a = 1``, ``b = 0``), which freezes a finished sequence's
@@ -70,8 +70,9 @@ class QRNN(nn.Module):
             expected value under the training-time mask (the paper's choice).
         output_gate: ``True``: fo-pooling, ``h = o * c``; ``False``: f-pooling, ``h = c``.
         batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
-        scan: ``"parallel"`` (default) or ``"loop"`` (a Python loop over steps: the slow
-            reference, for benchmarks).
+        scan: ``"parallel"`` (default: the one-node layer with the chunked scan; first
+            derivatives only) or ``"loop"`` (autograd through every op and a Python loop
+            over steps: the slow reference, which also has double backward).
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a

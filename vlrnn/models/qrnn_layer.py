@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 __all__ = ["qrnn_layer", "chunked_scan"]
 
@@ -147,8 +146,11 @@ class _QRNNLayer(torch.autograd.Function):
         return h, c[-1].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dh: Optional[torch.Tensor], dc_last: Optional[torch.Tensor]):
+        if torch.is_grad_enabled():  # create_graph=True: a gradient of this gradient
+            raise RuntimeError(
+                "QRNN's fused layer (scan='parallel') has first derivatives only; for a "
+                "double backward (create_graph=True) build the QRNN with scan='loop'")
         u, weight, act, c, c0, mult = ctx.saved_tensors
         T, B, n_in = u.shape
         H = c0.shape[-1]
