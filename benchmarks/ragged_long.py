@@ -96,7 +96,7 @@ def main(argv=None) -> None:
             res = {}
             for method in METHODS:
                 if method == "plain" and plain_dead[kind]:
-                    res[method] = {"error": "skipped (shorter T timed out)"}
+                    res[method] = {"error": "skipped"}
                     continue
                 timeout = a.timeout if method == "plain" else 10 * a.timeout
                 res[method] = spawn(script, [kind, method.replace(" ", "_"), T, a.batch],
@@ -105,9 +105,12 @@ def main(argv=None) -> None:
                     plain_dead[kind] = True
 
             def cell(m):
-                r = res[m]
-                return f"> {a.timeout:.0f} (timeout)" if "timed out" in r.get("error", "") \
-                    else (r["error"] if "error" in r else f"{r['seconds']:.2f}")
+                err = res[m].get("error", "")
+                if err == "skipped":
+                    return f"not run (> {a.timeout:.0f} at a shorter T)"
+                if "timed out" in err:
+                    return f"> {a.timeout:.0f} (timeout)"
+                return err or f"{res[m]['seconds']:.2f}"
             ratio = (f"{res['plain']['seconds'] / res['vlrnn StackedRNN']['seconds']:.1f}x"
                      if "error" not in res["plain"] and "error" not in res["vlrnn StackedRNN"]
                      else "")
