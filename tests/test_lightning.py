@@ -2,7 +2,7 @@
 
 The LightningModule's ``training_step`` returns ``vlrnn.block_loss(...).loss`` on packed
 ragged batches; Lightning calls ``.backward()`` on it, accumulates, clips and steps.
-The reference is a hand-written loop with ``vlrnn.full_backward`` (plain BPTT) doing the
+The reference is a hand-written loop with ``vlrnn.full_loss(...).loss.backward()`` (plain BPTT) doing the
 same accumulation (loss / k), clipping (total norm) and SGD steps, in float64.
 """
 from __future__ import annotations
@@ -17,38 +17,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import DataLoader
 
 import vlrnn
 from vlrnn.bptt import block_outputs
 from vlrnn.data import collate_packed
 
+from training_helpers import BLOCK, LR, build_model, max_rel_diff, mse, plain_loop, series
+
 L = pytest.importorskip("lightning")  # pip install -e ".[test]" installs it
-
-BLOCK = 4
-LR = 0.1
-mse = nn.MSELoss(reduction="none")
-
-
-class Model(nn.Module):
-    """2-layer LSTM + linear head, ``(x packed, state) -> (y packed, state)``."""
-
-    state_batch_dim = 1
-
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(3, 4, num_layers=2)
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x, h=None):
-        out, h = self.rnn(x, h)
-        return PackedSequence(self.head(out.data), out.batch_sizes, out.sorted_indices,
-                              out.unsorted_indices), h
 
 
 class SeqModule(L.LightningModule):
-    """What a user writes: each step is one call of vlrnn (``exact=False``: plain BPTT)."""
+    """What a user writes: each step is one call of vlrnn (``plain=True``: plain BPTT)."""
 
     def __init__(self, model: nn.Module, plain: bool = False):
         super().__init__()
@@ -75,25 +56,6 @@ class SeqModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=LR)
 
 
-def build_model(dtype=torch.float64) -> Model:
-    """The same initial weights in every process and test."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        torch.manual_seed(0)
-        return Model().to(dtype)
-    finally:
-        torch.set_default_dtype(old)
-
-
-def series(n_series: int = 8, seed: int = 1, dtype=torch.float64):
-    """``n_series`` ragged (x, y) pairs, 2 to 23 steps: many end inside a block."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(2, 24, (n_series,), generator=g).tolist()
-    return [(torch.randn(n, 3, generator=g, dtype=dtype), torch.randn(n, 2, generator=g, dtype=dtype))
-            for n in lengths]
-
-
 def loader(items, batch_size=2):
     return DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=collate_packed)
 
@@ -104,27 +66,6 @@ def trainer(tmp_path, **options) -> "L.Trainer":
     return L.Trainer(default_root_dir=str(tmp_path), logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False,
                      num_sanity_val_steps=0, **options)
-
-
-def plain_loop(model, batches, epochs, accumulate=1, clip=None, loss_scale=1.0):
-    """Plain BPTT by hand: the updates Lightning's automatic optimisation makes."""
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    for _ in range(epochs):
-        for i, batch in enumerate(batches):
-            for x, y in batch:  # a step's batches (several under DDP: the mean of the ranks)
-                out = vlrnn.full_loss(model, mse, x, y)
-                (out.loss * loss_scale / accumulate).backward()
-            if (i + 1) % accumulate == 0:
-                if clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-                opt.zero_grad()
-    return model
-
-
-def max_rel_diff(a: nn.Module, b: nn.Module) -> float:
-    return max(((p - q).abs().max() / q.abs().max()).item()
-               for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 @pytest.fixture(autouse=True)
