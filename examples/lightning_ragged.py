@@ -123,10 +123,10 @@ def frequency_bits(train, val) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--files", type=int, default=160, help="training files (default 160)")
+    p.add_argument("--files", type=int, default=96, help="training files (default 96)")
     p.add_argument("--val-files", type=int, default=16, help="held-out files (default 16)")
-    p.add_argument("--max-bytes", type=int, default=8000,
-                   help="leave out files longer than this (default 8,000)")
+    p.add_argument("--max-bytes", type=int, default=6000,
+                   help="leave out files longer than this (default 6,000)")
     p.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
     p.add_argument("--batch-size", type=int, default=8, help="files per batch (default 8)")
     p.add_argument("--hidden-size", type=int, default=128, help="LSTM hidden size (default 128)")
