@@ -123,13 +123,14 @@ def test_bf16_mixed_matches_plain_bptt_to_bf16_tolerance(tmp_path):
         runs[plain] = module.model
     start = build_model(torch.float32)
     moved = max_rel_diff(runs[True], start)
-    # bf16 keeps 8 bits of mantissa: agreement to ~1% of the weights, well inside how far
-    # the weights moved (a missing autocast on recompute or a dropped block would not be)
+    # bf16 keeps 8 bits of mantissa: agreement to 1% of each weight tensor's largest
+    # entry (1.4e-3 seen), far inside how far training moved them (1.7 seen)
     assert max_rel_diff(runs[False], runs[True]) < 1e-2
     assert moved > 5e-2
-    # and the bf16 run is bf16 rounding away from float32 plain BPTT
+    # and the bf16 run is bf16 rounding away from float32 plain BPTT (9e-4 seen): near,
+    # but not float32-near, so autocast did act
     ref = plain_loop(build_model(torch.float32), [[b] for b in loader(items)], epochs=2)
-    assert max_rel_diff(runs[False], ref) < 2e-2
+    assert 1e-5 < max_rel_diff(runs[False], ref) < 2e-2
 
 
 # -- DDP: two CPU processes (gloo), each given its own ragged batches -----------------------
