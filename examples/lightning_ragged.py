@@ -19,7 +19,9 @@ Lightning's inference mode, where it streams the blocks; ``predict_step`` return
 held-out file's bits per byte from ``block_outputs`` (the model's outputs computed block
 by block).
 
-Run (about 3 minutes on 2 CPU cores; ``--quick`` is a ~20 s smoke run)::
+Run (560 s of CPU time by default, 96 files of up to 6 KB for 3 epochs: held-out
+4.39 bits/byte against 4.80 for the training files' byte frequencies, peak RSS 660 MB of
+which about 580 MB is the imported libraries; ``--quick`` is a ~10 s smoke run)::
 
     python examples/lightning_ragged.py
     python examples/lightning_ragged.py --precision bf16-mixed --accumulate 4
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, default=1,
                    help="CPU processes; more than 1 trains with strategy='ddp' (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--quick", action="store_true", help="a ~20 s smoke run on small files")
+    p.add_argument("--quick", action="store_true", help="a ~10 s smoke run on small files")
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.val_files, args.max_bytes, args.epochs = 24, 6, 2000, 2
