@@ -193,3 +193,27 @@ def test_class_weight_auto_only_for_imbalanced_classes():
     assert _class_weights(skewed, 3, None) is None
     with pytest.raises(ValueError, match="one weight per class"):
         _class_weights(skewed, 3, [1.0, 2.0])
+
+
+def test_a_sequence_loss_module_outside_the_model_is_trained():
+    torch.manual_seed(5)
+    rnn = nn.GRU(3, 4)
+
+    class HeadLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, state, y):
+            return nn.functional.cross_entropy(self.head(state[-1]), y[:, 0].long())
+
+    loss = HeadLoss()
+    before = loss.head.weight.detach().clone()
+    x = pack_sequence([torch.randn(n, 3) for n in LENGTHS], enforce_sorted=False)
+    y = torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0]])
+    trainer = vlrnn.Trainer(rnn, None, sequence_loss_fn=loss, block_len=4, progress=False,
+                            device="cpu", lr=0.1)
+    assert any(p is loss.head.weight for p in trainer.params)
+    trainer.fit([(x, y)], epochs=2)
+    assert not torch.equal(loss.head.weight.detach(), before)
+    assert trainer.history["train_loss"].notna().all()

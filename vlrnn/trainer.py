@@ -87,7 +87,8 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         loss_fn: per-row loss ``loss_fn(output_rows, target_rows) -> (R, ...)``, e.g.
             ``nn.MSELoss(reduction="none")``; see :func:`vlrnn.block_loss`.
         optimizer: default ``torch.optim.Adam(params, lr=lr)`` over the trainable
-            parameters of ``model`` (and of ``loss_fn`` if it is a module).
+            parameters of ``model`` (and of ``loss_fn`` and ``sequence_loss_fn`` if they
+            are modules).
         lr: learning rate of the default optimizer.
         scheduler: an LR scheduler built on ``optimizer``, or a callable
             ``optimizer -> scheduler``; stepped once per epoch (``ReduceLROnPlateau`` with
@@ -244,6 +245,8 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             train_model = ddp_cls(self.model, device_ids=ids)
         self._train_model = train_model if train_model is not None else self.model
         self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+        if isinstance(sequence_loss_fn, nn.Module):  # e.g. a head outside the model
+            self.sequence_loss_fn = sequence_loss_fn.to(self.device)
         self.block_len = block_len
         self.memory_budget = memory_budget
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -574,7 +577,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
 
     def _trainable(self) -> List[torch.nn.Parameter]:
         params, seen = [], set()
-        for mod in (self.model, self.loss_fn):
+        for mod in (self.model, self.loss_fn, self.sequence_loss_fn):
             if isinstance(mod, nn.Module):
                 for p in mod.parameters():
                     if p.requires_grad and id(p) not in seen:

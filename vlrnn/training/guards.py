@@ -53,4 +53,7 @@ class GuardsMixin:
         if isinstance(self.loss_fn, nn.Module):
             for n, p in self.loss_fn.named_parameters():
                 names.setdefault(id(p), f"loss_fn.{n}")
+        if isinstance(self.sequence_loss_fn, nn.Module):
+            for n, p in self.sequence_loss_fn.named_parameters():
+                names.setdefault(id(p), f"sequence_loss_fn.{n}")
         return [(names.get(id(p), f"parameter {j}"), p) for j, p in enumerate(self.params)]
