@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .blocks import check_block_len
-from .bptt import block_outputs, full_outputs
-from .directions import DirectionView, reversal_index, reverse_sequences
+from .bptt import block_outputs, full_outputs, joined_outputs
+from .directions import DirectionView
 from .schedules import get_schedule
 
 Batch = Union[torch.Tensor, PackedSequence]
@@ -123,42 +123,49 @@ class Blockwise(nn.Module):
             new_state = _map_state(new_state, lambda t: t.squeeze(1))
         return y, new_state
 
-    def _run(self, model: nn.Module, x: Batch, state: Any):
-        if self.plain:
-            return full_outputs(model, x, block_len=self.block_len, state=state,
-                                schedule=self.schedule)
-        return block_outputs(model, x, block_len=self.block_len, state=state,
-                             schedule=self.schedule)
+    def _run(self, model: nn.Module, x: Batch, state: Any, reverse: bool = False):
+        run = full_outputs if self.plain else block_outputs
+        return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
+                   reverse=reverse)
+
+    def _join(self, runs, x: Batch):
+        """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""
+        if not self.plain:
+            return joined_outputs(runs, x, block_len=self.block_len, schedule=self.schedule)
+        ys, finals = [], []
+        for model, state, reverse in runs:
+            y, fin = self._run(model, x, state, reverse)
+            ys.append(y.data if isinstance(y, PackedSequence) else y)
+            finals.append(fin)
+        return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
 
     def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
         """A torch RNN, layer by layer and direction by direction."""
         m = self.module
         lstm = isinstance(m, nn.LSTM)
         packed = isinstance(x, PackedSequence)
-        bf = m.batch_first and not packed
         if state is not None:
             _check_rnn_state(m, state, x)
         h0, c0 = (state if lstm else (state, None)) if state is not None else (None, None)
-        index = reversal_index(x.batch_sizes) if packed and m.bidirectional else None
         data = x.data if packed else x
         dirs = len(self.views[0])
         finals_h: List[torch.Tensor] = []
         finals_c: List[torch.Tensor] = []
         for l, row in enumerate(self.views):
-            outs = []
+            runs = []
             for d, view in enumerate(row):
                 i = l * dirs + d
                 st = None
                 if h0 is not None:
                     st = (h0[i:i + 1], c0[i:i + 1]) if lstm else h0[i:i + 1]
-                src = data if d == 0 else reverse_sequences(data, packed, bf, index)
-                y, fin = self._run(view, _like(src, x), st)
-                y = y.data if packed else y
-                outs.append(y if d == 0 else reverse_sequences(y, packed, bf, index))
+                # the reverse direction reads each sequence backwards, block by block
+                # from the last; its outputs come back in x's time order
+                runs.append((view, st, d == 1))
+            data, finals = self._join(runs, _like(data, x))
+            for fin in finals:
                 finals_h.append(fin[0] if lstm else fin)
                 if lstm:
                     finals_c.append(fin[1])
-            data = outs[0] if dirs == 1 else torch.cat(outs, -1)
             if l + 1 < m.num_layers and m.dropout > 0 and self.training:
                 data = F.dropout(data, m.dropout, True)
         h_n = torch.cat(finals_h, 0)

@@ -20,7 +20,8 @@ from .blocks import check_block_len
 from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_loss,
                      graph_leaves, next_node_number)
 from .checks import check_state_batch_dim, check_torch_rnn
-from .outputs import as_output, differentiable_outputs, streamed_outputs
+from .directions import TimeReversed
+from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .layout import Layout
 from .loss import LossFn, block_loss_value, check_reduction
 from .rng import cuda_devices
@@ -237,7 +238,7 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
 
 def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: Any = None,
                   batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
-                  schedule: Optional[str] = None) -> Tuple[Batch, Any]:
+                  schedule: Optional[str] = None, reverse: bool = False) -> Tuple[Batch, Any]:
     """The model's outputs over ``x`` and its final state, computed block by block.
 
     The same as ``model(x, state)`` in one call, in memory of the outputs plus the
@@ -259,6 +260,10 @@ def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: An
         batch_first, state_batch_dim: as in :func:`block_loss`.
         schedule: which boundaries the forward pass keeps (:data:`vlrnn.SCHEDULES`);
             ``None``: ``"flat"``.
+        reverse: the model reads each sequence backwards, from its own last step to
+            its first (the reverse direction of a bidirectional RNN): its blocks run
+            last to first in ``x``'s time. ``y`` is still in ``x``'s time order, and
+            ``final_state`` is each sequence's state after its first step.
 
     Returns:
         ``(y, final_state)``: ``y`` in ``x``'s layout (a ``PackedSequence`` with ``x``'s
@@ -266,38 +271,65 @@ def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: An
         time and batch dims); ``final_state`` each sequence's state after its own last
         step, in the caller's batch order.
     """
+    y, finals = joined_outputs([(model, state, reverse)], x, block_len=block_len,
+                               batch_first=batch_first, state_batch_dim=state_batch_dim,
+                               schedule=schedule)
+    return as_output(y, x), finals[0]
+
+
+def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_len: int,
+                   batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
+                   schedule: Optional[str] = None) -> Tuple[torch.Tensor, List[Any]]:
+    """:func:`block_outputs` of several models over the same ``x`` (``runs``: one
+    ``(model, state, reverse)`` each, e.g. the two directions of a bidirectional layer),
+    their outputs joined along the last dim, through one autograd node: its backward
+    adds every model's dL/dx into one buffer. Returns ``(y_data, [final state per
+    run])``; ``y_data`` is ``x.data``'s rows for a ``PackedSequence``, else dense."""
     grad = torch.is_grad_enabled()
     get_schedule(schedule or "flat", 1)  # an unknown name is refused either way
-    # streaming: "recursive" keeps no boundary states, and nothing is recomputed
-    call = _Call(model, None, x, None, check_block_len(block_len), state, "mean", batch_first,
-                 state_batch_dim, (schedule or "flat") if grad else "recursive")
-    lay = call.layout
-    runner = call.runner()
-    res = None
-    if grad:
-        res = differentiable_outputs(runner, lay.x_data, call.state0 or [],
-                                     call.modules_params())
-    if res is None:
-        if grad:  # block 0 ran already (nothing needs a gradient): start afresh
+    calls, engines = [], []
+    for model, state, reverse in runs:
+        # streaming: "recursive" keeps no boundary states, and nothing is recomputed
+        call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
+                     batch_first, state_batch_dim, (schedule or "flat") if grad else "recursive")
+        if reverse:
+            call.layout = TimeReversed(call.layout)
+        calls.append(call)
+        if grad:
+            engines.append(prepare_engine(call.runner(), call.layout.x_data, call.state0 or [],
+                                          call.modules_params()))
+    x_data = calls[0].layout.x_data
+    if grad and all(e is not None for e in engines):
+        y, finals = apply_engines(engines, x_data)
+        specs = [e.runner.spec for e in engines]
+    else:  # nothing needs a gradient (or no grad mode): stream, keep only the outputs
+        ys, finals, specs = [], [], []
+        for call in calls:
             runner = call.runner()
-        with torch.no_grad():
-            res = streamed_outputs(runner, lay.x_data)
-    y, final = res
-    return as_output(y, x), call.output(None, final, runner.spec).state
+            with torch.no_grad():
+                y, final = streamed_outputs(runner, x_data)
+            ys.append(y)
+            finals.append(final)
+            specs.append(runner.spec)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, -1)
+    return y, [c.output(None, f, spec).state for c, f, spec in zip(calls, finals, specs)]
 
 
 def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
                  state: Any = None, batch_first: Optional[bool] = None,
-                 state_batch_dim: Optional[int] = None,
-                 schedule: Optional[str] = None) -> Tuple[Batch, Any]:
+                 state_batch_dim: Optional[int] = None, schedule: Optional[str] = None,
+                 reverse: bool = False) -> Tuple[Batch, Any]:
     """The same as :func:`block_outputs` with plain autograd (the whole graph is kept):
     the reference. With ``block_len=None`` one call ``model(x, state)``; with
     ``block_len`` the model is called block by block exactly as the engine calls it
-    (same shapes, same random draws), the states chained in the graph."""
-    if block_len is None:
+    (same shapes, same random draws), the states chained in the graph. ``reverse`` as in
+    :func:`block_outputs`."""
+    if block_len is None and not reverse:
         return model(x, state)
-    call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
+    call = _Call(model, None, x, None, check_block_len(block_len or 2**62), state, "mean",
                  batch_first, state_batch_dim, schedule)
+    if reverse:
+        call.layout = TimeReversed(call.layout)
     lay = call.layout
     runner = call.runner()
     state_k, outs, enders = call.state0, [], []
@@ -308,7 +340,7 @@ def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
         enders.append([t.narrow(d, blk.n_out, blk.n_in - blk.n_out) for t in out]
                       if blk.n_out < blk.n_in else None)
         state_k = [t.narrow(d, 0, blk.n_out) for t in out]
-    y = torch.cat(outs, dim=1 if lay.batch_first else 0)
+    y = join_outputs(lay, outs)
     return as_output(y, x), call.output(None, assemble_final(enders, d), runner.spec).state
 
 

@@ -104,3 +104,54 @@ def reverse_sequences(data: torch.Tensor, packed: bool, batch_first: bool,
     if packed:
         return data.index_select(0, index.to(data.device))
     return data.flip(1 if batch_first else 0)
+
+
+class TimeReversed:
+    """A :class:`~vlrnn.layout.Layout` whose blocks read each sequence backwards.
+
+    Block ``k`` of the reversed batch (reversed steps ``[start, stop)``) is made from the
+    original data on the fly: dense ``x[T - stop : T - start]`` flipped in time, packed
+    the rows :func:`reversal_index` maps them to. The reversed input is never stored
+    whole; gradients are scattered back to the original rows, and :meth:`unreverse`
+    puts the outputs (computed in reversed order) back in the original order. Every
+    other attribute and method is the wrapped layout's (same ``batch_sizes``, blocks,
+    batch order).
+    """
+
+    def __init__(self, layout):
+        if layout.streamed:
+            raise ValueError("reverse=True needs x in memory (a tensor or PackedSequence), "
+                             "not a stream read block by block")
+        self.base = layout
+        self.index = reversal_index(layout.batch_sizes) if layout.packed else None
+        self._t_dim = 1 if layout.batch_first else 0
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def _span(self, block) -> slice:
+        n = self.base.n_steps
+        return slice(n - block.stop, n - block.start)
+
+    def part(self, data: torch.Tensor, block) -> torch.Tensor:
+        if self.base.packed:
+            rows = self.index[block.rows].to(data.device)
+            return data.index_select(0, rows)
+        span = self._span(block)
+        part = data[:, span] if self._t_dim else data[span]
+        return part.flip(self._t_dim)
+
+    def scatter(self, full: torch.Tensor, block, part: torch.Tensor) -> None:
+        """Add a block's gradient ``part`` (reversed order) into ``full`` (original
+        order). Added, not written: the reverse direction of a bidirectional layer
+        accumulates into the buffer its forward direction filled."""
+        if self.base.packed:
+            full.index_add_(0, self.index[block.rows].to(full.device), part)
+        elif self._t_dim:
+            full[:, self._span(block)] += part.flip(1)
+        else:
+            full[self._span(block)] += part.flip(0)
+
+    def unreverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Outputs joined in reversed order (packed rows or dense) -> original order."""
+        return reverse_sequences(y, self.base.packed, self.base.batch_first, self.index)

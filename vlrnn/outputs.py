@@ -14,12 +14,14 @@ Memory: ``y`` plus the boundary states plus one block's activations.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from .engine import BlockRunner, _Engine, graph_leaves, next_node_number
+from .directions import TimeReversed
+from .engine import BlockRunner, _BlockGraph, _Engine, graph_leaves, next_node_number
+from .loss import block_loss_value
 
 
 def _vjp_rows(out_rows: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:
@@ -31,24 +33,29 @@ class OutputsEngine(_Engine):
     """An :class:`_Engine` whose forward keeps the model's outputs, not a loss, and
     whose backward is seeded with dL/dy through :func:`_vjp_rows`.
 
-    No block graph is kept from the forward pass (dL/dy is known only in backward): the
-    reverse pass re-runs every block, the last one included.
+    Only block 0's graph is kept from the forward pass (it ran with a graph to name the
+    tensors that need a gradient); the reverse pass re-runs every other block, the last
+    one included (dL/dy is known only in backward).
     """
 
     def __init__(self, runner: BlockRunner, x_data, params: List[torch.Tensor],
-                 y0: torch.Tensor, state1: Optional[List[torch.Tensor]], retain: bool):
-        # (not _Engine.__init__: there is no target, no loss and no kept graph)
+                 first: _BlockGraph, y0: torch.Tensor, state1: Optional[List[torch.Tensor]],
+                 retain: bool):
+        # (not _Engine.__init__: there is no target and no loss)
         self.runner = runner
         self.state1 = state1  # the state entering block 1
         self.retain = retain
         self.x_data = x_data
-        self.y_data = None  # set to dL/dy in backward
+        self.y_data = None  # dL/dy while backward runs
         self.params = params
         self.x_grad = isinstance(x_data, torch.Tensor) and x_data.requires_grad
         self.y_grad = False
         self.kept = {}
+        self.first: Optional[_BlockGraph] = first  # block 0 with a graph
+        self.first_y = y0  # its outputs, in the graph
         self.loss_sum = None
-        self.outputs: List[torch.Tensor] = [y0]
+        self.outputs: List[torch.Tensor] = [y0.detach()]
+        self.gx: Optional[torch.Tensor] = None  # dL/dx buffer shared with another engine
 
     def forward_outputs(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Blocks 1.. without a graph (block 0 ran before); returns the outputs, joined
@@ -57,89 +64,145 @@ class OutputsEngine(_Engine):
         r.run_no_grad(self.x_data, None, 1, len(r.blocks), self.state1, None,
                       outputs=self.outputs)
         self.state1 = None
-        lay = r.layout
         outs, self.outputs = self.outputs, []
-        y = torch.cat(outs, dim=1 if lay.batch_first else 0) if len(outs) > 1 else outs[0]
-        return y, [t.clone() for t in r.final_state()]
+        final = [t.clone() for t in r.final_state()]
+        self.n_final = len(final)
+        return join_outputs(r.layout, outs), final
 
     def backward_outputs(self, grad_y: Optional[torch.Tensor],
-                         grad_final: List[Optional[torch.Tensor]], needs):
-        """Input gradients given dL/dy (``None``: y was not used) and dL/d(final
-        state); ``needs`` is :class:`_BlockOutputs`'s ``needs_input_grad``."""
+                         grad_final: List[Optional[torch.Tensor]], want_x: bool,
+                         want_state0: Sequence[bool], gx: Optional[torch.Tensor] = None):
+        """Input gradients ``(gx, gstate0, gparams)`` given dL/dy (``None``: y was not
+        used) and dL/d(final state). ``gx``: a buffer to add dL/dx into (another
+        engine's over the same ``x``) instead of a fresh one."""
         r = self.runner
         self.y_data = grad_y
+        self.gx = gx
         r.loss_fn = None if grad_y is None else _vjp_rows
         r.reduction = "sum"
         seed = None if grad_y is None else torch.ones((), dtype=grad_y.dtype,
                                                       device=grad_y.device)
         # _Engine.backward reads needs as (engine, x, y, n_state, *state0, ...)
-        engine_needs = (False, needs[1], False, False, *needs[3:])
+        needs = (False, want_x, False, False, *want_state0)
         try:
-            gx, _, gstate, gparams = self.backward(seed, grad_final, engine_needs)
+            gx, _, gstate, gparams = self.backward(seed, grad_final, needs)
         finally:
-            self.y_data = None
+            self.y_data = self.gx = self.first = self.first_y = None
             r.loss_fn = None
         return gx, gstate, gparams
 
+    def x_grad_buffer(self) -> torch.Tensor:
+        return self.gx if self.gx is not None else super().x_grad_buffer()
+
+    def _graph(self, k, want_x, want_y, want_state0, rebuilt) -> _BlockGraph:
+        if k != 0 or self.first is None:
+            return super()._graph(k, want_x, want_y, want_state0, rebuilt)
+        graph, self.first = self.first, None  # block 0's forward graph: not recomputed
+        if self.y_data is not None:
+            r, blk = self.runner, self.runner.blocks[0]
+            lay = r.layout
+            with torch.enable_grad():
+                graph.loss = block_loss_value(
+                    _vjp_rows, lay.output_rows(self.first_y, blk),
+                    lay.rows(lay.part(self.y_data, blk), blk), lay, blk, "sum")
+        self.first_y = None
+        return graph
+
 
 class _BlockOutputs(torch.autograd.Function):
-    """Outputs and final state of a whole batch; gradient by the reverse block pass.
+    """Outputs and final states of one or more engines over the same ``x`` (the two
+    directions of a bidirectional layer), the outputs joined along the last dim;
+    gradient by each engine's reverse block pass, dL/dx summed in one buffer.
 
-    Inputs: ``(engine, x_data, n_state, *state0, *params)``; outputs
-    ``(y_data, *final_state)`` (``y_data`` in ``x_data``'s layout: packed rows, or dense
-    with ``x``'s time and batch dims; final state in sorted order).
+    Inputs: ``(engines, x_data, sizes, *tensors)``: for each engine in turn its initial
+    state leaves and its parameters (``sizes``: (n_state, n_params) per engine).
+    Outputs: ``(y_data, *final_states)`` (``y_data`` in ``x_data``'s layout; each
+    engine's final state in sorted order, one after the other).
     """
 
     @staticmethod
-    def forward(ctx, engine, x_data, n_state, *tensors):
+    def forward(ctx, engines, x_data, sizes, *tensors):
         ctx.set_materialize_grads(False)
-        ctx.engine = engine
-        y, final = engine.forward_outputs()
-        return (y, *final)
+        ctx.engines, ctx.sizes = engines, sizes
+        ys, finals, widths = [], [], []
+        for e in engines:
+            y, final = e.forward_outputs()
+            ys.append(y)
+            widths.append(y.shape[-1])
+            finals.extend(final)
+        ctx.widths = widths
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, -1)
+        return (y, *finals)
 
     @staticmethod
     def backward(ctx, grad_y, *grad_final):
-        engine = ctx.engine
-        gx, gstate, gparams = engine.backward_outputs(grad_y, list(grad_final),
-                                                      ctx.needs_input_grad)
-        ctx.engine = None
-        return (None, gx, None, *gstate, *gparams)
+        engines, sizes = ctx.engines, ctx.sizes
+        want_x = ctx.needs_input_grad[1]
+        needs = ctx.needs_input_grad[3:]
+        out_grads: List[Optional[torch.Tensor]] = []
+        gx = None
+        g_i = t_i = off = 0
+        for e, (n_state, n_params), width in zip(engines, sizes, ctx.widths):
+            gy = None if grad_y is None else grad_y.narrow(-1, off, width)
+            off += width
+            n_fin = e.n_final
+            gx, gstate, gparams = e.backward_outputs(
+                gy, list(grad_final[g_i:g_i + n_fin]), want_x, needs[t_i:t_i + n_state], gx)
+            g_i += n_fin
+            t_i += n_state + n_params
+            out_grads.extend(gstate)
+            out_grads.extend(gparams)
+        ctx.engines = None
+        return (None, gx, None, *out_grads)
 
 
-def differentiable_outputs(runner: BlockRunner, x_data, state0: List[torch.Tensor],
-                           module_params: List[torch.Tensor]):
-    """``(y_data, final_sorted)`` of the blocks ``runner`` holds, differentiable with
-    respect to ``x_data``, ``state0`` and every tensor the model's graph reaches.
+def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
+                   module_params: List[torch.Tensor]) -> Optional[OutputsEngine]:
+    """Run block 0 with a graph and return the engine for the rest, or ``None`` when
+    nothing needs a gradient (the caller streams instead).
 
-    Block 0 runs with a graph first to name the tensors that need a gradient (the
-    model's parameters and anything it captured), which become the Function's explicit
-    inputs; that graph is then dropped (the reverse pass re-runs every block). Returns
-    ``None`` when nothing needs a gradient (the caller streams instead).
+    Block 0's graph names the tensors that need a gradient (the model's parameters and
+    anything it captured), which become the Function's explicit inputs; it is kept for
+    the reverse pass, which reaches block 0 last.
     """
     x_grad = isinstance(x_data, torch.Tensor) and x_data.requires_grad
     state_grad = any(t.requires_grad for t in state0)
     mark = next_node_number()
     snap = runner.snapshot()
     outs: List[torch.Tensor] = []
-    blk0 = runner.blocks[0]
-    x_leaf = runner.layout.part(x_data, blk0).detach().requires_grad_(x_grad)
+    x_leaf = runner.layout.part(x_data, runner.blocks[0]).detach().requires_grad_(x_grad)
     s_leaves = None if runner.boundary[0] is None else [
         t.detach().requires_grad_(state_grad and t.is_floating_point())
         for t in runner.boundary[0]]
     with torch.enable_grad():
         _, out = runner.run(0, x_leaf, None, s_leaves, with_loss=False, outputs=outs)
     runner.keep_rng(0, snap)
-    exclude = {id(x_leaf), *(id(t) for t in s_leaves or [])}
-    found, shared = graph_leaves([outs[0], *out], exclude, since=mark)
+    first = _BlockGraph(x_leaf, None, s_leaves or [], None, out)
+    found, shared = graph_leaves([outs[0], *out], first.leaf_ids(), since=mark)
     params = _unique(module_params + found)
     if not (params or x_grad or state_grad):
         return None
-    y0 = outs[0].detach()
     state1 = runner.advance(0, out)
-    del out, outs, x_leaf, s_leaves
-    engine = OutputsEngine(runner, x_data, params, y0, state1, retain=shared)
-    res = _BlockOutputs.apply(engine, x_data, len(state0), *state0, *params)
-    return res[0], list(res[1:])
+    engine = OutputsEngine(runner, x_data, params, first, outs[0], state1, retain=shared)
+    engine.n_state = len(state0)
+    engine.state0 = state0
+    return engine
+
+
+def apply_engines(engines: List[OutputsEngine], x_data):
+    """``(y_data, [final_sorted per engine])`` through one :class:`_BlockOutputs`."""
+    sizes, tensors = [], []
+    for e in engines:
+        sizes.append((e.n_state, len(e.params)))
+        tensors.extend(e.state0)
+        tensors.extend(e.params)
+        e.state0 = None
+    res = _BlockOutputs.apply(engines, x_data, sizes, *tensors)
+    finals, i = [], 1
+    for e in engines:
+        finals.append(list(res[i:i + e.n_final]))
+        i += e.n_final
+    return res[0], finals
 
 
 def streamed_outputs(runner: BlockRunner, x_data) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -148,9 +211,13 @@ def streamed_outputs(runner: BlockRunner, x_data) -> Tuple[torch.Tensor, List[to
     with torch.no_grad():
         runner.run_no_grad(x_data, None, 0, len(runner.blocks), runner.boundary[0], None,
                            outputs=outs)
-    lay = runner.layout
-    y = torch.cat(outs, dim=1 if lay.batch_first else 0) if len(outs) > 1 else outs[0]
-    return y, runner.final_state()
+    return join_outputs(runner.layout, outs), runner.final_state()
+
+
+def join_outputs(layout, outs: List[torch.Tensor]) -> torch.Tensor:
+    """The blocks' outputs as one tensor in ``x_data``'s layout and time order."""
+    y = torch.cat(outs, dim=1 if layout.batch_first else 0) if len(outs) > 1 else outs[0]
+    return layout.unreverse(y) if isinstance(layout, TimeReversed) else y
 
 
 def as_output(y_data: torch.Tensor, x) -> object:
