@@ -14,7 +14,7 @@ Memory: ``y`` plus the boundary states plus one block's activations.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -29,13 +29,30 @@ def _vjp_rows(out_rows: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:
     return out_rows * grad_rows.to(out_rows.dtype)
 
 
+def run_kept(runner: BlockRunner, k: int, x_data, state: Optional[List[torch.Tensor]],
+             x_grad: bool, state_grad: bool) -> Tuple[_BlockGraph, torch.Tensor]:
+    """Block ``k`` from ``state`` with a graph on fresh leaves, its random draws
+    recorded: (the block's graph, its outputs in that graph)."""
+    snap = runner.snapshot()
+    outs: List[torch.Tensor] = []
+    x_leaf = runner.layout.part(x_data, runner.blocks[k]).detach().requires_grad_(x_grad)
+    leaves = None if state is None else [
+        t.detach().requires_grad_(state_grad and t.is_floating_point())
+        for t in runner.unstash(state)]
+    with torch.enable_grad():
+        _, out = runner.run(k, x_leaf, None, leaves, with_loss=False, outputs=outs)
+    runner.keep_rng(k, snap)
+    return _BlockGraph(x_leaf, None, leaves or [], None, out), outs[0]
+
+
 class OutputsEngine(_Engine):
     """An :class:`_Engine` whose forward keeps the model's outputs, not a loss, and
     whose backward is seeded with dL/dy through :func:`_vjp_rows`.
 
-    Only block 0's graph is kept from the forward pass (it ran with a graph to name the
-    tensors that need a gradient); the reverse pass re-runs every other block, the last
-    one included (dL/dy is known only in backward).
+    The forward pass keeps the graphs of the first block (it ran with a graph to name
+    the tensors that need a gradient) and of the last; the reverse pass re-runs the
+    blocks between them. Kept graphs get their block's loss, ``sum(y * dL/dy)``, once
+    dL/dy is known.
     """
 
     def __init__(self, runner: BlockRunner, x_data, params: List[torch.Tensor],
@@ -51,19 +68,25 @@ class OutputsEngine(_Engine):
         self.x_grad = isinstance(x_data, torch.Tensor) and x_data.requires_grad
         self.y_grad = False
         self.kept = {}
-        self.first: Optional[_BlockGraph] = first  # block 0 with a graph
-        self.first_y = y0  # its outputs, in the graph
+        # k -> (graph, outputs in it): blocks run with a graph in the forward pass
+        self.graphs: Dict[int, Tuple[_BlockGraph, torch.Tensor]] = {0: (first, y0)}
         self.loss_sum = None
         self.outputs: List[torch.Tensor] = [y0.detach()]
         self.gx: Optional[torch.Tensor] = None  # dL/dx buffer shared with another engine
 
     def forward_outputs(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Blocks 1.. without a graph (block 0 ran before); returns the outputs, joined
-        in ``x_data``'s layout, and the final state (sorted order, detached)."""
+        """Blocks 1.. (block 0 ran before), the last with a graph; returns the outputs,
+        joined in ``x_data``'s layout, and the final state (sorted order, detached)."""
         r = self.runner
-        r.run_no_grad(self.x_data, None, 1, len(r.blocks), self.state1, None,
-                      outputs=self.outputs)
+        n = len(r.blocks)
+        _, state = r.run_no_grad(self.x_data, None, 1, max(1, n - 1), self.state1, None,
+                                 outputs=self.outputs)
         self.state1 = None
+        if n > 1:
+            graph, y = run_kept(r, n - 1, self.x_data, state, self.x_grad, True)
+            r.advance(n - 1, graph.state_out)
+            self.outputs.append(y.detach())
+            self.graphs[n - 1] = (graph, y)
         outs, self.outputs = self.outputs, []
         final = [t.clone() for t in r.final_state()]
         self.n_final = len(final)
@@ -87,7 +110,8 @@ class OutputsEngine(_Engine):
         try:
             gx, _, gstate, gparams = self.backward(seed, grad_final, needs)
         finally:
-            self.y_data = self.gx = self.first = self.first_y = None
+            self.y_data = self.gx = None
+            self.graphs = {}
             r.loss_fn = None
         return gx, gstate, gparams
 
@@ -95,17 +119,15 @@ class OutputsEngine(_Engine):
         return self.gx if self.gx is not None else super().x_grad_buffer()
 
     def _graph(self, k, want_x, want_y, want_state0, rebuilt) -> _BlockGraph:
-        if k != 0 or self.first is None:
+        if k not in self.graphs:
             return super()._graph(k, want_x, want_y, want_state0, rebuilt)
-        graph, self.first = self.first, None  # block 0's forward graph: not recomputed
+        graph, y = self.graphs.pop(k)  # the forward pass's graph: not recomputed
         if self.y_data is not None:
-            r, blk = self.runner, self.runner.blocks[0]
-            lay = r.layout
+            lay, blk = self.runner.layout, self.runner.blocks[k]
             with torch.enable_grad():
-                graph.loss = block_loss_value(
-                    _vjp_rows, lay.output_rows(self.first_y, blk),
-                    lay.rows(lay.part(self.y_data, blk), blk), lay, blk, "sum")
-        self.first_y = None
+                graph.loss = block_loss_value(_vjp_rows, lay.output_rows(y, blk),
+                                              lay.rows(lay.part(self.y_data, blk), blk),
+                                              lay, blk, "sum")
         return graph
 
 
@@ -168,22 +190,14 @@ def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
     x_grad = isinstance(x_data, torch.Tensor) and x_data.requires_grad
     state_grad = any(t.requires_grad for t in state0)
     mark = next_node_number()
-    snap = runner.snapshot()
-    outs: List[torch.Tensor] = []
-    x_leaf = runner.layout.part(x_data, runner.blocks[0]).detach().requires_grad_(x_grad)
-    s_leaves = None if runner.boundary[0] is None else [
-        t.detach().requires_grad_(state_grad and t.is_floating_point())
-        for t in runner.boundary[0]]
-    with torch.enable_grad():
-        _, out = runner.run(0, x_leaf, None, s_leaves, with_loss=False, outputs=outs)
-    runner.keep_rng(0, snap)
-    first = _BlockGraph(x_leaf, None, s_leaves or [], None, out)
-    found, shared = graph_leaves([outs[0], *out], first.leaf_ids(), since=mark)
+    first, y0 = run_kept(runner, 0, x_data, runner.boundary[0], x_grad, state_grad)
+    out = first.state_out
+    found, shared = graph_leaves([y0, *out], first.leaf_ids(), since=mark)
     params = _unique(module_params + found)
     if not (params or x_grad or state_grad):
         return None
     state1 = runner.advance(0, out)
-    engine = OutputsEngine(runner, x_data, params, first, outs[0], state1, retain=shared)
+    engine = OutputsEngine(runner, x_data, params, first, y0, state1, retain=shared)
     engine.n_state = len(state0)
     engine.state0 = state0
     return engine
