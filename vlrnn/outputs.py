@@ -174,7 +174,6 @@ class _BlockOutputs(torch.autograd.Function):
             t_i += n_state + n_params
             out_grads.extend(gstate)
             out_grads.extend(gparams)
-        ctx.engines = None
         return (None, gx, None, *out_grads)
 
 
