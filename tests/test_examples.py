@@ -63,3 +63,11 @@ def test_compare_models_refuses_unknown_cell():
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--cells takes a comma-separated list of lstm, gru, qrnn; " \
                                    "got 'lstm,tcn'" in res.stderr
+
+
+def test_attention_pooling_quick():
+    out = run_example("attention_pooling.py", "--quick")
+    assert "| read-out | held-out accuracy | train time (s) |" in out
+    assert "| attention |" in out and "| final |" in out
+    assert "with Blockwise" in out and "plain" in out
+    assert "RESULT attention accuracy" in out
