@@ -220,3 +220,38 @@ def test_bad_arguments_named():
         vlrnn.Blockwise(rnn, schedule="nope")
     with pytest.raises(TypeError, match="nn.Module"):
         vlrnn.Blockwise(lambda x, s: (x, s))
+
+
+@pytest.mark.parametrize("window", [1, 2])
+@pytest.mark.parametrize("layout", ["packed_unsorted", "batch_first"])
+def test_bidirectional_qrnn(window, layout):
+    """QRNN(bidirectional=True): the reverse forget-mult scan on each sequence read
+    backwards; Blockwise runs it last-to-first and equals the plain QRNN."""
+    torch.manual_seed(9)
+    bf = layout == "batch_first"
+    model = QRNN(N_IN, N_HID, 2, window=window, bidirectional=True, batch_first=bf)
+    x = batch(layout)
+    state = tuple(tuple(t.clone().requires_grad_() for t in s)
+                  for s in model.initial_state(4))
+    state = tuple(tuple(t + 0.1 * torch.randn_like(t) for t in s) for s in state)
+    leaves = [t for s in state for t in s]
+    for t in leaves:
+        t.retain_grad()
+    proj = torch.randn(2 * N_HID, N_CLS)
+    tensors = [*model.parameters(), inputs_of(x), *leaves]
+    wrapped = vlrnn.Blockwise(model, block_len=3)
+    r, g, y_ref, y_eng = run_both(
+        tensors, lambda: coupled_loss(*model(x, state), proj, bf).backward() or model(x)[0],
+        lambda: coupled_loss(*wrapped(x, state), proj, bf).backward() or wrapped(x)[0])
+    assert torch.allclose(inputs_of(y_ref), inputs_of(y_eng), rtol=1e-12, atol=1e-14)
+    assert_close_grads(r, g)
+
+
+def test_bidirectional_qrnn_reverse_is_the_sequence_read_backwards():
+    torch.manual_seed(10)
+    model = QRNN(N_IN, N_HID, 1, bidirectional=True)
+    x = torch.randn(9, 2, N_IN)
+    y, _ = model(x)
+    y_rev, _ = model.direction_view(0, reverse=True)(x.flip(0))
+    assert torch.allclose(y[..., N_HID:], y_rev.flip(0), rtol=1e-12, atol=1e-14)
+    assert len(model.initial_state(2)) == 2 and model.output_size == 2 * N_HID

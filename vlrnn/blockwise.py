@@ -87,8 +87,9 @@ class Blockwise(nn.Module):
         views = []
         if _decomposed(module):
             dirs = 2 if module.bidirectional else 1
-            views = [[DirectionView(module, l, d == 1) for d in range(dirs)]
-                     for l in range(module.num_layers)]
+            make = module.direction_view if _is_qrnn(module) else (
+                lambda l, rev: DirectionView(module, l, rev))
+            views = [[make(l, d == 1) for d in range(dirs)] for l in range(module.num_layers)]
         object.__setattr__(self, "views", views)
 
     # -- the wrapped module's own state ---------------------------------------------------
@@ -128,6 +129,28 @@ class Blockwise(nn.Module):
         return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
                    reverse=reverse)
 
+    def _qrnn_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A bidirectional QRNN: each layer's directions as one-layer QRNNs sharing its
+        weights; ``state`` one entry per layer and direction, batch on dim 0."""
+        m = self.module
+        packed = isinstance(x, PackedSequence)
+        if state is not None:
+            n_batch = int(x.batch_sizes[0]) if packed else \
+                x.shape[0 if m.batch_first else 1]
+            ref = x.data if packed else x
+            m._check_state(state, n_batch, ref)  # a clear error before any block runs
+        data = x.data if packed else x
+        dirs = len(self.views[0])
+        finals = []
+        for l, row in enumerate(self.views):
+            runs = [(view, None if state is None else (state[l * dirs + d],), d == 1)
+                    for d, view in enumerate(row)]
+            data, fins = self._join(runs, _like(data, x))
+            finals.extend(f[0] for f in fins)
+            if l + 1 < m.num_layers and m.dropout > 0 and self.training:
+                data = F.dropout(data, m.dropout, True)
+        return _like(data, x), tuple(finals)
+
     def _join(self, runs, x: Batch):
         """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""
         if not self.plain:
@@ -140,8 +163,10 @@ class Blockwise(nn.Module):
         return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
 
     def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A torch RNN, layer by layer and direction by direction."""
+        """A torch RNN (or a QRNN), layer by layer and direction by direction."""
         m = self.module
+        if _is_qrnn(m):
+            return self._qrnn_layers(x, state)
         lstm = isinstance(m, nn.LSTM)
         packed = isinstance(x, PackedSequence)
         if state is not None:
@@ -174,10 +199,17 @@ class Blockwise(nn.Module):
 
 
 def _decomposed(module: nn.Module) -> bool:
-    """Whether ``module`` is run layer by layer: torch RNNs that block_outputs cannot run
-    whole (bidirectional) or whose kernel needs a projection-aware state (proj_size)."""
+    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and QRNNs
+    (block_outputs cannot run them whole), and torch LSTMs with ``proj_size``."""
+    if _is_qrnn(module):
+        return module.bidirectional
     return isinstance(module, nn.RNNBase) and (
         module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
+
+
+def _is_qrnn(module: nn.Module) -> bool:
+    from .models.qrnn import QRNN  # (models import nothing from here: no circle)
+    return isinstance(module, QRNN)
 
 
 def _like(data: torch.Tensor, x: Batch) -> Batch:
