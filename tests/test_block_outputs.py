@@ -101,14 +101,16 @@ def test_every_schedule(schedule):
     assert_close_grads(r, g)
 
 
-def test_only_the_final_state_used():
-    """dL/dy is None (y unused): the reverse pass runs on dL/dstate alone."""
+@pytest.mark.parametrize("block_len", [4, 100])
+def test_only_the_final_state_used(block_len):
+    """dL/dy is None (y unused): the reverse pass runs on dL/dstate alone (and with one
+    block, on the forward pass's own graph)."""
     torch.manual_seed(2)
     model = nn.GRU(N_IN, N_HID)
     x = batch("packed_unsorted")
     tensors = [*model.parameters(), x.data]
     r, g, _, _ = run_both(tensors, lambda: (model(x)[1] ** 2).sum().backward(),
-                          lambda: (vlrnn.block_outputs(model, x, block_len=4)[1] ** 2)
+                          lambda: (vlrnn.block_outputs(model, x, block_len=block_len)[1] ** 2)
                           .sum().backward())
     assert_close_grads(r, g)
 

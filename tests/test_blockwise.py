@@ -171,14 +171,26 @@ def test_any_model():
     assert_close_grads(r, g)
 
 
-def test_unbatched_input():
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_unbatched_input(bidirectional):
     torch.manual_seed(8)
-    rnn = nn.GRU(N_IN, N_HID, num_layers=2, bidirectional=True)
+    rnn = nn.GRU(N_IN, N_HID, num_layers=2, bidirectional=bidirectional, batch_first=True)
     x = torch.randn(9, N_IN)
-    y, h = vlrnn.Blockwise(rnn, block_len=4)(x)
-    ref_y, ref_h = rnn(x)
+    h0 = torch.randn(2 * (1 + bidirectional), N_HID)
+    y, h = vlrnn.Blockwise(rnn, block_len=4)(x, h0)
+    ref_y, ref_h = rnn(x, h0)
     assert y.shape == ref_y.shape and h.shape == ref_h.shape
     assert torch.allclose(y, ref_y, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(h, ref_h, rtol=1e-12, atol=1e-14)
+
+
+def test_attributes_of_the_wrapped_module():
+    rnn = nn.LSTM(N_IN, N_HID, num_layers=2, bidirectional=True)
+    wrapped = vlrnn.Blockwise(rnn)
+    assert wrapped.hidden_size == N_HID and wrapped.bidirectional and wrapped.num_layers == 2
+    assert wrapped.module is rnn
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute
 
 
 def test_state_dict_is_the_wrapped_modules():

@@ -105,6 +105,17 @@ class Blockwise(nn.Module):
                 v.train(mode)
         return self
 
+    def __getattr__(self, name: str):
+        # registered parameters/buffers/children first (nn.Module), then the wrapped
+        # module's own attributes (hidden_size, batch_first, flatten_parameters, ...)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            module = self.__dict__.get("module")
+            if module is None:
+                raise
+            return getattr(module, name)
+
     def __repr__(self) -> str:
         extra = f", schedule={self.schedule!r}" if self.schedule else ""
         return f"Blockwise({self.module!r}, block_len={self.block_len}{extra})"
@@ -112,15 +123,17 @@ class Blockwise(nn.Module):
     # -- call -------------------------------------------------------------------------------
     def forward(self, x: Batch, state: Any = None) -> Tuple[Batch, Any]:
         m = self.module
-        if not self.views:
-            return self._run(m, x, state)
-        unbatched = not isinstance(x, PackedSequence) and x.dim() == 2
+        unbatched = isinstance(m, nn.RNNBase) and not isinstance(x, PackedSequence) \
+            and x.dim() == 2
         if unbatched:  # (T, F), as nn.LSTM accepts: a batch of one
-            x = x.unsqueeze(1)
+            x = x.unsqueeze(0 if m.batch_first else 1)
             state = None if state is None else _map_state(state, lambda t: t.unsqueeze(1))
-        y, new_state = self._layers(x, state)
+        if self.views:
+            y, new_state = self._layers(x, state)
+        else:
+            y, new_state = self._run(m, x, state)
         if unbatched:
-            y = y.squeeze(1)
+            y = y.squeeze(0 if m.batch_first else 1)
             new_state = _map_state(new_state, lambda t: t.squeeze(1))
         return y, new_state
 
