@@ -1,9 +1,9 @@
 """Attention pooling over whole standard-library files: a loss that couples every byte.
 
-Task: does a Python standard-library file handle exceptions, i.e. contain ``try:``
-anywhere (44% of the files of 1-6 KB do)? The needle may be at any of thousands of
-bytes, so the natural model reads the whole file with a bidirectional LSTM and pools
-its outputs with softmax attention over all steps before one classifier. That loss is
+Task: does a Python standard-library file contain an ``@`` anywhere (a decorator, mostly;
+39% of the files of 1-6 KB do)? The needle may be at any of thousands of bytes, so the
+natural model reads the whole file with a bidirectional LSTM and pools its outputs with
+softmax attention over all steps before one classifier. That loss is
 not a sum of per-step terms, so ``vlrnn.block_loss`` cannot take it;
 ``vlrnn.Blockwise`` can, by changing one line::
 
@@ -44,7 +44,7 @@ import vlrnn  # noqa: E402
 from vlrnn.demo import read_bytes, stdlib_files  # noqa: E402
 from vlrnn.memory import peak_rss_mb, release_free_memory, reset_peak_rss  # noqa: E402
 
-NEEDLE = b"try:"
+NEEDLE = b"@"
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -159,9 +159,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--block-len", type=int, default=512)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--max-bytes", type=int, default=6000)
     a = p.parse_args(argv)
     torch.set_num_threads(1)

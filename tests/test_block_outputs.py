@@ -213,3 +213,28 @@ def test_unknown_schedule_refused():
     with pytest.raises(ValueError, match="unknown schedule"):
         vlrnn.block_outputs(nn.GRU(N_IN, N_HID), batch("time_major"), block_len=3,
                             schedule="nope")
+
+
+def test_joined_outputs_of_several_models_over_one_x():
+    """Several models over the same x in one autograd node (Blockwise's bidirectional
+    layers): outputs joined on the last dim, dL/dx summed over all of them."""
+    from vlrnn.bptt import joined_outputs
+    torch.manual_seed(8)
+    a, b = nn.GRU(N_IN, N_HID), nn.LSTM(N_IN, 2)
+    x = batch("time_major")
+    tensors = [*a.parameters(), *b.parameters(), x]
+
+    def ref():
+        y = torch.cat([a(x)[0], b(x)[0], a(x.flip(0))[0].flip(0)], -1)
+        (y.cumsum(0) ** 2).sum().backward()
+        return y
+
+    def eng():
+        y, _ = joined_outputs([(a, None, False), (b, None, False), (a, None, True)], x,
+                              block_len=3)
+        (y.cumsum(0) ** 2).sum().backward()
+        return y
+
+    r, g, y_ref, y_eng = run_both(tensors, ref, eng)
+    assert torch.allclose(y_ref, y_eng, rtol=1e-12, atol=1e-14)
+    assert_close_grads(r, g)

@@ -168,8 +168,12 @@ class _BlockOutputs(torch.autograd.Function):
             gy = None if grad_y is None else grad_y.narrow(-1, off, width)
             off += width
             n_fin = e.n_final
-            gx, gstate, gparams = e.backward_outputs(
-                gy, list(grad_final[g_i:g_i + n_fin]), want_x, needs[t_i:t_i + n_state], gx)
+            # a time-reversed layout adds its dL/dx into the buffer; any other writes
+            # its own (then summed here)
+            into = gx if isinstance(e.runner.layout, TimeReversed) else None
+            g, gstate, gparams = e.backward_outputs(
+                gy, list(grad_final[g_i:g_i + n_fin]), want_x, needs[t_i:t_i + n_state], into)
+            gx = g if (gx is None or into is not None) else gx + g
             g_i += n_fin
             t_i += n_state + n_params
             out_grads.extend(gstate)
