@@ -166,8 +166,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-bytes", type=int, default=6000)
     p.add_argument("--memory-files", type=int, default=4,
                    help="the memory comparison runs one step on this many largest files")
-    p.add_argument("--memory-max-bytes", type=int, default=20_000,
+    p.add_argument("--memory-max-bytes", type=int, default=6000,
                    help="... among the files of at most this many bytes")
+    p.add_argument("--memory-only", action="store_true",
+                   help="skip training: only the memory comparison (untrained weights)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.quick:
@@ -180,25 +182,27 @@ def main(argv=None) -> int:
           f"1,000-{a.max_bytes:,} bytes (longest {longest:,}); {NEEDLE.decode()!r} in "
           f"{n_pos / len(val_set):.0%} of the held-out ones")
     results = {}
-    for readout in ("attention", "final"):
+    for readout in () if a.memory_only else ("attention", "final"):
         results[readout] = train(readout, train_set, val_set, a)
     largest = sorted(stdlib_files(), key=lambda p: p.stat().st_size)
     largest = [p for p in largest if p.stat().st_size <= a.memory_max_bytes][-a.memory_files:]
     biggest = [(read_bytes(p), 0) for p in largest]
     n_bytes = sum(len(b) for b, _ in biggest)
-    model = results["attention"]["model"]
+    model = results["attention"]["model"] if results else FileClassifier(
+        "attention", hidden=a.hidden, block_len=a.block_len)
     mem_block = step_memory(model, biggest, blockwise=True)
     mem_plain = step_memory(model, biggest, blockwise=False)
+    print(f"\nOne training step on the {len(biggest)} largest files ({n_bytes:,} bytes, "
+          f"longest {max(len(b) for b, _ in biggest):,}): peak memory {mem_block:.0f} MB "
+          f"with Blockwise, {mem_plain:.0f} MB plain ({mem_block / max(mem_plain, 1e-9):.2f}x)")
+    if not results:
+        return 0
     print()
     print("| read-out | held-out accuracy | train time (s) |")
     print("|---|---:|---:|")
     print(f"| majority class | {majority:.3f} | |")
     for readout, r in results.items():
         print(f"| {readout} | {r['acc']:.3f} | {r['seconds']:.0f} |")
-    print(f"\nOne training step on the {len(biggest)} largest files ({n_bytes:,} bytes, "
-          f"longest {max(len(b) for b, _ in biggest):,}): "
-          f"peak memory {mem_block:.0f} MB with Blockwise, {mem_plain:.0f} MB plain "
-          f"({mem_block / max(mem_plain, 1e-9):.2f}x)")
     print(f"RESULT attention accuracy {results['attention']['acc']:.3f}, final-state "
           f"{results['final']['acc']:.3f}, majority {majority:.3f}")
     return 0
