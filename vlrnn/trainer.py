@@ -238,7 +238,7 @@ class Trainer:
             ``block_loss``; with ``block_len="auto"``, default half the free memory.
         reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
-            ``"recursive"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
+            ``"revolve"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
         early_stopping_patience: stop after this many epochs without a lower validation
@@ -312,7 +312,7 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.reduction = check_reduction(reduction)
-        if schedule is not None and schedule not in SCHEDULES:
+        if schedule is not None and not callable(schedule) and schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of "
                              + ", ".join(repr(k) for k in SCHEDULES))
         self.schedule = schedule
