@@ -20,8 +20,10 @@ setup(
     install_requires=["torch>=2.1", "numpy", "pandas>=1.5", "tqdm"],
     extras_require={
         # statsmodels: the CO2 data set examples/pandas_ragged.py (tested) reads
-        "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14"],
+        "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14", "tensorboard>=2.10"],
         "plot": ["matplotlib>=3.5"],
+        # Trainer(log_dir=...) and `vlrnn train` write TensorBoard scalars with it
+        "tensorboard": ["tensorboard>=2.10"],
         # examples/pandas_ragged.py reads the CO2 data set that ships with statsmodels
         "examples": ["statsmodels>=0.14"],
     },
