@@ -159,3 +159,30 @@ def test_cli_no_tensorboard_and_missing_package(csv, tmp_path, capsys, monkeypat
     assert "tensorboard is not installed" in printed and "vlrnn[tensorboard]" in printed
     assert (tmp_path / "b" / "model.pt").is_file()
     assert not list((tmp_path / "b").glob("events.out.tfevents.*"))
+
+
+def test_cuda_peak_memory_is_logged_on_cuda(tmp_path, monkeypatch):
+    # the logger's CUDA branch, on any machine: max_memory_allocated of the trainer's device
+    from vlrnn.training.tensorboard import TensorBoardLogger
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                        lambda device: asked.append(device) or 3 * 2**20)
+    log = TensorBoardLogger(tmp_path)
+    log.open()
+    log.epoch({"epoch": 2, "train_loss": 0.5, "val_loss": float("nan")},
+              torch.device("cuda", 1))
+    log.close()
+    got = scalars(tmp_path)
+    assert got["memory/cuda_max_allocated_mb"] == [(2, 3.0)]
+    assert asked == [torch.device("cuda", 1)]
+    assert set(got) == {"epoch/train_loss", "memory/peak_rss_mb",
+                        "memory/cuda_max_allocated_mb"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trainer_on_cuda_logs_cuda_memory(tmp_path):
+    trainer_ = vlrnn.Trainer(model(), MSE, block_len=4, progress=False, device="cuda",
+                             log_dir=tmp_path)
+    trainer_.fit(batches(2, 0), epochs=1)
+    assert scalars(tmp_path)["memory/cuda_max_allocated_mb"][0][1] > 0
