@@ -11,6 +11,10 @@ What is written (``tensorboard --logdir DIR`` shows it):
   ``skipped``) at the epoch number; NaN values (no validation) are left out.
 - ``memory/peak_rss_mb`` (peak resident memory of the process so far) and, on CUDA,
   ``memory/cuda_max_allocated_mb`` (``torch.cuda.max_memory_allocated``), per epoch.
+
+Give each run its own folder: a new ``fit`` without ``resume`` numbers from 1 again. The
+scalars of an epoch a crash interrupted (before its checkpoint) are written again when
+the resumed run redoes it; TensorBoard then shows both.
 """
 from __future__ import annotations
 
