@@ -16,6 +16,9 @@ skips it).
     python benchmarks/qrnn_speed.py                    # hidden 256, batch 16, T 256, F 256
     python benchmarks/qrnn_speed.py --threads 1 --repeats 15
     python benchmarks/qrnn_speed.py --device cuda      # on a GPU, if there is one
+
+Through the engine, 2 layers, against hidden size and batch (with a plot):
+``python benchmarks/model_speed.py --tables qrnn``.
 """
 from __future__ import annotations
 

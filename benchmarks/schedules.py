@@ -9,17 +9,28 @@ methods interleaved so that they share the machine's noise.
 - ``checkpoint``: a hand-written ``torch.utils.checkpoint`` block loop;
 - ``truncated``: truncated BPTT, window = block_len, state detached between windows
   (fast but inexact: its gradient's cosine similarity with the exact one is reported);
-- ``flat``, ``two_level``, ``recursive``: ``vlrnn.block_backward(..., schedule=...)``.
+- ``flat``, ``two_level``, ``revolve``: ``vlrnn.block_backward(..., schedule=...)``
+  (``revolve`` with its default ceil(log2 K) + 2 states; ``recursive`` is its alias);
+- ``bisection``: what ``recursive`` was before it became an alias of ``revolve`` (keep
+  boundary 0, rebuild by repeated bisection), defined here for comparison.
 
 ``slope`` (1-layer LSTM, 16 inputs, hidden 32, batch 4, input read block by block from a
 ``.npy`` file): peak RSS of each schedule at T = 1e4, 1e5, 1e6 and the log-log slope.
 
 ``huge``: the same small model over T = 1e7 steps (a 2.5 GB ``.npy`` input) with
-``two_level`` and ``recursive``.
+``two_level`` and ``revolve``.
 
-    python benchmarks/schedules.py compare [--quick]
+``counts``: no timing, exact: K one-step blocks of a tiny GRU; every block forward call
+the engine makes (all of them, and those without a graph) and the most boundary states
+held at once, per schedule.
+
+    python benchmarks/schedules.py compare [--quick] [--methods flat,revolve]
     python benchmarks/schedules.py slope
     python benchmarks/schedules.py huge --data-dir /tmp/vlrnn-bench
+    python benchmarks/schedules.py counts [--quick]
+    python benchmarks/schedules.py interleave [--methods bisection,revolve] [--reps 3]
+
+``interleave``: one process, the schedules alternating, time and calls at T = 1e5.
 """
 from __future__ import annotations
 
@@ -39,7 +50,34 @@ from common import markdown, medians, plot_loglog, rss_mb, spawn  # noqa: E402
 BIG = dict(n_in=16, hidden=128, layers=2, batch=16)
 SMALL = dict(n_in=16, hidden=32, layers=1, batch=4)
 BLOCK = 256
+SLOPE_METHODS = ("flat", "two_level", "bisection", "revolve")
 THREADS = [1]  # torch threads per worker process (--threads)
+
+
+# -- the old "recursive" schedule, for comparison -------------------------------------------
+def bisection(n_blocks: int):
+    """vlrnn's ``recursive`` schedule before it became ``revolve``: keep boundary 0 only;
+    to reach ``k`` from ``start``, keep the midpoints of repeated bisection."""
+    from vlrnn.schedules import Schedule
+
+    class Bisection(Schedule):
+        name = "bisection"
+
+        def keep(self, k):
+            return k == 0
+
+        def rebuild(self, start, k):
+            points, p = [], start
+            while p < k:
+                p += max(1, (k - p + 1) // 2)
+                points.append(p)
+            return points
+
+    return Bisection(n_blocks)
+
+
+def schedule_arg(method: str):
+    return bisection if method == "bisection" else method
 
 
 # -- worker --------------------------------------------------------------------------------
@@ -115,7 +153,8 @@ def worker(method: str, T: int, cfg_name: str, data_dir: str) -> dict:
     elif method == "truncated":
         truncated(model, loss_fn, x, y, BLOCK)
     else:
-        vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK, schedule=method)
+        vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK,
+                             schedule=schedule_arg(method))
     seconds = time.perf_counter() - t0
     peak = rss_mb()
     row = dict(method=method, T=T, seconds=seconds, rss_peak_mb=peak, extra_mb=peak - base)
@@ -144,7 +183,8 @@ def check(method: str, T: int) -> dict:
     if method == "checkpoint":
         checkpoint_loop(model, loss_fn, x, y, BLOCK)
     else:
-        vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK, schedule=method)
+        vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK,
+                             schedule=schedule_arg(method))
     err = max(((p.grad - r).abs().max() / r.abs().max()).item() for p, r in zip(params, ref))
     return dict(method=method, T=T, max_rel_err=err)
 
@@ -179,14 +219,15 @@ def run_grid(jobs, reps, timeout, cfg_name, data_dir=""):
 
 def compare(a) -> str:
     Ts = [2000, 8000] if a.quick else [4000, 16000, 64000]
-    methods = ["plain", "checkpoint", "truncated", "flat", "two_level", "recursive"]
+    methods = (a.methods.split(",") if a.methods else
+               ["plain", "checkpoint", "truncated", "flat", "two_level", "bisection", "revolve"])
     jobs = [(m, T) for T in Ts for m in methods]
     rows = run_grid(jobs, a.reps or (1 if a.quick else 3), a.timeout, "big")
     plain = {r["T"]: r["seconds"] for r in rows if r["method"] == "plain" and r.get("seconds")}
     for r in rows:
         r["ratio"] = r["seconds"] / plain[r["T"]] if r.get("seconds") and r["T"] in plain else None
     checks = {}
-    for m in ["checkpoint", "flat", "two_level", "recursive"]:
+    for m in [m for m in methods if m not in ("plain", "truncated")]:
         c = spawn(__file__, ["check", m, 2000, THREADS[0]], a.timeout)
         checks[m] = c.get("max_rel_err")
     for r in rows:
@@ -207,7 +248,7 @@ def slope(a) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     for T in Ts:
         write_npy(data_dir, T, SMALL)
-    jobs = [(m, T) for T in Ts for m in ("flat", "two_level", "recursive")]
+    jobs = [(m, T) for T in Ts for m in SLOPE_METHODS]
     rows = run_grid(jobs, a.reps or 1, a.timeout, "small", str(data_dir))
     out = markdown(rows, [("T", "T", ","), ("schedule", "method", ""),
                           ("peak RSS (MB)", "rss_peak_mb", ".0f"),
@@ -215,7 +256,7 @@ def slope(a) -> str:
     lines = [out, ""]
     if plot_slope(rows, HERE / "results" / "schedules_slope.png"):
         lines.append(f"plot: {HERE / 'results' / 'schedules_slope.png'}")
-    for m in ("flat", "two_level", "recursive"):
+    for m in SLOPE_METHODS:
         pts = sorted((r["T"], r["extra_mb"]) for r in rows if r["method"] == m and r.get("extra_mb"))
         if len(pts) >= 2:
             (t0, m0), (t1, m1) = pts[0], pts[-1]
@@ -225,7 +266,8 @@ def slope(a) -> str:
 
 
 def plot_slope(rows, path: Path) -> bool:
-    return plot_loglog(rows, (("flat", "o-"), ("two_level", "s-"), ("recursive", "^-")),
+    return plot_loglog(rows, (("flat", "o-"), ("two_level", "s-"), ("bisection", "^-"),
+                              ("revolve", "D-")),
                        "peak RSS above model (MB)",
                        "1-layer LSTM, hidden 32, batch 4, input streamed from a .npy file", path)
 
@@ -245,18 +287,114 @@ def huge(a) -> str:
                            ("peak RSS (MB)", "rss_peak_mb", ".0f"), ("time (s)", "seconds", ".0f")])
 
 
+def count_calls(schedule, n_blocks: int) -> dict:
+    """Block forward calls (all; without a graph) and the most boundary states held at
+    once, for one ``block_backward`` over ``n_blocks`` one-step blocks."""
+    import torch
+    from torch import nn
+    import vlrnn
+    from vlrnn import engine
+    torch.manual_seed(0)
+    model, head = nn.GRU(2, 3), nn.Linear(3, 1)
+    calls, no_grad, held = [0], [0], [0]
+
+    def hook(module, args, out):
+        calls[0] += 1
+        no_grad[0] += not torch.is_grad_enabled()
+
+    model.register_forward_hook(hook)
+    orig = engine.BlockRunner.rebuild
+
+    def rebuild(self, x_data, start, k, into):
+        orig(self, x_data, start, k, into)
+        held[0] = max(held[0], len(self.boundary) + len(into))
+
+    engine.BlockRunner.rebuild = rebuild
+    try:
+        x, y = torch.randn(n_blocks, 2, 2), torch.randn(n_blocks, 2, 1)
+        vlrnn.block_backward(model, lambda o, t: (head(o) - t) ** 2, x, y, block_len=1,
+                             schedule=schedule)
+    finally:
+        engine.BlockRunner.rebuild = orig
+    # a schedule that rebuilds nothing holds what the forward pass kept (flat: all K)
+    return dict(calls=calls[0], no_grad=no_grad[0], held=held[0] or n_blocks)
+
+
+def counts(a) -> str:
+    import math
+    from vlrnn.schedules import revolve_calls, revolve_with
+    Ks = [64, 1000] if a.quick else [64, 1000, 10_000]
+    rows = []
+    for K in Ks:
+        held = {}
+        for name in ("flat", "two_level", "bisection", "revolve", "revolve@bisection",
+                     "revolve@two_level"):
+            if "@" in name:  # revolve holding as many states as the other schedule
+                s = held[name.split("@")[1]] - 1
+                sched, label = revolve_with(s), f"revolve, s={s}"
+            else:
+                sched, label = schedule_arg(name), name
+                s = math.ceil(math.log2(K)) + 2
+                label += f", s={s}" if name == "revolve" else ""
+            t0 = time.perf_counter()
+            r = count_calls(sched, K)
+            if name.startswith("revolve"):
+                assert r["calls"] == revolve_calls(K, s), (K, s, r)  # the binomial optimum
+            held[name] = r["held"]
+            rows.append(dict(K=K, schedule=label, per_block=r["calls"] / K, **r))
+            print(f"K={K:>6,} {label:22s} {r} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return markdown(rows, [("K", "K", ","), ("schedule", "schedule", ""),
+                           ("states held at once", "held", ","),
+                           ("block forward calls", "calls", ","),
+                           ("of them without a graph", "no_grad", ","),
+                           ("calls per block", "per_block", ".2f")])
+
+
+def interleave(a) -> str:
+    """One process, the schedules alternating (they share the machine's noise): time and
+    block forward calls of ``block_backward`` on the small model, T = 100,000 (10,000
+    with --quick)."""
+    import torch
+    import vlrnn
+    torch.set_num_threads(a.threads)
+    T = 10_000 if a.quick else 100_000
+    methods = (a.methods or "bisection,revolve").split(",")
+    model, _, loss_fn = build(SMALL)
+    x, y = inputs(SMALL, T, None)
+    calls = [0]
+    model.register_forward_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    results = {}
+    for rep in range(a.reps or 3):
+        for m in methods:
+            calls[0] = 0
+            t0 = time.perf_counter()
+            vlrnn.block_backward(model, loss_fn, x, y, block_len=BLOCK, schedule=schedule_arg(m))
+            row = dict(method=m, T=T, seconds=time.perf_counter() - t0, calls=calls[0])
+            results.setdefault((m, T), []).append(row)
+            print(f"[rep {rep + 1}] {m:10s} {row['seconds']:.2f}s, {calls[0]} calls", flush=True)
+    rows = medians(results, ["seconds", "calls"])
+    return markdown(rows, [("T", "T", ","), ("schedule", "method", ""),
+                           ("median time (s)", "seconds", ".2f"),
+                           ("block forward calls", "calls", ",")])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("mode", choices=["compare", "slope", "huge"], nargs="?", default="compare")
+    p.add_argument("mode", choices=["compare", "slope", "huge", "counts", "interleave"],
+                   nargs="?",
+                   default="compare")
     p.add_argument("--quick", action="store_true", help="small T, one rep")
     p.add_argument("--reps", type=int, default=None, help="processes per configuration")
     p.add_argument("--data-dir", default=None, help="where to write the .npy inputs")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per process")
     p.add_argument("--out", default=None, help="also write the table to this file")
-    p.add_argument("--schedules", default="two_level,recursive",
-                   help="huge mode: schedules to run (default two_level,recursive)")
+    p.add_argument("--schedules", default="two_level,revolve",
+                   help="huge mode: schedules to run (default two_level,revolve)")
+    p.add_argument("--methods", default=None,
+                   help="compare/interleave mode: methods to run (default: all / "
+                   "bisection,revolve)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process "
                    "(default 1: on a shared machine, spinning OpenMP threads make "
                    "timings meaningless)")
@@ -273,7 +411,8 @@ def main(argv=None) -> int:
         return 0
     a = p.parse_args(argv)
     THREADS[0] = a.threads
-    table = {"compare": compare, "slope": slope, "huge": huge}[a.mode](a)
+    modes = dict(compare=compare, slope=slope, huge=huge, counts=counts, interleave=interleave)
+    table = modes[a.mode](a)
     print("\n" + table)
     if a.out:
         Path(a.out).write_text(table + "\n")

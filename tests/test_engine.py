@@ -364,7 +364,8 @@ def test_stacked_rnn_against_plain(cell, block_len):
 @pytest.mark.parametrize("schedule,max_states,max_calls", [
     ("flat", 64, 2 * 64 - 1),
     ("two_level", 2 * 8 + 2, 3 * 64),
-    ("recursive", 6 + 2, 64 * (6 // 2 + 2)),
+    ("revolve", 8 + 1, 201),  # s = log2(64) + 2; 201 = the binomial optimum for 8 states
+    ("recursive", 8 + 1, 201),  # an alias of revolve now (bisection: 313 calls, 8 states)
 ])
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
@@ -395,7 +396,7 @@ def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_ca
 
 
 # -- offload ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule", ["flat", "two_level"])
+@pytest.mark.parametrize("schedule", ["flat", "two_level", "revolve"])
 def test_offload_cpu_is_exact(schedule):
     model, head = make("lstm", layers=2)
     x, y = ragged_batch([17, 4, 12], 3, 2)

@@ -1,5 +1,6 @@
 """The example scripts run as written (``--quick`` smoke runs) and print their results."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,14 @@ def test_step_classification_quick():
     out = run_example("step_classification.py", "--quick")
     assert "standard library: 6 training and 3 test files" in out
     assert "RESULT token classes accuracy" in out and "context-free" in out
+
+
+def test_lightning_ragged_quick():
+    pytest.importorskip("lightning")   # pip install -e ".[test]" installs it
+    out = run_example("lightning_ragged.py", "--quick")
+    assert "epoch 1: held-out" in out                       # validation_step every epoch
+    assert "held-out files, bits per byte (predict_step):" in out
+    # predict_step's per-file values, weighted by bytes, give validation_step's figure
+    m = re.search(r"bytes-weighted mean (\d+\.\d+) bits/byte \(validation_step: (\d+\.\d+)\)", out)
+    assert m and abs(float(m.group(1)) - float(m.group(2))) <= 0.002, out[-2000:]
+    assert "accumulate 2, clip 1.0" in out and "RESULT held-out" in out

@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import vlrnn
 from vlrnn.blocks import input_order_lengths
 from vlrnn.data import DataWarning, from_dataframe
+from vlrnn.schedules import revolve_with
 
 EXAMPLES = 300
 RTOL = 1e-7
@@ -192,7 +193,7 @@ def test_valid_batches_match_plain_bptt(data):
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 99)))
     kw = dict(block_len=data.draw(st.integers(1, T + 3)),
               reduction=data.draw(st.sampled_from(["sum", "mean", "seq_mean"])),
-              schedule=data.draw(st.sampled_from(["flat", "two_level", "recursive"])))
+              schedule=data.draw(st.sampled_from(["flat", "two_level", "revolve", revolve_with(2)])))
     if data.draw(st.booleans()):
         kw["block_len"] = np.int64(kw["block_len"])  # numpy ints are ints too
     state = None

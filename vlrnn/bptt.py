@@ -147,7 +147,9 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
             else ``model.state_batch_dim``, else 0.
         schedule: which block boundaries to keep (:data:`vlrnn.schedules.SCHEDULES`):
             ``"flat"`` keeps all (one extra forward pass), ``"two_level"`` O(sqrt(K))
-            of the K boundaries (two extra), ``"recursive"`` O(log K) (O(log K) extra).
+            of the K boundaries (two extra), ``"revolve"`` binomial checkpointing with
+            ceil(log2 K) + 2 states (the fewest recomputations for its memory; a callable
+            ``n_blocks -> Schedule`` such as ``vlrnn.schedules.revolve_with(s)`` sets ``s``).
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         memory_budget: bytes or a size (``"2GB"``) for the engine's working memory.
             With ``block_len="auto"`` (default budget: half the free memory) the
@@ -219,7 +221,7 @@ def _configure(model, loss_fn, x, target, block_len, schedule, memory_budget, st
              loss_fn=loss_fn, target=target, state=state, reduction=reduction,
              batch_first=batch_first, state_batch_dim=state_batch_dim, schedule=schedule,
              block_len=None if auto else check_block_len(block_len))
-    return p.block_len, p.schedule, p.keep_last
+    return p.block_len, p.schedule_arg(), p.keep_last
 
 
 def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],

@@ -181,7 +181,8 @@ class BlockRunner:
         if not self.keeps(k + 1):
             return self.next_state(k, state_out)
         rows = [t.detach().narrow(d, 0, blk.n_out) for t in state_out]
-        if not self.kept_slots.fits(rows):  # unlike the first state: a copy of its own
+        if self.schedule.frees_kept or not self.kept_slots.fits(rows):
+            # a copy of its own: the schedule frees it early, or it is unlike the first
             nxt = self.next_state(k, state_out)
             self.boundary[k + 1] = self.stash(nxt)
             return nxt
@@ -201,7 +202,8 @@ class BlockRunner:
         host with offload) and ``final_slots`` (``B`` rows), shaped as ``state_out``,
         the first state the model returned (block 0's, ``n_in = B`` rows)."""
         template = [t.detach() for t in state_out]
-        rows = {k: self.blocks[k].n_in for k in range(len(self.blocks)) if self.keeps(k)}
+        rows = {} if self.schedule.frees_kept else \
+            {k: self.blocks[k].n_in for k in range(len(self.blocks)) if self.keeps(k)}
         host = self.offload is not None
         pin = host and torch.cuda.is_available() and any(t.is_cuda for t in template)
         self.kept_slots = StateSlots(template, self.batch_dim, rows,
@@ -402,6 +404,9 @@ class _Engine:
             return self.kept.pop(k)  # not recomputed; freed after this block
         for j in [j for j in rebuilt if j > k]:  # the reverse pass is below them now
             del rebuilt[j]
+        if r.schedule.frees_kept:  # so are these kept ones: their memory serves rebuilds
+            for j in [j for j in r.boundary if j > k]:
+                del r.boundary[j]
         if k in rebuilt:
             state = rebuilt.pop(k)
         elif k in r.boundary:

@@ -6,8 +6,10 @@ costs (bytes autograd saves for backward per sequence-step row, counted with
 then picks the fastest configuration whose predicted memory fits the budget:
 
 - if plain BPTT fits, one block over the whole sequence: plain BPTT itself;
-- else the schedule with the least recompute that fits (``flat``, then ``two_level``,
-  then ``recursive``), at a block length that keeps per-block overhead small;
+- else, over block lengths and schedules (``flat``, ``two_level``, and ``revolve`` with
+  every number of states ``s`` that fits), the plan with the least predicted time whose
+  memory fits; time counts block forward calls exactly (``revolve``: the binomial
+  optimum, :func:`vlrnn.schedules.revolve_calls`) plus a fixed cost per block call;
 - memory the budget leaves over keeps the graphs of the last blocks from the forward
   pass, so those blocks are not recomputed (more budget, less recompute, smoothly).
 
@@ -25,7 +27,8 @@ from typing import Any, Optional, Union
 import torch
 
 from .rng import preserved
-from .schedules import SCHEDULES, get_schedule
+from .schedules import (SCHEDULES, ScheduleSpec, extra_calls, get_schedule, revolve_with,
+                        schedule_name)
 
 RNG_BYTES = 5056  # a CPU generator state; kept per block only when the model draws
 BLOCK_OVERHEAD_STEPS = 32  # a block's fixed cost, in time steps of compute (rough)
@@ -77,12 +80,14 @@ class Plan:
     Attributes:
         block_len, schedule, keep_last: what to pass to ``block_loss`` (``keep_last``:
             blocks whose graphs the forward pass keeps, so they are not recomputed).
+        states: ``revolve``'s number of kept states ``s`` (0 for other schedules).
         n_steps, n_blocks: T and K.
         bytes_per_row: activation bytes plain BPTT keeps per (sequence, step) row.
         state_bytes: one boundary state of the whole batch.
         predicted_bytes: the engine's working memory under this plan.
         plain_bytes: plain BPTT's activation memory for the same batch.
-        forward_passes: block forward runs per block (plain BPTT: 1).
+        forward_passes: block forward runs per block, the recompute factor (plain
+            BPTT: 1; ``flat``: 2 - 1/K).
         budget: the memory budget planned for.
     """
 
@@ -98,22 +103,31 @@ class Plan:
     forward_passes: float
     budget: int
     draws_random: bool = False
+    states: int = 0
 
     def __str__(self) -> str:
         mb = _size
         kept = (f", graphs of the last {self.keep_last} blocks kept"
                 if self.keep_last > 1 else "")
-        return (f"Plan: block_len={self.block_len}, schedule={self.schedule!r}{kept}\n"
-                f"  T={self.n_steps:,} in {self.n_blocks:,} blocks; "
-                f"{self.forward_passes:.2f} forward passes (plain BPTT: 1)\n"
+        states = f" with {self.states} states" if self.schedule == "revolve" else ""
+        return (f"Plan: block_len={self.block_len}, schedule={self.schedule!r}{states}{kept}\n"
+                f"  T={self.n_steps:,} in {self.n_blocks:,} blocks; recompute factor "
+                f"{self.forward_passes:.2f} (block forward calls per block; plain BPTT: 1)\n"
                 f"  predicted memory {mb(self.predicted_bytes)} of a {mb(self.budget)} budget; "
                 f"plain BPTT would keep {mb(self.plain_bytes)}\n"
                 f"  measured: {self.bytes_per_row:,.0f} bytes per sequence-step, "
                 f"{mb(self.state_bytes)} per boundary state")
 
+    def schedule_arg(self) -> ScheduleSpec:
+        """The ``schedule=`` argument that runs this plan (``revolve``: with its ``s``
+        states, its tree spanning the blocks whose graphs are not kept)."""
+        if self.schedule == "revolve":
+            return revolve_with(self.states, tail=self.keep_last)
+        return self.schedule
+
     def options(self) -> dict:
         """Keyword arguments for ``block_loss``."""
-        return dict(block_len=self.block_len, schedule=self.schedule)
+        return dict(block_len=self.block_len, schedule=self.schedule_arg())
 
 
 def _size(n: float) -> str:
@@ -123,36 +137,67 @@ def _size(n: float) -> str:
     return f"{n:,.0f} bytes"
 
 
-def _stored_states(schedule: str, n_blocks: int) -> float:
+def _stored_states(schedule: str, n_blocks: int, states: int = 0) -> float:
+    """Boundary states held at once (``revolve``: its ``s`` and the state entering the
+    block being differentiated)."""
     if schedule == "flat":
         return n_blocks
     if schedule == "two_level":
         return 2 * math.ceil(math.sqrt(n_blocks)) + 1
-    return math.log2(max(n_blocks, 2)) + 2
+    return states + 1
 
 
-def _forward_passes(schedule: str, n_blocks: int, keep_last: int) -> float:
+def _forward_passes(schedule: str, n_blocks: int, keep_last: int, states: int = 0) -> float:
     """Block forward runs / K: one pass, plus recompute of blocks whose graph is not kept,
-    plus what the schedule re-runs to rebuild boundaries (measured shapes: see tests)."""
+    plus what the schedule re-runs to rebuild boundaries (``revolve``: exact; the
+    others: measured shapes, see tests)."""
     k, m = n_blocks, min(keep_last, n_blocks)
+    if schedule == "revolve":  # the binomial tree spans the blocks not kept, and one more
+        span = k - m + 1
+        return (k + extra_calls(span, max(1, min(states, span - 1)))) / k
     recompute = k - m
     if schedule == "two_level":
         recompute += k - math.ceil(k / max(1, math.ceil(math.sqrt(k))))
-    elif schedule == "recursive":
-        recompute += k * max(0.0, math.log2(max(k, 2)) / 2)
     return (k + recompute) / k
+
+
+MAX_REVOLVE_CANDIDATES = 4096  # per block length; past that, a geometric grid of them
+
+
+def _revolve_candidates(k: int, room: float, block: float, state_bytes: float) -> list:
+    """(s, m) pairs worth timing for ``revolve`` over ``k`` blocks: for each number ``m``
+    of kept graphs, the most states ``s`` that fit beside them (more of either never
+    costs time). ``room``: bytes for states and graphs of the kept blocks."""
+    sb = max(state_bytes, 1.0)
+    m_hi = int(min(k, room // block))
+    ms = range(1, m_hi + 1)
+    if m_hi > MAX_REVOLVE_CANDIDATES:  # thin out: all small m, then a geometric grid
+        grid = {1, m_hi}
+        x = 1.0
+        while x < m_hi:
+            grid.add(int(x))
+            x *= 1.01
+        ms = sorted(grid)
+    out = []
+    for m in ms:
+        s = min(int((room - m * block) // sb) - 1, k - m)  # -1: the differentiated block's
+        if s >= 1:
+            out.append((s, m))
+    return out
 
 
 def choose(n_steps: int, n_rows: int, n_batch: int, bytes_per_row: float, state_bytes: int,
            budget: int, draws_random: bool, schedule: Optional[str] = None,
-           block_len: Optional[int] = None, max_block_len: Optional[int] = None) -> Plan:
-    """The fastest (block_len, schedule, keep_last) whose predicted memory fits ``budget``.
+           block_len: Optional[int] = None, max_block_len: Optional[int] = None,
+           states: Optional[int] = None) -> Plan:
+    """The fastest (block_len, schedule, keep_last, states) whose predicted memory fits
+    ``budget``.
 
     ``n_rows``: valid (sequence, step) rows of the batch; ``schedule`` / ``block_len``
-    fix that choice when given; ``max_block_len`` caps the block length (ragged packed
-    batches: torch's CPU LSTM kernel slows down sharply on long ragged blocks, measured
-    0.3 s at 256 steps against 15 s at 4,096 for the same batch). Raises
-    ``MemoryError`` when nothing fits.
+    fix that choice when given (``states`` fixes ``revolve``'s ``s``); ``max_block_len``
+    caps the block length (ragged packed batches: torch's CPU LSTM kernel slows down
+    sharply on long ragged blocks, measured 0.3 s at 256 steps against 15 s at 4,096
+    for the same batch). Raises ``MemoryError`` when nothing fits.
     """
     rows_per_step = n_rows / n_steps
     plain = int(bytes_per_row * n_rows)
@@ -163,7 +208,8 @@ def choose(n_steps: int, n_rows: int, n_batch: int, bytes_per_row: float, state_
         return Plan(n_steps, "flat", 1, n_steps, 1, bytes_per_row, state_bytes, 2 * plain,
                     plain, 1.0, budget, draws_random)
     best = None
-    names = [schedule] if schedule else list(SCHEDULES)
+    names = [schedule_name(schedule)] if schedule else list(dict.fromkeys(
+        cls.name for cls in SCHEDULES.values()))
     cap = max_block_len or max(BLOCK_LENS)
     lens = [block_len] if block_len else [L for L in BLOCK_LENS if L < n_steps and L <= cap] \
         or [min(n_steps, cap)]
@@ -171,22 +217,27 @@ def choose(n_steps: int, n_rows: int, n_batch: int, bytes_per_row: float, state_
         for L in lens:
             k = math.ceil(n_steps / L)
             block = bytes_per_row * L * rows_per_step
-            states = _stored_states(name, k) * state_bytes
             rng = k * RNG_BYTES if draws_random else 0
-            fixed_cost = states + rng + state_bytes  # + the final states
-            room = budget - fixed_cost - block  # one block's working memory in backward
-            if room < block:  # not even the last block's graph fits
-                continue
-            m = int(min(k, room // block))
-            passes = _forward_passes(name, k, m)
-            time_cost = n_steps * (passes + BACKWARD_COST) + k * passes * BLOCK_OVERHEAD_STEPS
-            mem = int(fixed_cost + (m + 1) * block)
-            cand = (time_cost, Plan(L, name, m, n_steps, k, bytes_per_row, state_bytes, mem,
-                                    plain, passes, budget, draws_random))
-            if best is None or cand[0] < best[0]:
-                best = cand
-        if best is not None and not schedule:
-            break  # a cheaper schedule fits: do not trade recompute for memory not needed
+            fixed_cost = rng + state_bytes  # + the final states
+            if name == "revolve":
+                room = budget - fixed_cost - block  # one block's working memory in backward
+                if states is not None:  # s fixed: all the rest keeps graphs
+                    m = int(min(k, (room - (states + 1) * state_bytes) // block))
+                    options = [(states, m)] if m >= 1 else []
+                else:
+                    options = _revolve_candidates(k, room, block, state_bytes)
+            else:
+                room = budget - fixed_cost - _stored_states(name, k) * state_bytes - block
+                options = [(0, int(min(k, room // block)))] if room >= block else []
+            for s, m in options:
+                passes = _forward_passes(name, k, m, s)
+                time_cost = (n_steps * (passes + BACKWARD_COST)
+                             + k * passes * BLOCK_OVERHEAD_STEPS)
+                mem = int(fixed_cost + _stored_states(name, k, s) * state_bytes
+                          + (m + 1) * block)
+                if best is None or time_cost < best[0]:
+                    best = (time_cost, Plan(L, name, m, n_steps, k, bytes_per_row, state_bytes,
+                                            mem, plain, passes, budget, draws_random, s))
     if best is None:
         raise MemoryError(
             f"no block length and schedule fit a memory budget of {budget / 2**20:,.1f} MB "
@@ -223,7 +274,7 @@ def measure(runner, probe_len: int) -> tuple:
 def plan(model, x_example: Any, T: Optional[int] = None,
          memory_budget: Union[int, str, None] = "auto", *, loss_fn=None, target=None,
          state=None, reduction: str = "mean", batch_first: Optional[bool] = None,
-         state_batch_dim: Optional[int] = None, schedule: Optional[str] = None,
+         state_batch_dim: Optional[int] = None, schedule: Optional[ScheduleSpec] = None,
          block_len: Optional[int] = None, probe_len: int = 64) -> Plan:
     """Plan a ``block_loss`` call on a batch like ``x_example`` of length ``T``.
 
@@ -236,14 +287,21 @@ def plan(model, x_example: Any, T: Optional[int] = None,
         T: the sequence length to plan for (default: ``x_example``'s).
         memory_budget: bytes or a size string (``"2GB"``); ``"auto"``/``None`` = half
             of the memory available now on the model's device.
-        schedule, block_len: fix these instead of choosing them.
+        schedule, block_len: fix these instead of choosing them (``schedule``: a name,
+            or ``revolve_with(s)`` to fix ``revolve``'s states too).
 
     Returns:
         :class:`Plan`; ``print(plan)`` shows the choice and its predicted cost.
     """
     from .bptt import _Call  # late import: bptt uses this module
+    states = None
     if schedule is not None:
         get_schedule(schedule, 1)  # a clear error for unknown names
+        if not isinstance(schedule, str):
+            states = getattr(schedule, "keywords", {}).get("states")
+            if schedule_name(schedule) != "revolve" or states is None:
+                raise ValueError(f"plan() takes a schedule name or revolve_with(states), "
+                                 f"got {schedule!r}")
     call = _Call(model, loss_fn, x_example, target, max(1, int(probe_len)), state, reduction,
                  batch_first, state_batch_dim)
     lay = call.layout
@@ -260,5 +318,5 @@ def plan(model, x_example: Any, T: Optional[int] = None,
     n_rows = lay.n_rows if n_steps == lay.n_steps else n_steps * lay.n_batch
     ragged = lay.packed and int(lay.batch_sizes[-1]) != lay.n_batch
     return choose(n_steps, n_rows, lay.n_batch, bytes_per_row, state_bytes, budget, draws,
-                  schedule=schedule, block_len=block_len,
-                  max_block_len=RAGGED_MAX_BLOCK_LEN if ragged else None)
+                  schedule=schedule_name(schedule) if schedule else None, block_len=block_len,
+                  max_block_len=RAGGED_MAX_BLOCK_LEN if ragged else None, states=states)

@@ -120,7 +120,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
             ``accuracy`` are maximised, the others minimised.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
-            ``"recursive"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
+            ``"revolve"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
         early_stopping_patience: stop after this many epochs without a better
@@ -218,7 +218,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         self.metrics = metrics
         self.monitor = monitor
         self._maximise = monitor.endswith("accuracy")
-        if schedule is not None and schedule not in SCHEDULES:
+        if schedule is not None and not callable(schedule) and schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of "
                              + ", ".join(repr(k) for k in SCHEDULES))
         self.schedule = schedule

@@ -8,10 +8,10 @@ element-wise recurrence over time, the "forget-mult"::
     c_t = f_t * z_t + (1 - f_t) * c_{t-1}
     h_t = o_t * c_t            (fo-pooling; h_t = c_t without the output gate)
 
-where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. The recurrence is solved with the
-parallel scan of :mod:`vlrnn.models.scan` (``a = 1 - f``, ``b = f * z``), so a block
-costs one big matmul per layer plus ``O(log T)`` element-wise tensor ops, with no Python
-loop over time steps.
+where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. A layer over a block is one autograd
+node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`): one matmul per gate, in-place
+activations, the recurrence (``a = 1 - f``, ``b = f * z``) solved by a chunked scan
+(about ``2 sqrt(T)`` small tensor ops, no division), and a hand-written backward.
 
 Packed batches run on a padded ``(T, B, ·)`` view of the block (vectorised index ops);
 padding steps get ``f = 0`` (so ``a = 1``, ``b = 0``), which freezes a finished sequence's
@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .head import WithHead
 from .inputs import dense_time_major
+from .qrnn_layer import qrnn_layer
 from .scan import METHODS, linear_scan
 
 __all__ = ["QRNN"]
@@ -69,8 +70,9 @@ class QRNN(nn.Module):
             expected value under the training-time mask (the paper's choice).
         output_gate: ``True``: fo-pooling, ``h = o * c``; ``False``: f-pooling, ``h = c``.
         batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
-        scan: ``"parallel"`` (default) or ``"loop"`` (a Python loop over steps: the slow
-            reference, for benchmarks).
+        scan: ``"parallel"`` (default: the one-node layer with the chunked scan; first
+            derivatives only) or ``"loop"`` (autograd through every op and a Python loop
+            over steps: the slow reference, which also has double backward).
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -217,9 +219,31 @@ class QRNN(nn.Module):
             u = torch.cat([prev, inp], 2)
         else:
             u = inp
+        if self.scan == "parallel":
+            # one autograd node for the activations, the scan and the output gate
+            mult = None  # fixed multiplier of f: zoneout and padding masks
+            if self.zoneout > 0:
+                if self.training:  # f = 0 keeps the previous c for this element and step
+                    mult = u.new_empty(T, B, self.hidden_size).bernoulli_(1.0 - self.zoneout)
+                else:
+                    mult = u.new_tensor(1.0 - self.zoneout)
+            if keep is not None:  # padding steps: a = 1, b = 0, c stays at the sequence's end
+                mult = keep if mult is None else mult * keep
+            h, c_last = qrnn_layer(u, lin.weight, lin.bias, c0, mult, self.output_gate)
+        else:
+            h, c_last = self._layer_loop(lin(u), c0, keep)
+        if self.window == 1:
+            return h, (c_last,)
+        x_last = inp[T - 1] if last is None else inp.reshape(T * B, -1).index_select(0, last)
+        return h, (c_last, x_last)
+
+    def _layer_loop(self, gates: torch.Tensor, c0: torch.Tensor,
+                    keep: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The reference: autograd through each op and the step-loop scan."""
+        T = gates.shape[0]
         # split, not three slices: its backward writes one gradient tensor, where each
         # slice's backward would allocate and zero a full-size one
-        gates = lin(u).split(self.hidden_size, dim=2)
+        gates = gates.split(self.hidden_size, dim=2)
         z = torch.tanh(gates[0])
         f = torch.sigmoid(gates[1])
         if self.zoneout > 0:
@@ -231,11 +255,7 @@ class QRNN(nn.Module):
             f = f * keep  # padding steps: a = 1, b = 0, so c stays at the sequence's end
         c = linear_scan(1.0 - f, f * z, c0, method=self.scan)
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
-        c_last = c[T - 1]
-        if self.window == 1:
-            return h, (c_last,)
-        x_last = inp[T - 1] if last is None else inp.reshape(T * B, -1).index_select(0, last)
-        return h, (c_last, x_last)
+        return h, c[T - 1]
 
     def _check_state(self, state, n_batch: int, like: torch.Tensor) -> List[LayerState]:
         if state is None:
