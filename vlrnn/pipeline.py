@@ -42,7 +42,7 @@ STEP_LR = 1e-2
 SERIES_LR = 3e-3
 #: training rows (series steps, summed over epochs) that ``epochs=None`` stops at: a task
 #: of few, long batches would otherwise get 100 epochs (the standard library's token
-#: classes, 255,000 rows an epoch at ~5,000 rows/s on 2 shared cores: 100 epochs = 1.5 h)
+#: classes, 253,134 rows an epoch, 40-110 s each on 2 shared cores: 100 epochs = 1-3 h)
 AUTO_ROWS = 3_000_000
 
 
