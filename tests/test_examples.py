@@ -103,3 +103,11 @@ def test_lightning_ragged_quick():
     m = re.search(r"bytes-weighted mean (\d+\.\d+) bits/byte \(validation_step: (\d+\.\d+)\)", out)
     assert m and abs(float(m.group(1)) - float(m.group(2))) <= 0.002, out[-2000:]
     assert "accumulate 2, clip 1.0" in out and "RESULT held-out" in out
+
+
+def test_attention_pooling_quick():
+    out = run_example("attention_pooling.py", "--quick")
+    assert "| read-out | held-out accuracy | train time (s) |" in out
+    assert "| attention |" in out and "| final |" in out
+    assert "with Blockwise" in out and "plain" in out
+    assert "RESULT attention accuracy" in out

@@ -6,7 +6,9 @@ plus the recurrent state at each block boundary.
 """
 from . import memory
 from .blocks import TimeBlock, split_packed
-from .bptt import BlockLossOutput, block_backward, block_loss, full_backward, full_loss
+from .bptt import (BlockLossOutput, block_backward, block_loss, block_outputs, full_backward,
+                   full_loss, full_outputs)
+from .blockwise import Blockwise
 from .planner import Plan, plan
 from .schedules import SCHEDULES
 from .pipeline import TrainedModel, pack_and_train
@@ -16,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlockLossOutput",
+    "Blockwise",
     "Plan",
     "SCHEDULES",
     "TimeBlock",
@@ -23,8 +26,10 @@ __all__ = [
     "Trainer",
     "block_backward",
     "block_loss",
+    "block_outputs",
     "full_backward",
     "full_loss",
+    "full_outputs",
     "pack_and_train",
     "plan",
     "split_packed",

@@ -20,6 +20,8 @@ from .blocks import check_block_len
 from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_loss,
                      graph_leaves, next_node_number)
 from .checks import check_state_batch_dim, check_torch_rnn
+from .directions import TimeReversed
+from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .layout import Layout
 from .loss import LossFn, block_loss_value, check_reduction
 from .rng import cuda_devices
@@ -237,12 +239,33 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
 
 
 def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: Any = None,
-                  batch_first: Optional[bool] = None,
-                  state_batch_dim: Optional[int] = None) -> Tuple[Batch, Any]:
-    """The model's outputs over ``x``, computed block by block without a graph.
+                  batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
+                  schedule: Optional[str] = None, reverse: bool = False) -> Tuple[Batch, Any]:
+    """The model's outputs over ``x`` and its final state, computed block by block.
 
-    The same as ``model(x, state)`` in one call under ``torch.no_grad()``, but holding
-    one block's activations at a time (the outputs themselves are kept).
+    The same as ``model(x, state)`` in one call, in memory of the outputs plus the
+    boundary states plus one block's activations. With grad enabled (and something to
+    differentiate: the model's parameters, ``x`` or ``state``), ``y`` and the final
+    state are differentiable: any function of them may be the loss, and its backward
+    runs the reverse block pass, handing each block dL/dy of its rows and dL/dstate from
+    the later block (exact, as plain autograd through ``model(x, state)``). Under
+    ``torch.no_grad()`` the blocks are streamed and nothing but the outputs is kept.
+
+    Args:
+        model: called as ``model(x_block, state) -> (y_block, new_state)``
+            (``nn.LSTM``/``nn.GRU``/``nn.RNN`` unidirectional; for bidirectional ones
+            use :class:`vlrnn.Blockwise`).
+        x: ``PackedSequence`` (sorted or ``enforce_sorted=False``) or dense ``(T, B, F)``
+            (``(B, T, F)`` when batch-first).
+        block_len: time steps per block.
+        state: initial state in the model's format and the caller's batch order.
+        batch_first, state_batch_dim: as in :func:`block_loss`.
+        schedule: which boundaries the forward pass keeps (:data:`vlrnn.SCHEDULES`);
+            ``None``: ``"flat"``.
+        reverse: the model reads each sequence backwards, from its own last step to
+            its first (the reverse direction of a bidirectional RNN): its blocks run
+            last to first in ``x``'s time. ``y`` is still in ``x``'s time order, and
+            ``final_state`` is each sequence's state after its first step.
 
     Returns:
         ``(y, final_state)``: ``y`` in ``x``'s layout (a ``PackedSequence`` with ``x``'s
@@ -250,21 +273,77 @@ def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: An
         time and batch dims); ``final_state`` each sequence's state after its own last
         step, in the caller's batch order.
     """
-    # "recursive" keeps no boundary states: nothing is recomputed here
-    call = _Call(model, None, x, None, block_len, state, "mean", batch_first,
-                 state_batch_dim, "recursive")
+    y, finals = joined_outputs([(model, state, reverse)], x, block_len=block_len,
+                               batch_first=batch_first, state_batch_dim=state_batch_dim,
+                               schedule=schedule)
+    return as_output(y, x), finals[0]
+
+
+def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_len: int,
+                   batch_first: Optional[bool] = None, state_batch_dim: Optional[int] = None,
+                   schedule: Optional[str] = None) -> Tuple[torch.Tensor, List[Any]]:
+    """:func:`block_outputs` of several models over the same ``x`` (``runs``: one
+    ``(model, state, reverse)`` each, e.g. the two directions of a bidirectional layer),
+    their outputs joined along the last dim, through one autograd node: its backward
+    adds every model's dL/dx into one buffer. Returns ``(y_data, [final state per
+    run])``; ``y_data`` is ``x.data``'s rows for a ``PackedSequence``, else dense."""
+    grad = torch.is_grad_enabled()
+    get_schedule(schedule or "flat", 1)  # an unknown name is refused either way
+    calls, engines = [], []
+    for model, state, reverse in runs:
+        # streaming: "recursive" keeps no boundary states, and nothing is recomputed
+        call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
+                     batch_first, state_batch_dim, (schedule or "flat") if grad else "recursive")
+        if reverse:
+            call.layout = TimeReversed(call.layout)
+        calls.append(call)
+        if grad:
+            engines.append(prepare_engine(call.runner(), call.layout.x_data, call.state0 or [],
+                                          call.modules_params()))
+    x_data = calls[0].layout.x_data
+    if grad and all(e is not None for e in engines):
+        y, finals = apply_engines(engines, x_data)
+        specs = [e.runner.spec for e in engines]
+    else:  # nothing needs a gradient (or no grad mode): stream, keep only the outputs
+        ys, finals, specs = [], [], []
+        for call in calls:
+            runner = call.runner()
+            with torch.no_grad():
+                y, final = streamed_outputs(runner, x_data)
+            ys.append(y)
+            finals.append(final)
+            specs.append(runner.spec)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, -1)
+    return y, [c.output(None, f, spec).state for c, f, spec in zip(calls, finals, specs)]
+
+
+def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
+                 state: Any = None, batch_first: Optional[bool] = None,
+                 state_batch_dim: Optional[int] = None, schedule: Optional[str] = None,
+                 reverse: bool = False) -> Tuple[Batch, Any]:
+    """The same as :func:`block_outputs` with plain autograd (the whole graph is kept):
+    the reference. With ``block_len=None`` one call ``model(x, state)``; with
+    ``block_len`` the model is called block by block exactly as the engine calls it
+    (same shapes, same random draws), the states chained in the graph. ``reverse`` as in
+    :func:`block_outputs`."""
+    if block_len is None and not reverse:
+        return model(x, state)
+    call = _Call(model, None, x, None, check_block_len(block_len or 2**62), state, "mean",
+                 batch_first, state_batch_dim, schedule)
+    if reverse:
+        call.layout = TimeReversed(call.layout)
     lay = call.layout
     runner = call.runner()
-    outs: List[torch.Tensor] = []
-    with torch.no_grad():
-        runner.run_no_grad(lay.x_data, None, 0, len(call.blocks), runner.boundary[0], None,
-                           outputs=outs)
-    if lay.packed:
-        y: Batch = PackedSequence(torch.cat(outs), x.batch_sizes, x.sorted_indices,
-                                  x.unsorted_indices)
-    else:
-        y = torch.cat(outs, dim=1 if lay.batch_first else 0)
-    return y, call.output(None, runner.final_state(), runner.spec).state
+    state_k, outs, enders = call.state0, [], []
+    d = call.batch_dim
+    for k, blk in enumerate(call.blocks):
+        _, out = runner.run(k, lay.part(lay.x_data, blk), None, state_k, with_loss=False,
+                            outputs=outs)
+        enders.append([t.narrow(d, blk.n_out, blk.n_in - blk.n_out) for t in out]
+                      if blk.n_out < blk.n_in else None)
+        state_k = [t.narrow(d, 0, blk.n_out) for t in out]
+    y = join_outputs(lay, outs)
+    return as_output(y, x), call.output(None, assemble_final(enders, d), runner.spec).state
 
 
 def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch], *,

@@ -34,7 +34,10 @@ def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,
         # see only the rest of its block, a different model (and loss) than on the whole
         raise ValueError(f"{name}(bidirectional=True) cannot be run block by block: its "
                          "backward direction reads the future, which a time block does not "
-                         "hold. Use a unidirectional model, or plain BPTT (full_backward)")
+                         "hold. Wrap it in vlrnn.Blockwise(model, block_len=...) and call that as "
+                         "the model (any loss on its outputs; each direction runs block by "
+                         "block, the reverse one last-to-first), or use a unidirectional "
+                         "model")
     x = layout.x_data
     want = "(N, input_size) rows of a PackedSequence" if layout.packed else (
         "(B, T, input_size)" if layout.batch_first else "(T, B, input_size)")

@@ -340,7 +340,7 @@ class _Engine:
         rebuilt: Dict[int, List[torch.Tensor]] = {}  # boundaries the backward re-ran
         want_x, want_y = needs[1], needs[2]
         want_state0 = list(needs[4:4 + n_state])
-        gx = torch.zeros_like(self.x_data) if want_x else None
+        gx = self.x_grad_buffer() if want_x else None
         gy = torch.zeros_like(self.y_data) if want_y else None
         gparams: List[Optional[torch.Tensor]] = [None] * len(self.params)
         g_next: Optional[List[Optional[torch.Tensor]]] = None  # dL/d(state entering k+1)
@@ -394,6 +394,10 @@ class _Engine:
                     gstate0 = [g if w else None for g, w in zip(g_in, want_state0)]
         self.kept = {}
         return gx, gy, gstate0, gparams
+
+    def x_grad_buffer(self) -> torch.Tensor:
+        """Where the reverse pass writes dL/dx, block by block (zeros, ``x_data``'s shape)."""
+        return torch.zeros_like(self.x_data)
 
     def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool,
                rebuilt: Dict[int, List[torch.Tensor]]) -> _BlockGraph:

@@ -84,8 +84,8 @@ def run_fused_layer(cell: nn.Module, kernel: Callable, data: torch.Tensor,
             leaves = [s[:n] for s in leaves]
             cur = n
         state = tuple(leaves) if kernel is torch.lstm else leaves[0]
-        out, new = _dense_call(cell, kernel, piece.view(t, n, piece.shape[1]), state)
-        outs.append(out.view(n * t, out.shape[2]))
+        out, new = _dense_call(cell, kernel, piece.reshape(t, n, piece.shape[1]), state)
+        outs.append(out.reshape(n * t, out.shape[2]))
         leaves = _leaves(new)
     if ended:  # later enders are earlier rows: reverse to restore sorted order
         leaves = [torch.cat(ts) for ts in zip(leaves, *[e for e in ended[::-1]])]

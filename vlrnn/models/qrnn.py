@@ -73,6 +73,11 @@ class QRNN(nn.Module):
         scan: ``"parallel"`` (default: the one-node layer with the chunked scan; first
             derivatives only) or ``"loop"`` (autograd through every op and a Python loop
             over steps: the slow reference, which also has double backward).
+        bidirectional: each layer also runs the recurrence over each sequence read
+            backwards (weights ``layers_reverse``); its output is ``[forward, reverse]``,
+            ``2H`` features, and ``state`` has one entry per layer and direction
+            (layer-major, forward first), as ``nn.LSTM``'s. Blockwise runs the reverse
+            direction block by block last-to-first (:class:`vlrnn.Blockwise`).
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -103,7 +108,7 @@ class QRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  window: int = 1, dropout: float = 0.0, zoneout: float = 0.0,
                  output_gate: bool = True, batch_first: bool = False,
-                 scan: str = "parallel"):
+                 scan: str = "parallel", bidirectional: bool = False):
         super().__init__()
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
@@ -121,38 +126,59 @@ class QRNN(nn.Module):
         if scan not in METHODS:
             raise ValueError(f"scan must be one of {METHODS}, got {scan!r}")
         self.scan = scan
+        self.bidirectional = bool(bidirectional)
         k = 3 if self.output_gate else 2
         self.layers = nn.ModuleList(
             nn.Linear(self.window * self._in_size(l), k * self.hidden_size)
             for l in range(self.num_layers))
+        if self.bidirectional:  # the reverse direction's layers (forward ones keep their keys)
+            self.layers_reverse = nn.ModuleList(
+                nn.Linear(self.window * self._in_size(l), k * self.hidden_size)
+                for l in range(self.num_layers))
 
     @property
     def output_size(self) -> int:
-        """Features of ``y``: ``hidden_size``."""
-        return self.hidden_size
+        """Features of ``y``: ``hidden_size`` (twice that when bidirectional)."""
+        return self.hidden_size * self.num_directions
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if getattr(self, "bidirectional", False) else 1
 
     def _in_size(self, layer: int) -> int:
-        return self.input_size if layer == 0 else self.hidden_size
+        return self.input_size if layer == 0 else self.hidden_size * self.num_directions
+
+    def direction_view(self, layer: int, reverse: bool = False) -> "QRNN":
+        """Layer ``layer``, one direction, as a one-layer unidirectional QRNN over this
+        model's own ``nn.Linear`` (shared, so gradients reach it): what
+        :class:`vlrnn.Blockwise` runs block by block, the reverse direction on each
+        sequence read backwards. Its state is ``(entry,)``, entry as in ``state``."""
+        view = QRNN(self._in_size(layer), self.hidden_size, 1, window=self.window,
+                    zoneout=self.zoneout, output_gate=self.output_gate,
+                    batch_first=self.batch_first, scan=self.scan)
+        view.layers = nn.ModuleList([(self.layers_reverse if reverse else self.layers)[layer]])
+        return view.train(self.training)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
         for name, default in (("window", 1), ("dropout", 0.0), ("zoneout", 0.0),
                               ("output_gate", True), ("batch_first", False),
-                              ("scan", "parallel")):
+                              ("scan", "parallel"), ("bidirectional", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
     def with_head(self, n_out: int, bias: bool = True) -> WithHead:
         """This QRNN followed by ``nn.Linear(hidden_size, n_out)`` on every output step."""
-        return WithHead(self, nn.Linear(self.hidden_size, _positive_int("n_out", n_out),
+        return WithHead(self, nn.Linear(self.output_size, _positive_int("n_out", n_out),
                                         bias=bias))
 
     def initial_state(self, batch_size: int, device: Optional[torch.device] = None,
                       dtype: Optional[torch.dtype] = None) -> Tuple[LayerState, ...]:
-        """The state used for ``state=None``: zeros, one tuple per layer, batch on dim 0."""
+        """The state used for ``state=None``: zeros, one tuple per layer (and direction,
+        layer-major, forward first), batch on dim 0."""
         out = []
-        for l in range(self.num_layers):
+        for l in (l for l in range(self.num_layers) for _ in range(self.num_directions)):
             c = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
             if self.window == 2:
                 out.append((c, torch.zeros(batch_size, self._in_size(l), device=device,
@@ -185,13 +211,22 @@ class QRNN(nn.Module):
             states = [tuple(t.index_select(0, idx) for t in s) for s in states]
 
         if T == 0:  # dense input with no steps: nothing changes
-            y = inp.new_zeros(0, B, self.hidden_size)
+            y = inp.new_zeros(0, B, self.output_size)
             return (y.transpose(0, 1) if self.batch_first else y), tuple(states)
 
         finals: List[LayerState] = []
+        dirs = self.num_directions
         for l, lin in enumerate(self.layers):
-            h, final = self._layer(lin, inp, states[l], keep, last)
+            h, final = self._layer(lin, inp, states[l * dirs], keep, last)
             finals.append(final)
+            if dirs == 2:  # the same recurrence on each sequence read backwards
+                lengths = torch.full((B,), T, dtype=torch.long, device=inp.device) \
+                    if last is None else torch.div(last, B, rounding_mode="floor") + 1
+                h_rev, final = self._layer(self.layers_reverse[l],
+                                           _reverse_time(inp, lengths), states[l * 2 + 1],
+                                           keep, last)
+                finals.append(final)
+                h = torch.cat([h, _reverse_time(h_rev, lengths)], -1)
             if l < self.num_layers - 1 and self.training and self.dropout > 0:
                 h = F.dropout(h, self.dropout, True)
             inp = h
@@ -260,14 +295,17 @@ class QRNN(nn.Module):
     def _check_state(self, state, n_batch: int, like: torch.Tensor) -> List[LayerState]:
         if state is None:
             return list(self.initial_state(n_batch, like.device, like.dtype))
-        if not isinstance(state, (tuple, list)) or len(state) != self.num_layers:
+        n_entries = self.num_layers * self.num_directions
+        if not isinstance(state, (tuple, list)) or len(state) != n_entries:
             got = (f"{type(state).__name__} of length {len(state)}"
                    if isinstance(state, (tuple, list)) else type(state).__name__)
-            raise ValueError(f"state must be a tuple with one entry per layer "
-                             f"({self.num_layers}), got {got}")
+            per = "per layer and direction" if self.num_directions == 2 else "per layer"
+            raise ValueError(f"state must be a tuple with one entry {per} "
+                             f"({n_entries}), got {got}")
         out = []
         want = "(c, x_prev)" if self.window == 2 else "(c,)"
-        for l, s in enumerate(state):
+        for i, s in enumerate(state):
+            l = i // self.num_directions
             if isinstance(s, torch.Tensor) and self.window == 1:
                 s = (s,)  # accept a bare c for window 1
             if not isinstance(s, (tuple, list)) or len(s) != self.window or not all(
@@ -303,3 +341,12 @@ def _packed_to_padded(x: PackedSequence):
     if int(sizes[-1]) < B:  # some sequence ends early: its padding must not move c
         keep = valid.to(device=dev, dtype=data.dtype).unsqueeze(2)
     return padded, keep, last, rows
+
+
+def _reverse_time(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A padded ``(T, B, F)`` batch with each sequence reversed within its own length
+    (``lengths`` ``(B,)``); padding steps stay where they are. Its own inverse."""
+    T, B = t.shape[:2]
+    steps = torch.arange(T, device=t.device).unsqueeze(1)              # (T, 1)
+    src = torch.where(steps < lengths.unsqueeze(0), lengths.unsqueeze(0) - 1 - steps, steps)
+    return t.gather(0, src.unsqueeze(2).expand(T, B, t.shape[2]))

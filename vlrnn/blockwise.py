@@ -1,0 +1,264 @@
+"""``Blockwise``: a drop-in module that runs a recurrent model block by block.
+
+``rnn = vlrnn.Blockwise(nn.LSTM(8, 64, num_layers=2, bidirectional=True))`` is called
+exactly as the wrapped module and returns the same outputs; any loss on them gets the
+exact gradient, computed by the reverse block pass of :func:`vlrnn.block_outputs`
+(memory: each layer's output sequence plus boundary states plus one block).
+
+How a module is run:
+
+- ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with ``bidirectional=True`` (or ``proj_size``):
+  layer by layer, direction by direction, each a :class:`~vlrnn.directions.DirectionView`
+  over the module's own weights. The forward direction runs its blocks first to last;
+  the reverse direction is the same algorithm on each sequence reversed within its own
+  length, so its blocks run last to first in the original time. A layer keeps only its
+  output sequence ``(T, B, 2H)`` for the next one; inter-layer ``dropout`` is applied to
+  it as ``nn.LSTM`` does (training mode only, not after the last layer).
+- Everything else (unidirectional torch RNNs, ``StackedRNN``, ``QRNN``, any
+  ``(x, state) -> (y, state)`` model): :func:`vlrnn.block_outputs` on the whole module.
+
+Parameters and ``state_dict``: ``Blockwise`` shares the wrapped module's parameter,
+buffer and submodule dictionaries (it registers nothing of its own), so
+``Blockwise(m).state_dict()`` has exactly ``m.state_dict()``'s keys, a checkpoint of
+either loads into the other, and a model holding ``self.rnn = Blockwise(nn.LSTM(...))``
+has the same keys as with ``self.rnn = nn.LSTM(...)``. ``.to()``, ``.train()``/``.eval()``
+act on the wrapped module itself.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .blocks import check_block_len
+from .bptt import block_outputs, full_outputs, joined_outputs
+from .directions import DirectionView
+from .schedules import get_schedule
+
+Batch = Union[torch.Tensor, PackedSequence]
+
+
+class Blockwise(nn.Module):
+    """``module`` run block by block, with the same call, outputs and parameters.
+
+    Args:
+        module: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (any ``num_layers``, ``batch_first``,
+            ``dropout``, ``bidirectional``, ``proj_size``), ``StackedRNN``, ``QRNN`` or
+            any model called as ``module(x, state) -> (y, new_state)``.
+        block_len: time steps per block.
+        schedule: which block boundaries the forward pass keeps
+            (:data:`vlrnn.SCHEDULES`); ``None``: ``"flat"``.
+
+    Call: ``blockwise(x, state=None) -> (y, new_state)`` exactly as ``module(x, state)``:
+    ``x`` a ``PackedSequence`` (sorted or not) or dense ``(T, B, F)`` (``(B, T, F)`` when
+    the module is batch-first); ``state`` and ``new_state`` in the module's format and
+    the caller's batch order (torch RNNs: ``(num_layers * num_directions, B, H)``, layer
+    major, forward direction first).
+
+    Attributes:
+        module: the wrapped module.
+        plain: ``True`` runs the same decomposition with plain autograd (whole graph
+            kept, the model called block by block with the same random draws): the
+            reference the tests compare the block pass against, dropout included.
+    """
+
+    def __init__(self, module: nn.Module, block_len: int = 256, schedule: Optional[str] = None):
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"Blockwise wraps an nn.Module called as module(x, state) -> "
+                            f"(y, new_state), got {type(module).__name__}")
+        if isinstance(module, Blockwise):
+            raise TypeError("module is already a Blockwise")
+        self.block_len = check_block_len(block_len)
+        if schedule is not None:
+            get_schedule(schedule, 1)  # unknown names are refused now, not at the first call
+        self.schedule = schedule
+        self.plain = False
+        object.__setattr__(self, "module", module)
+        # the wrapped module's own dicts: same parameters, keys, buffers, children
+        self._parameters = module._parameters
+        self._buffers = module._buffers
+        self._modules = module._modules
+        self._non_persistent_buffers_set = module._non_persistent_buffers_set
+        self.training = module.training
+        views = []
+        if _decomposed(module):
+            dirs = 2 if module.bidirectional else 1
+            make = module.direction_view if _is_qrnn(module) else (
+                lambda l, rev: DirectionView(module, l, rev))
+            views = [[make(l, d == 1) for d in range(dirs)] for l in range(module.num_layers)]
+        object.__setattr__(self, "views", views)
+
+    # -- the wrapped module's own state ---------------------------------------------------
+    def _apply(self, fn, recurse: bool = True):
+        self.module._apply(fn, recurse)  # nn.RNNBase also refreshes its flat weights
+        return self
+
+    def train(self, mode: bool = True):
+        self.module.train(mode)
+        self.training = mode
+        for row in self.views:
+            for v in row:
+                v.train(mode)
+        return self
+
+    def __getattr__(self, name: str):
+        # registered parameters/buffers/children first (nn.Module), then the wrapped
+        # module's own attributes (hidden_size, batch_first, flatten_parameters, ...)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            module = self.__dict__.get("module")
+            if module is None:
+                raise
+            return getattr(module, name)
+
+    def __repr__(self) -> str:
+        extra = f", schedule={self.schedule!r}" if self.schedule else ""
+        return f"Blockwise({self.module!r}, block_len={self.block_len}{extra})"
+
+    # -- call -------------------------------------------------------------------------------
+    def forward(self, x: Batch, state: Any = None) -> Tuple[Batch, Any]:
+        m = self.module
+        unbatched = isinstance(m, nn.RNNBase) and not isinstance(x, PackedSequence) \
+            and x.dim() == 2
+        if unbatched:  # (T, F), as nn.LSTM accepts: a batch of one
+            x = x.unsqueeze(0 if m.batch_first else 1)
+            state = None if state is None else _map_state(state, lambda t: t.unsqueeze(1))
+        if self.views:
+            y, new_state = self._layers(x, state)
+        else:
+            y, new_state = self._run(m, x, state)
+        if unbatched:
+            y = y.squeeze(0 if m.batch_first else 1)
+            new_state = _map_state(new_state, lambda t: t.squeeze(1))
+        return y, new_state
+
+    def _run(self, model: nn.Module, x: Batch, state: Any, reverse: bool = False):
+        run = full_outputs if self.plain else block_outputs
+        return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
+                   reverse=reverse)
+
+    def _qrnn_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A bidirectional QRNN: each layer's directions as one-layer QRNNs sharing its
+        weights; ``state`` one entry per layer and direction, batch on dim 0."""
+        m = self.module
+        packed = isinstance(x, PackedSequence)
+        if state is not None:
+            n_batch = int(x.batch_sizes[0]) if packed else \
+                x.shape[0 if m.batch_first else 1]
+            ref = x.data if packed else x
+            m._check_state(state, n_batch, ref)  # a clear error before any block runs
+        data = x.data if packed else x
+        dirs = len(self.views[0])
+        finals = []
+        for l, row in enumerate(self.views):
+            runs = [(view, None if state is None else (state[l * dirs + d],), d == 1)
+                    for d, view in enumerate(row)]
+            data, fins = self._join(runs, _like(data, x))
+            finals.extend(f[0] for f in fins)
+            if l + 1 < m.num_layers and m.dropout > 0 and self.training:
+                data = F.dropout(data, m.dropout, True)
+        return _like(data, x), tuple(finals)
+
+    def _join(self, runs, x: Batch):
+        """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""
+        if not self.plain:
+            return joined_outputs(runs, x, block_len=self.block_len, schedule=self.schedule)
+        ys, finals = [], []
+        for model, state, reverse in runs:
+            y, fin = self._run(model, x, state, reverse)
+            ys.append(y.data if isinstance(y, PackedSequence) else y)
+            finals.append(fin)
+        return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
+
+    def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A torch RNN (or a QRNN), layer by layer and direction by direction."""
+        m = self.module
+        if _is_qrnn(m):
+            return self._qrnn_layers(x, state)
+        lstm = isinstance(m, nn.LSTM)
+        packed = isinstance(x, PackedSequence)
+        if state is not None:
+            _check_rnn_state(m, state, x)
+        h0, c0 = (state if lstm else (state, None)) if state is not None else (None, None)
+        data = x.data if packed else x
+        dirs = len(self.views[0])
+        finals_h: List[torch.Tensor] = []
+        finals_c: List[torch.Tensor] = []
+        for l, row in enumerate(self.views):
+            runs = []
+            for d, view in enumerate(row):
+                i = l * dirs + d
+                st = None
+                if h0 is not None:
+                    st = (h0[i:i + 1], c0[i:i + 1]) if lstm else h0[i:i + 1]
+                # the reverse direction reads each sequence backwards, block by block
+                # from the last; its outputs come back in x's time order
+                runs.append((view, st, d == 1))
+            data, finals = self._join(runs, _like(data, x))
+            for fin in finals:
+                finals_h.append(fin[0] if lstm else fin)
+                if lstm:
+                    finals_c.append(fin[1])
+            if l + 1 < m.num_layers and m.dropout > 0 and self.training:
+                data = F.dropout(data, m.dropout, True)
+        h_n = torch.cat(finals_h, 0)
+        new_state = (h_n, torch.cat(finals_c, 0)) if lstm else h_n
+        return _like(data, x), new_state
+
+
+def _decomposed(module: nn.Module) -> bool:
+    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and QRNNs
+    (block_outputs cannot run them whole), and torch LSTMs with ``proj_size``."""
+    if _is_qrnn(module):
+        return module.bidirectional
+    return isinstance(module, nn.RNNBase) and (
+        module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
+
+
+def _is_qrnn(module: nn.Module) -> bool:
+    from .models.qrnn import QRNN  # (models import nothing from here: no circle)
+    return isinstance(module, QRNN)
+
+
+def _like(data: torch.Tensor, x: Batch) -> Batch:
+    if isinstance(x, PackedSequence):
+        return PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+    return data
+
+
+def _map_state(state, fn):
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return type(state)(_map_state(s, fn) for s in state)
+
+
+def _check_rnn_state(m: nn.RNNBase, state, x: Batch) -> None:
+    """The initial state a torch RNN expects, or a clear error."""
+    n_lay = m.num_layers * (2 if m.bidirectional else 1)
+    n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
+        x.shape[0 if m.batch_first else 1]
+    h_out = getattr(m, "proj_size", 0) or m.hidden_size
+    name = type(m).__name__
+    if isinstance(m, nn.LSTM):
+        want = [(n_lay, n_batch, h_out), (n_lay, n_batch, m.hidden_size)]
+        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
+            isinstance(t, torch.Tensor) for t in state)
+        got = list(state) if ok else None
+    else:
+        want = [(n_lay, n_batch, m.hidden_size)]
+        ok = isinstance(state, torch.Tensor)
+        got = [state] if ok else None
+    expected = " and ".join(str(s) for s in want)
+    if not ok:
+        raise ValueError(f"initial state of {name}: expected "
+                         f"{'a pair (h_0, c_0)' if len(want) == 2 else 'one tensor h_0'} "
+                         f"of shape {expected}, got {type(state).__name__}")
+    for i, (t, s) in enumerate(zip(got, want)):
+        if tuple(t.shape) != s:
+            raise ValueError(f"initial state of {name}: expected shape {expected}, got "
+                             f"tensor {i} of shape {tuple(t.shape)}")
