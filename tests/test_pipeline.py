@@ -127,3 +127,23 @@ def test_bad_input_errors():
         vlrnn.pack_and_train(df, epochs=1, **dict(OPTS, target_cols="nope"))
     with pytest.raises(ValueError, match="unknown cell"):
         vlrnn.pack_and_train(df, epochs=1, cell="transformer", **OPTS)
+
+
+def test_auto_epochs_aims_for_steps_within_a_row_budget():
+    from vlrnn.pipeline import AUTO_ROWS, AUTO_STEPS, auto_epochs
+    assert auto_epochs(AUTO_STEPS // 20, 100) == (20, False)   # ~AUTO_STEPS optimizer steps
+    assert auto_epochs(10 * AUTO_STEPS, 100) == (10, False)    # at least 10 epochs
+    assert auto_epochs(1, 100) == (100, False)                 # at most 100
+    assert auto_epochs(6, AUTO_ROWS // 4) == (4, True)         # long epochs: the row budget
+    assert auto_epochs(6, 10 * AUTO_ROWS) == (1, True)         # at least one epoch
+
+
+def test_epochs_none_stops_at_the_row_budget_and_says_so(monkeypatch, capsys):
+    import vlrnn.pipeline as pipeline
+    df = ragged_frame(6)
+    monkeypatch.setattr(pipeline, "AUTO_ROWS", 3 * len(df))   # > 3 epochs of training rows
+    opts = {**OPTS, "progress": True}
+    res = vlrnn.pack_and_train(df, epochs=None, val_fraction=0, **opts)
+    n_rows = len(df)  # no validation split: every row trains
+    assert len(res.history) == 3
+    assert f"chose 3 epochs: {n_rows:,} training rows an epoch" in capsys.readouterr().err

@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="series per batch (default: 16)")
     train.add_argument("--epochs", type=int, default=None, metavar="N",
                        help="epochs in total, counting resumed ones (default: about 600 "
-                            "optimizer steps, with early stopping on the validation loss)")
+                            "optimizer steps within 3 million training rows, with early "
+                            "stopping on the validation loss)")
     train.add_argument("--lr", type=float, default=None,
-                       help="Adam learning rate (default: 1e-3; 3e-3 with --series-target)")
+                       help="Adam learning rate (default: 1e-2; 3e-3 with --series-target)")
     train.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                        help="share of series held out for validation, 0 for none (default: 0.2)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

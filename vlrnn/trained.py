@@ -187,12 +187,12 @@ class TrainedModel:
         blocks of ``block_len`` steps.
 
         Returns:
-            - per-step tasks: a frame with ``df``'s index (same rows, same order): one
-              column ``<target>_pred`` per target (target units, or the class label),
-              for classification also ``prob_<class>`` per class; with a horizon, column
-              ``<target>_h<k>`` is the forecast made at that row for ``k`` steps later;
-            - series tasks: a frame indexed by series id (named as the id column) with
-              ``prediction`` (label or value) and, for classification, ``prob_<class>``.
+            For per-step tasks, a frame with ``df``'s index (same rows, same order): one
+            column ``<target>_pred`` per target (target units, or the class label), for
+            classification also ``prob_<class>`` per class; with a horizon, column
+            ``<target>_h<k>`` is the forecast made at that row for ``k`` steps later.
+            For series tasks, a frame indexed by series id (named as the id column) with
+            ``prediction`` (label or value) and, for classification, ``prob_<class>``.
         """
         c = self.config
         ds = self._dataset(df, with_targets=False)

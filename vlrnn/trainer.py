@@ -179,10 +179,10 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             the epoch), ``steps_per_s`` (training rows, i.e. time steps of all sequences,
             per second), ``lr`` (learning rate used during the epoch) and ``skipped``
             (optimizer steps skipped for a non-finite loss or gradient; their batches are
-            left out of ``train_loss``).
+            left out of ``train_loss``); with ``metrics``, also a ``val_<name>`` column
+            per metric.
         best_epoch, best_score: the epoch with the best ``monitor`` value so far and
             that value; best_val_loss: its validation loss.
-        history also has a ``val_<name>`` column per metric of ``metrics``.
         stopped_early: whether the last ``fit`` stopped on patience.
     """
 
