@@ -23,11 +23,14 @@ setup(
         # lightning, accelerate: tests/test_lightning.py, tests/test_accelerate.py and
         # examples/lightning_ragged.py (tested); neither pulls another torch build
         # checkpoint_schedules: the binomial optimum tests/test_schedules.py checks against
+        # tensorboard: tests/test_tensorboard.py reads the event files back
         "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14", "lightning>=2.1",
-                 "accelerate>=0.26", "checkpoint_schedules>=1.0"],
+                 "accelerate>=0.26", "checkpoint_schedules>=1.0", "tensorboard>=2.10"],
         # the documentation site: mkdocs build --strict (CI runs it)
         "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
         "plot": ["matplotlib>=3.5"],
+        # Trainer(log_dir=...) and `vlrnn train` write TensorBoard scalars with it
+        "tensorboard": ["tensorboard>=2.10"],
         # examples/pandas_ragged.py reads the CO2 data set that ships with statsmodels
         "examples": ["statsmodels>=0.14"],
     },

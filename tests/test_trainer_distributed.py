@@ -36,6 +36,7 @@ from vlrnn import checkpoint as ckpt_io
 from vlrnn import distributed as dd
 from vlrnn.data import LengthBucketSampler, SeriesDataset, collate_packed, make_loader
 from vlrnn.models import WithHead
+from vlrnn.training.tensorboard import tensorboard_available
 
 WORLD = 2
 MSE = nn.MSELoss(reduction="none")
@@ -113,6 +114,14 @@ def _result(model, hist):
     return {k: v.clone() for k, v in model.state_dict().items()}, hist.to_dict("records")
 
 
+def _logged_steps(log_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return [e.step for e in acc.Scalars("step/train_loss")]
+
+
 def _worker(rank, world, port, tmp, queue):
     try:
         os.environ["MASTER_ADDR"] = "127.0.0.1"
@@ -134,8 +143,12 @@ def _worker(rank, world, port, tmp, queue):
         #    checkpoints
         m = build_model()
         tr = _trainer(m, optimizer=torch.optim.SGD(m.parameters(), lr=0.02), reduction="sum",
-                      distributed=True, checkpoint_dir=tmp / "sum")
+                      distributed=True, checkpoint_dir=tmp / "sum",
+                      log_dir=tmp / "tb" if tensorboard_available() else None)
         res["sum"] = _result(m, tr.fit(train_loader(), val_loader(), epochs=2))
+        dist.barrier()  # both ranks done: then the TensorBoard folder is complete
+        res["tb_files"] = sorted(p.name for p in (tmp / "tb").glob("events.out.tfevents.*"))
+        res["tb_steps"] = _logged_steps(tmp / "tb") if res["tb_files"] else []
         res["saves"] = list(saves)
         res["ddp"] = isinstance(tr._train_model, nn.parallel.DistributedDataParallel)
         # 2. "mean", equal rows per rank, a plain list of batches; distributed found alone
@@ -301,6 +314,16 @@ def test_only_rank_0_writes_checkpoints_and_resume_is_exact(ranks):
     assert ranks[0]["saves"].count("last.pt") == 2
     assert ranks[0]["rng_ranks"] == WORLD
     assert ranks[0]["resume_equal"] and ranks[1]["resume_equal"]
+
+
+@gloo
+def test_only_rank_0_writes_tensorboard_logs(ranks):
+    if not tensorboard_available():
+        pytest.skip("tensorboard is not installed (the test extra has it)")
+    # one writer for the run (rank 0's); rank 1 opened none, so no second event file
+    assert len(ranks[0]["tb_files"]) == 1 and ranks[1]["tb_files"] == ranks[0]["tb_files"]
+    # 5 batches padded to 6: 3 steps per rank and epoch, numbered on through 2 epochs
+    assert ranks[0]["tb_steps"] == [1, 2, 3, 4, 5, 6]
 
 
 # -- splitting batches (no processes needed) ------------------------------------------------

@@ -51,6 +51,8 @@ output (in --out, default runs/<data file name>):
   loss.png     loss curves (if matplotlib is installed)
   last.pt      checkpoint after the last epoch (--resume continues from it)
   best.pt      checkpoint of the epoch with the lowest validation loss
+  events.out.tfevents.*  TensorBoard scalars (if tensorboard is installed;
+               --no-tensorboard to skip): tensorboard --logdir DIR
 
 example:
   vlrnn train sensors.csv --id-col unit --time-col t --target load --epochs 20"""
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue from the last checkpoint in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-tensorboard", action="store_true",
+                     help="no TensorBoard logs in --out (written when tensorboard is installed)")
     tr.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", parents=[common],
@@ -206,6 +210,18 @@ def save_loss_plot(history, path: Path) -> Optional[Path]:
     return path
 
 
+def tensorboard_dir(out: Path) -> Optional[Path]:
+    """``out`` when TensorBoard logs can be written (said on stdout), else ``None`` with a
+    line saying how to get them."""
+    from .training.tensorboard import INSTALL_HINT, tensorboard_available
+
+    if not tensorboard_available():
+        print(f"TensorBoard logs: off (tensorboard is not installed: {INSTALL_HINT})")
+        return None
+    print(f"TensorBoard logs: {out} (open with: tensorboard --logdir {out})", flush=True)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import pack_and_train
 
@@ -221,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "or --series-target COL (one label per series)")
     print(f"read {len(df)} rows, {df[args.id_col].nunique() if args.id_col in df else '?'} "
           f"series from {data}", flush=True)
+    log_dir = None if args.no_tensorboard else tensorboard_dir(out)
     result = pack_and_train(
         df, id_col=args.id_col, time_col=args.time_col, target_cols=args.target,
         series_target=args.series_target, task=args.task, horizon=args.horizon,
@@ -228,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
         resume=out if args.resume else None, checkpoint_dir=out,
-        progress=not args.no_progress, device=args.device)
+        progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")
     hist = result.history
     hist.to_csv(out / "history.csv", index=False)
@@ -250,6 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"history: {out / 'history.csv'}")
     if plot is not None:
         print(f"plot:    {plot}")
+    if log_dir is not None:
+        print(f"curves:  tensorboard --logdir {log_dir}")
     print(f"resume:  add --resume --out {out} (with a larger --epochs) to train further")
     return 0
 

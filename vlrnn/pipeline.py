@@ -182,7 +182,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from.
         **trainer_options: passed to :class:`vlrnn.Trainer` (``checkpoint_dir``,
             ``progress``, ``device``, ``clip_grad_norm``, ``early_stopping_patience``,
-            ``monitor``, ``scheduler``, ...).
+            ``monitor``, ``scheduler``, ``log_dir`` for TensorBoard scalars, ...).
 
     Returns:
         :class:`~vlrnn.trained.TrainedModel`; its history has the loss (scaled units)

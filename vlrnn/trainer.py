@@ -28,6 +28,7 @@ from .schedules import SCHEDULES
 from .training.checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
 from .training.guards import GuardsMixin
 from .training.placement import PlacementMixin
+from .training.tensorboard import TensorBoardLogger
 from .training.helpers import (_is_oom, _is_scheduler, _loader_generators, _move, _n_rows,
                                _n_seqs, _oom_error, _set_epoch, seed_everything)
 
@@ -138,6 +139,10 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         skip_nonfinite: when the loss or a gradient is NaN/inf, skip that optimizer step
             (parameters and optimizer state stay as they were) and count it in the
             history's ``skipped`` column, instead of raising ``FloatingPointError``.
+        log_dir: write TensorBoard scalars there (needs the ``tensorboard`` package):
+            the loss of every optimizer step, every numeric history column and the peak
+            memory per epoch; rank 0 only; a resumed run continues the step numbering.
+            See :mod:`vlrnn.training.tensorboard`.
         distributed: data-parallel training over the processes of the default
             ``torch.distributed`` process group. ``None`` (default): on when a process
             group is initialised. ``True`` also initialises one from ``torchrun``'s
@@ -194,7 +199,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
                  distributed: Optional[bool] = None,
                  sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
                  metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
-                 monitor: str = "val_loss"):
+                 monitor: str = "val_loss", log_dir: Union[str, Path, None] = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.reduction = reduction if reduction == "observed" else check_reduction(reduction)
@@ -257,6 +262,9 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         self.progress = bool(progress)
         self.scaler_state = scaler_state
         self.config = config
+        self.tensorboard = None if log_dir is None else TensorBoardLogger(
+            log_dir, write=self.is_main)
+        self._global_step = 0  # batches since the start of the run (TensorBoard's x axis)
         self.params = self._trainable()
         if optimizer is None:
             if not self.params:
@@ -314,6 +322,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         done = 0
         # A fit without resume is a new run from the current weights and optimizer state.
         self._rows, self._best_state, self._bad_epochs = [], None, 0
+        self._global_step = 0
         self.best_epoch, self.best_val_loss, self.stopped_early = None, math.inf, False
         self.best_score = math.nan
         if self.monitor != "val_loss" and self.metrics is None:
@@ -326,6 +335,8 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             if self.stopped_early or done >= epochs:
                 self._finish()
                 return self.history
+        if self.tensorboard is not None:
+            self.tensorboard.open()
         train_batches = self._share(train_loader, "pad")
         val_batches = None if val_loader is None else self._share(val_loader, None)
         for epoch in range(done + 1, epochs + 1):
@@ -348,6 +359,8 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
                                    lr=lr, skipped=skipped, **scores))
+            if self.tensorboard is not None:
+                self.tensorboard.epoch(self._rows[-1], self.device)
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val_loss if val_loader is not None else train_loss)
@@ -452,6 +465,9 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
                 n_batches += 1
                 x, y = self._batch(batch, i)
                 value = self._train_step(x, y, epoch, i)
+                self._global_step += 1
+                if self.tensorboard is not None:
+                    self.tensorboard.step(self._global_step, value)
                 bar.update(1)
                 if value is None:
                     skipped += 1
@@ -586,5 +602,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         return params
 
     def _finish(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.patience is not None and self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)

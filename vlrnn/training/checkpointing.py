@@ -49,6 +49,7 @@ class CheckpointMixin:
                      "score": self.best_score,
                      "bad_epochs": self._bad_epochs, "state": best_state},
             "stopped_early": self.stopped_early,
+            "global_step": self._global_step,
         }
 
     def _save_checkpoints(self, epoch: int, loader: Any, improved: bool) -> None:
@@ -127,6 +128,7 @@ class CheckpointMixin:
             self._best_state = {k: v.detach().to("cpu", copy=True)
                                 for k, v in self.model.state_dict().items()}
         self.stopped_early = bool(data.get("stopped_early", False))
+        self._global_step = int(data.get("global_step", 0))
         rng, saved = data["rng"], data.get("loader_rng", [])
         if self.distributed:
             if data.get("rng_ranks") is not None and data.get("world_size") == self.world_size:
