@@ -111,3 +111,18 @@ def test_attention_pooling_quick():
     assert "| attention |" in out and "| final |" in out
     assert "with Blockwise" in out and "plain" in out
     assert "RESULT attention accuracy" in out
+
+
+def test_bidirectional_tagger_quick():
+    out = run_example("bidirectional_tagger.py", "--quick")
+    assert "standard library: 6 training and 3 test files" in out
+    params = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) parameters;", out)]
+    assert len(params) == 2 and abs(params[0] - params[1]) <= 0.05 * params[0], out
+    m = re.search(r"RESULT bidirectional accuracy (\S+), unidirectional (\S+), majority (\S+), "
+                  r"context-free (\S+); step memory Blockwise (\S+) MB, plain (\S+) MB", out)
+    assert m, out[-2000:]
+    accs = [float(v) for v in m.groups()[:4]]
+    assert all(0.0 <= v <= 1.0 for v in accs), accs          # nan fails too
+    assert f"| bidirectional LSTM | {m.group(1)} |" in out     # the table agrees
+    mem_block, mem_plain = float(m.group(5)), float(m.group(6))
+    assert 0 <= mem_block < mem_plain, (mem_block, mem_plain)  # 15 vs 164 MB when written

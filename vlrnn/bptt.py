@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import state as st
 from .blocks import check_block_len
 from .engine import (BlockRunner, _BlockBPTT, _Engine, assemble_final, finish_loss,
-                     graph_leaves, next_node_number)
+                     graph_leaves, next_node_number, unique_tensors)
 from .checks import check_state_batch_dim, check_torch_rnn
 from .directions import TimeReversed
 from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
@@ -194,7 +194,7 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     runner.keep_rng(0, snap)
     state1 = runner.advance(0, first.state_out)
     found, shared = graph_leaves([first.loss, *first.state_out], first.leaf_ids(), since=mark)
-    params = _unique(call.modules_params() + found)
+    params = unique_tensors(call.modules_params() + found)
     if not (params or x_grad or y_grad or state_grad):  # nothing to differentiate
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 1, n, state1,
                                       None if first.loss is None else first.loss.detach())
@@ -405,13 +405,4 @@ def full_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target:
     if out.loss.requires_grad:
         out.loss.backward()
     out.loss = out.loss.detach()
-    return out
-
-
-def _unique(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
-    seen, out = set(), []
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            out.append(t)
     return out

@@ -546,3 +546,13 @@ def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
             shared = True
         stack.extend(nxt for nxt, _ in fn.next_functions)
     return found, shared
+
+
+def unique_tensors(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+    """``tensors`` without repeats (by identity), first occurrence order."""
+    seen, out = set(), []
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out

@@ -20,7 +20,8 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .directions import TimeReversed
-from .engine import BlockRunner, _BlockGraph, _Engine, graph_leaves, next_node_number
+from .engine import (BlockRunner, _BlockGraph, _Engine, graph_leaves, next_node_number,
+                     unique_tensors)
 from .loss import block_loss_value
 
 
@@ -196,7 +197,7 @@ def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
     first, y0 = run_kept(runner, 0, x_data, runner.boundary[0], x_grad, state_grad)
     out = first.state_out
     found, shared = graph_leaves([y0, *out], first.leaf_ids(), since=mark)
-    params = _unique(module_params + found)
+    params = unique_tensors(module_params + found)
     if not (params or x_grad or state_grad):
         return None
     state1 = runner.advance(0, out)
@@ -243,12 +244,3 @@ def as_output(y_data: torch.Tensor, x) -> object:
     if isinstance(x, PackedSequence):
         return PackedSequence(y_data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
     return y_data
-
-
-def _unique(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
-    seen, out = set(), []
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            out.append(t)
-    return out
