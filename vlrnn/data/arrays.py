@@ -242,9 +242,10 @@ def from_arrays(arrays: Any, labels: Any = None, *, targets: Any = None,
         ``vlrnn.pack_and_train(out.frame, **out.train_kwargs)`` trains on it.
 
     Raises:
-        ValueError / TypeError: naming the series (position and id), step and column at
-        fault: wrong number of dimensions, series with 0 steps, differing feature counts,
-        NaN/inf, non-numeric values, labels or targets that do not match the series.
+        ValueError: naming the series (position and id), step and column at fault:
+            wrong number of dimensions, series with 0 steps, differing feature counts,
+            NaN/inf, non-numeric values, labels or targets that do not match the series.
+        TypeError: ``arrays`` or ``labels`` that are not a list/array of series.
     """
     if not isinstance(id_col, str) or not isinstance(time_col, str) or id_col == time_col:
         raise ValueError(f"id_col and time_col must be two different column names, got "

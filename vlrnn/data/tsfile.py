@@ -34,8 +34,9 @@ def read_ts(path: Union[str, Path]) -> Tuple[List[np.ndarray], Optional[np.ndarr
 
     Raises:
         ValueError: naming the file and line: a missing ``@data`` line, a series whose
-        dimensions differ in length, a dimension count that differs from ``@dimensions``,
-        a label outside ``@classLabel``'s list, values that are not numbers, time stamps.
+            dimensions differ in length, a dimension count that differs from
+            ``@dimensions``, a label outside ``@classLabel``'s list, values that are not
+            numbers, time stamps.
     """
     path = Path(path)
     header: Dict[str, str] = {}
