@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import markdown, medians, plot_loglog, rss_mb, spawn  # noqa: E402
+from common import markdown, medians, plot_loglog, rss_mb, run_worker, spawn  # noqa: E402
 
 # T with both methods (reps each), and T with one rep (long runs)
 FULL = {"both": [1000, 2000, 5000, 10_000, 20_000], "once": [50_000, 100_000]}
@@ -123,13 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        import torch
-        torch.set_num_threads(int(a.worker[-1]))
-        if a.worker[0] == "check":
-            print(json.dumps(check(int(a.worker[1]))))
-        else:
-            print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]))))
-        return 0
+        return run_worker(a.worker, worker, check)
 
     grid = QUICK if a.quick else FULL
     reps = a.reps or (1 if a.quick else 3)

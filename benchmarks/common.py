@@ -88,3 +88,15 @@ def plot_loglog(rows: List[dict], styles: Sequence[tuple], memory_label: str, ti
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return True
+
+
+def run_worker(args: Sequence[str], worker, check) -> int:
+    """The child side of :func:`spawn` (``--worker ... THREADS``): ``check T`` or
+    ``METHOD T REP``, run with THREADS torch threads; the result printed as JSON."""
+    import torch
+    torch.set_num_threads(int(args[-1]))
+    if args[0] == "check":
+        print(json.dumps(check(int(args[1]))))
+    else:
+        print(json.dumps(worker(args[0], int(args[1]), int(args[2]))))
+    return 0

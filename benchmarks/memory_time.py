@@ -21,14 +21,13 @@ inputs exist. ``--check`` also compares float64 gradients of vlrnn and plain BPT
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import markdown, medians, plot_loglog, rss_mb, spawn  # noqa: E402
+from common import markdown, medians, plot_loglog, rss_mb, run_worker, spawn  # noqa: E402
 FULL = {"plain": [1000, 4000, 16000, 64000], "vlrnn_only": [100_000, 1_000_000]}
 QUICK = {"plain": [500, 2000, 8000], "vlrnn_only": [32_000]}
 CONFIG = dict(n_in=16, hidden=128, layers=2, batch=16, block_len=256)
@@ -140,13 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        import torch
-        torch.set_num_threads(int(a.worker[-1]))
-        if a.worker[0] == "check":
-            print(json.dumps(check(int(a.worker[1]))))
-        else:
-            print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]))))
-        return 0
+        return run_worker(a.worker, worker, check)
 
     grid = QUICK if a.quick else FULL
     reps = a.reps or (1 if a.quick else 3)
