@@ -1,6 +1,7 @@
-"""QRNN's one-node layer (vlrnn.models.qrnn_layer): the chunked scan against the step loop
-(values, every length, both directions, stability) and the hand-written backward against
-autograd through the reference ops, in float64."""
+"""QRNN's one-node layer (vlrnn.models.qrnn_layer) and its scans (vlrnn.models.qrnn_scan):
+the chunked scans against step loops (values, every length, both directions, stability)
+and the hand-written backward against autograd through the reference ops, in float64,
+window 1 and 2, with and without masks."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,10 @@ import torch.nn.functional as F
 
 from helpers import assert_close_grads
 from vlrnn.models import linear_scan
-from vlrnn.models.qrnn_layer import chunked_scan, qrnn_layer
+from vlrnn.models.qrnn_layer import qrnn_layer
+from vlrnn.models.qrnn_scan import chunk_len, chunked_scan, lerp_scan
+
+LENGTHS = list(range(1, 41)) + [63, 64, 65, 100, 255, 256, 257]
 
 
 def reverse_loop(a, b, c0):
@@ -23,8 +27,26 @@ def reverse_loop(a, b, c0):
     return d
 
 
-@pytest.mark.parametrize("T", list(range(1, 20)) + [31, 32, 33, 64, 100, 257])
-def test_chunked_scan_matches_loop(T):
+def lerp_loop(a, z, c0):
+    """c_t = a_t c_{t-1} + (1 - a_t) z_t, written as the QRNN paper's f z + (1 - f) c."""
+    c, out = c0, []
+    for t in range(z.shape[0]):
+        f = 1 - a[t]
+        c = f * z[t] + (1 - f) * c
+        out.append(c)
+    return torch.stack(out)
+
+
+def test_chunks_are_used():
+    # the lengths below run the chunked path, leftover steps included, not only the loop
+    for T in (4, 40, 257):
+        k = chunk_len(T)
+        assert 1 < k and T // k >= 2, (T, k)
+    assert any(T % chunk_len(T) for T in LENGTHS)
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+def test_chunked_scans_match_loops(T):
     g = torch.Generator().manual_seed(T)
     a = torch.rand(T, 3, 4, generator=g)
     b = torch.randn(T, 3, 4, generator=g)
@@ -33,9 +55,20 @@ def test_chunked_scan_matches_loop(T):
                                rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(chunked_scan(a, b, c0, reverse=True), reverse_loop(a, b, c0),
                                rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lerp_scan(a, b, c0), lerp_loop(a, b, c0),
+                               rtol=1e-12, atol=1e-12)
 
 
-def test_chunked_scan_stable_on_long_saturated_blocks():
+def test_scan_writes_into_out():
+    g = torch.Generator().manual_seed(0)
+    a, z, c0 = torch.rand(50, 6, generator=g), torch.randn(50, 6, generator=g), torch.randn(6)
+    buf = torch.empty(2, 50, 6)
+    got = lerp_scan(a, z, c0, out=buf[1])
+    assert got.data_ptr() == buf[1].data_ptr()
+    torch.testing.assert_close(buf[1], lerp_loop(a, z, c0), rtol=1e-12, atol=1e-12)
+
+
+def test_chunked_scans_stable_on_long_saturated_blocks():
     # forget gates saturated at 0 and 1 over a long float32 block: products of a underflow
     # to 0 (their true value) and nothing divides by them, so no inf/nan appears
     T, n = 4096, 64
@@ -45,16 +78,23 @@ def test_chunked_scan_stable_on_long_saturated_blocks():
     a[:, :8] = 0.999  # slow decay: long products
     b = torch.randn(T, n, generator=g).float()
     c0 = torch.randn(n).float()
-    for reverse in (False, True):
-        got = chunked_scan(a, b, c0, reverse=reverse)
-        ref = (reverse_loop(a.double(), b.double(), c0.double()) if reverse
-               else linear_scan(a.double(), b.double(), c0.double(), method="loop"))
-        assert torch.isfinite(got).all()
-        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-3)
+    for name in ("forward", "reverse", "lerp"):
+        if name == "lerp":
+            got, ref = lerp_scan(a, b, c0), lerp_loop(a.double(), b.double(), c0.double())
+        elif name == "reverse":
+            got = chunked_scan(a, b, c0, reverse=True)
+            ref = reverse_loop(a.double(), b.double(), c0.double())
+        else:
+            got = chunked_scan(a, b, c0)
+            ref = linear_scan(a.double(), b.double(), c0.double(), method="loop")
+        assert torch.isfinite(got).all(), name
+        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-3, msg=name)
 
 
-def reference(u, weight, bias, c0, mult, output_gate):
+def reference(x, weight, bias, c0, mult, output_gate, x_prev=None):
+    """Autograd through plain ops: the window's concatenation, one linear, a step loop."""
     H = c0.shape[-1]
+    u = x if x_prev is None else torch.cat([torch.cat([x_prev[None], x[:-1]]), x], 2)
     gates = F.linear(u, weight, bias)
     z, f = torch.tanh(gates[..., :H]), torch.sigmoid(gates[..., H:2 * H])
     if mult is not None:
@@ -64,27 +104,74 @@ def reference(u, weight, bias, c0, mult, output_gate):
     return h, c[-1]
 
 
-@pytest.mark.parametrize("T", [1, 5, 40])
+MULTS = {
+    "none": lambda T, g: None,
+    "zoneout": lambda T, g: (torch.rand(T, 3, 4, generator=g) > 0.3).double(),
+    "scalar": lambda T, g: torch.tensor(0.7),
+    # a packed block's padding mask: sequences end mid-block, c frozen after their end
+    "padding": lambda T, g: (torch.arange(T)[:, None] < torch.tensor([T, max(T // 2, 1), 1])
+                             ).double()[:, :, None],
+}
+
+
+@pytest.mark.parametrize("T", [1, 5, 40, 257])
+@pytest.mark.parametrize("window", [1, 2])
 @pytest.mark.parametrize("output_gate", [True, False])
-@pytest.mark.parametrize("with_mult", [False, True])
+@pytest.mark.parametrize("mult", list(MULTS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_qrnn_layer_matches_autograd(T, output_gate, with_mult, bias):
-    g = torch.Generator().manual_seed(1)
-    k, H = (3 if output_gate else 2), 4
-    u = torch.randn(T, 3, 5, generator=g, requires_grad=True)
-    weight = torch.randn(k * H, 5, generator=g, requires_grad=True)
+def test_qrnn_layer_matches_autograd(T, window, output_gate, mult, bias):
+    g = torch.Generator().manual_seed(T * 10 + window)
+    k, H, n_x = (3 if output_gate else 2), 4, 5
+    x = torch.randn(T, 3, n_x, generator=g, requires_grad=True)
+    x_prev = torch.randn(3, n_x, generator=g, requires_grad=True) if window == 2 else None
+    weight = torch.randn(k * H, window * n_x, generator=g, requires_grad=True)
     b = torch.randn(k * H, generator=g, requires_grad=True) if bias else None
     c0 = torch.randn(3, H, generator=g, requires_grad=True)
-    mult = (torch.rand(T, 3, H, generator=g) > 0.3).double() if with_mult else None
+    m = MULTS[mult](T, g)
     w_h, w_c = torch.randn(T, 3, H, generator=g), torch.randn(3, H, generator=g)
-    inputs = [t for t in (u, weight, b, c0) if t is not None]
+    inputs = [t for t in (x, weight, b, c0, x_prev) if t is not None]
     res = []
     for fn in (reference, qrnn_layer):
-        h, c_last = fn(u, weight, b, c0, mult, output_gate)
+        h, c_last = fn(x, weight, b, c0, m, output_gate, x_prev)
         loss = (h * w_h).sum() + (c_last * w_c).sum()
         res.append(([h.detach(), c_last.detach()], list(torch.autograd.grad(loss, inputs))))
     assert_close_grads(res[0][0], res[1][0], rtol=1e-12)
     assert_close_grads(res[0][1], res[1][1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_qrnn_layer_time_reversed_input(window):
+    """A non-contiguous input (a time-reversed view, as a reverse direction might pass):
+    the same values and gradients as the contiguous copy."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 2, 3, generator=g, requires_grad=True)
+    x_prev = torch.randn(2, 3, generator=g) if window == 2 else None
+    weight = torch.randn(12, 3 * window, generator=g, requires_grad=True)
+    c0 = torch.zeros(2, 4)
+    w_h = torch.randn(30, 2, 4, generator=g)
+    outs = []
+    for inp in (x.flip(0), x.flip(0).contiguous()):
+        h, _ = qrnn_layer(inp, weight, None, c0, None, True, x_prev)
+        outs.append([h.detach()] + list(torch.autograd.grad((h * w_h).sum(), (x, weight))))
+    assert_close_grads(outs[0], outs[1], rtol=1e-14)
+
+
+def test_qrnn_layer_no_grad_forward_equals_graph_forward():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(20, 2, 3, generator=g, requires_grad=True)
+    weight = torch.randn(12, 6, generator=g, requires_grad=True)
+    x_prev, c0 = torch.randn(2, 3, generator=g), torch.randn(2, 4, generator=g)
+    with torch.no_grad():
+        h0, c_0 = qrnn_layer(x, weight, None, c0, None, True, x_prev)
+    h1, c_1 = qrnn_layer(x, weight, None, c0, None, True, x_prev)
+    assert h1.requires_grad and not h0.requires_grad
+    assert torch.equal(h0, h1.detach()) and torch.equal(c_0, c_1.detach())
+
+
+def test_qrnn_layer_errors():
+    with pytest.raises(ValueError, match="weight has 6 columns, expected 8"):
+        qrnn_layer(torch.randn(3, 2, 4), torch.randn(6, 6), None, torch.zeros(2, 2),
+                   x_prev=torch.zeros(2, 4))
 
 
 def test_qrnn_layer_only_first_derivatives():

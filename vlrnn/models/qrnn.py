@@ -10,8 +10,8 @@ element-wise recurrence over time, the "forget-mult"::
 
 where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. A layer over a block is one autograd
 node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`): one matmul per gate, in-place
-activations, the recurrence (``a = 1 - f``, ``b = f * z``) solved by a chunked scan
-(about ``2 sqrt(T)`` small tensor ops, no division), and a hand-written backward.
+activations, the recurrence solved by a chunked scan (:mod:`vlrnn.models.qrnn_scan`:
+about ``3 sqrt(T)`` small tensor ops, no division), and a hand-written backward.
 
 Packed batches run on a padded ``(T, B, ·)`` view of the block (vectorised index ops);
 padding steps get ``f = 0`` (so ``a = 1``, ``b = 0``), which freezes a finished sequence's
@@ -248,24 +248,25 @@ class QRNN(nn.Module):
         layer's state at each sequence's last step."""
         T, B, _ = inp.shape
         c0 = state[0]
-        if self.window == 2:
-            # u_t = [x_{t-1}, x_t]; x_{-1} is the last input row of the previous block
-            prev = torch.cat([state[1].unsqueeze(0), inp[:-1]], 0)
-            u = torch.cat([prev, inp], 2)
-        else:
-            u = inp
+        # window 2: u_t = [x_{t-1}, x_t]; x_{-1} is the last input row of the previous block
+        x_prev = state[1] if self.window == 2 else None
         if self.scan == "parallel":
-            # one autograd node for the activations, the scan and the output gate
+            # one autograd node for the window, the matmul, the activations, the scan and
+            # the output gate
             mult = None  # fixed multiplier of f: zoneout and padding masks
             if self.zoneout > 0:
                 if self.training:  # f = 0 keeps the previous c for this element and step
-                    mult = u.new_empty(T, B, self.hidden_size).bernoulli_(1.0 - self.zoneout)
+                    mult = inp.new_empty(T, B, self.hidden_size).bernoulli_(
+                        1.0 - self.zoneout)
                 else:
-                    mult = u.new_tensor(1.0 - self.zoneout)
+                    mult = inp.new_tensor(1.0 - self.zoneout)
             if keep is not None:  # padding steps: a = 1, b = 0, c stays at the sequence's end
                 mult = keep if mult is None else mult * keep
-            h, c_last = qrnn_layer(u, lin.weight, lin.bias, c0, mult, self.output_gate)
+            h, c_last = qrnn_layer(inp, lin.weight, lin.bias, c0, mult, self.output_gate,
+                                   x_prev)
         else:
+            u = inp if x_prev is None else \
+                torch.cat([torch.cat([x_prev.unsqueeze(0), inp[:-1]], 0), inp], 2)
             h, c_last = self._layer_loop(lin(u), c0, keep)
         if self.window == 1:
             return h, (c_last,)

@@ -1,0 +1,158 @@
+"""Chunked scans of a first-order linear recurrence over dim 0 (QRNN's "forget-mult").
+
+The recurrence ``c_t = a_t c_{t-1} + b_t`` over ``T`` steps of ``S`` elements each is run
+as ``m`` chunks of ``k`` steps, all chunks at once (``m k`` = T up to a few leftover steps):
+
+1. each chunk from a zero start, keeping only its end value (a rolling ``(m, S)`` buffer),
+   and the product of its ``a`` (one reduction);
+2. a loop over the ``m`` chunks: the true value entering each chunk (its "carry");
+3. each chunk again from its carry, writing every step.
+
+That is about ``2 k + m`` tensor ops (``k ~ sqrt(T)``) instead of ``T``, and no full-size
+temporaries: the step loop's per-op cost is what dominates at small ``S`` on a CPU. Only
+products of ``a`` (in ``[0, 1]`` for a QRNN) and sums appear, no division or logarithm,
+so the scan is as stable as the step loop (saturated gates underflow to their true 0).
+
+Each ``torch`` op on an ``(m, S)`` slice ``[:, j]`` of a ``(m, k, S)`` view reads ``m``
+contiguous runs of ``S`` elements: cheap to address, no copies.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["lerp_scan", "chunked_scan"]
+
+
+def chunk_len(T: int) -> int:
+    """Steps per chunk for a ``T``-step block: about ``sqrt(T / 2)``, which makes the
+    ``2 k`` per-step ops and the ``m = T / k`` carry ops about equal in number."""
+    k = 1
+    while 2 * k * k < T:
+        k += 1
+    return k
+
+
+def lerp_scan(a: torch.Tensor, z: torch.Tensor, c0: torch.Tensor,
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``c_t = a_t c_{t-1} + (1 - a_t) z_t`` with ``c_{-1} = c0`` (QRNN's cell with
+    ``a = 1 - f``), one ``torch.lerp`` per step. Not differentiable.
+
+    ``a``, ``z``: ``(T, *S)``; ``c0``: ``(*S)``; ``out``: ``None`` or a contiguous
+    ``(T, *S)`` tensor to write into. Returns ``c`` ``(T, *S)`` (``out`` if given)."""
+    return _forward(a, z, c0, lerp=True, out=out)
+
+
+def chunked_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
+                 reverse: bool = False) -> torch.Tensor:
+    """Solve a first-order linear recurrence over dim 0 (not differentiable; see
+    :func:`vlrnn.models.linear_scan` for the differentiable one).
+
+    Forwards (``reverse=False``): ``c_t = a_t c_{t-1} + b_t`` with ``c_{-1} = c0``.
+    Backwards (``reverse=True``): ``c_t = a_{t+1} c_{t+1} + b_t`` with ``c_{T-1} =
+    b_{T-1} + c0`` (``a_0`` unused): the adjoint recurrence, run without flipping.
+
+    ``a``, ``b``: ``(T, *S)``; ``c0``: ``(*S)``. Returns ``c`` ``(T, *S)``, a new tensor.
+    """
+    if reverse:
+        return _backward(a, b, c0)
+    return _forward(a, b, c0, lerp=False)
+
+
+def _step(lerp: bool, a: torch.Tensor, b: torch.Tensor, prev: torch.Tensor,
+          out: torch.Tensor) -> torch.Tensor:
+    # lerp(b, prev, a) = b + a (prev - b) = a prev + (1 - a) b
+    if lerp:
+        return torch.lerp(b, prev, a, out=out)
+    return torch.addcmul(b, a, prev, out=out)
+
+
+def _forward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, lerp: bool,
+             out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    T, S = b.shape[0], b.shape[1:]
+    if out is None:
+        out = torch.empty_like(b, memory_format=torch.contiguous_format)
+    if T == 0:
+        return out
+    k = chunk_len(T)
+    m = T // k
+    if m < 2:  # short block: the plain loop
+        _forward_loop(a, b, c0, out, 0, T, lerp)
+        return out
+    n = m * k  # chunks cover [0, n); the leftover steps [n, T) are looped
+    av, bv = a[:n].reshape((m, k) + S), b[:n].reshape((m, k) + S)
+    a_j, b_j, o_j = av.unbind(1), bv.unbind(1), out[:n].view((m, k) + S).unbind(1)
+    # 1. chunks 0 .. m-2 from a zero start (the last chunk's end is not needed)
+    a1, b1 = av[:-1].unbind(1), bv[:-1].unbind(1)
+    if lerp:
+        end = torch.addcmul(b1[0], a1[0], b1[0], value=-1)  # (1 - a) b
+    else:
+        end = b1[0].clone()
+    for j in range(1, k):
+        _step(lerp, a1[j], b1[j], end, end)
+    prod = av[:-1].prod(1)
+    # 2. carry[i]: c just before chunk i's first step
+    carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+    carry[0] = c0
+    cs, ends, prods = carry.unbind(0), end.unbind(0), prod.unbind(0)
+    for i in range(1, m):
+        torch.addcmul(ends[i - 1], prods[i - 1], cs[i - 1], out=cs[i])
+    # 3. every step of every chunk from its carry
+    prev = carry
+    for j in range(k):
+        prev = _step(lerp, a_j[j], b_j[j], prev, o_j[j])
+    if n < T:
+        _forward_loop(a, b, out[n - 1], out, n, T, lerp)
+    return out
+
+
+def _forward_loop(a, b, c, out, start: int, stop: int, lerp: bool) -> None:
+    for t in range(start, stop):
+        c = _step(lerp, a[t], b[t], c, out[t])
+
+
+def _backward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    T, S = b.shape[0], b.shape[1:]
+    out = torch.empty_like(b, memory_format=torch.contiguous_format)
+    if T == 0:
+        return out
+    k = chunk_len(T)
+    m = T // k
+    if m < 2:
+        _backward_loop(a, b, torch.add(b[T - 1], c0, out=out[T - 1]), out, 0, T - 1)
+        return out
+    r = T - m * k  # chunks cover [r, T); the leftover steps [0, r) are looped
+    av, bv = a[r:].reshape((m, k) + S), b[r:].reshape((m, k) + S)
+    a_j, b_j, o_j = av.unbind(1), bv.unbind(1), out[r:].view((m, k) + S).unbind(1)
+    # a_next[i]: the multiplier of the value after chunk i (the next chunk's first step,
+    # or c0, with multiplier 1, after the last chunk) in chunk i's last step
+    a_next = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+    a_next[:-1] = av[1:, 0]
+    a_next[-1] = 1
+    # 1. chunks 1 .. m-1 from a zero value after the chunk (chunk 0's start is not needed)
+    a1, b1 = av[1:].unbind(1), bv[1:].unbind(1)
+    first = b1[k - 1].clone()
+    for j in range(k - 2, -1, -1):
+        torch.addcmul(b1[j], a1[j + 1], first, out=first)
+    prod = av[1:, 1:].prod(1).mul_(a_next[1:])
+    # 2. after[i]: the value just after chunk i
+    after = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
+    after[m - 1] = c0
+    vs, firsts, prods = after.unbind(0), first.unbind(0), prod.unbind(0)
+    for i in range(m - 1, 0, -1):
+        torch.addcmul(firsts[i - 1], prods[i - 1], vs[i], out=vs[i - 1])
+    # 3. every step of every chunk from the value after it
+    nxt = torch.addcmul(b_j[k - 1], a_next, after, out=o_j[k - 1])
+    for j in range(k - 2, -1, -1):
+        nxt = torch.addcmul(b_j[j], a_j[j + 1], nxt, out=o_j[j])
+    if r:
+        _backward_loop(a, b, out[r], out, 0, r)
+    return out
+
+
+def _backward_loop(a, b, c, out, start: int, stop: int) -> None:
+    """``out[t] = b[t] + a[t + 1] out[t + 1]`` for ``t`` from ``stop - 1`` down to
+    ``start``; ``c`` is ``out[stop]``."""
+    for t in range(stop - 1, start - 1, -1):
+        c = torch.addcmul(b[t], a[t + 1], c, out=out[t])
