@@ -39,6 +39,7 @@ __all__ = ["qrnn_layer"]
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
+_glu_backward = torch.ops.aten.glu_backward
 
 
 def _window_input(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
@@ -63,29 +64,34 @@ class _QRNNLayer(torch.autograd.Function):
         H = c0.shape[-1]
         k = weight.shape[0] // H
         u2 = _window_input(x, x_prev)
-        # act[0] = z, act[1] = a = 1 - f before the mask (from -G_f), act[2] = o
-        act = torch.empty(k, T, B, H, dtype=x.dtype, device=x.device)
+        # buf[0] = z, buf[1] = a = 1 - f before the mask (from -G_f); with the output gate
+        # buf[2] = c, buf[3] = G_o: h = glu(buf[2:]) = c * sigmoid(G_o) in one pass
+        buf = torch.empty(2 * (k - 1), T, B, H, dtype=x.dtype, device=x.device)
         for g in range(k):
             w = weight[g * H:(g + 1) * H]
             b = None if bias is None else bias[g * H:(g + 1) * H]
             if g == 1:  # small (H, F_u) copies: the matmul itself gives -G_f
                 w, b = w.neg(), (None if b is None else b.neg())
-            out = act[g].view(T * B, H)
+            out = buf[g + (g == 2)].view(T * B, H)
             if b is None:
                 torch.mm(u2, w.t(), out=out)
             else:
                 torch.addmm(b, u2, w.t(), out=out)
-        act[0].tanh_()
-        act[1:].sigmoid_()
-        z, a_raw = act[0], act[1]
+        z, a_raw = buf[0], buf[1]
+        z.tanh_()
+        a_raw.sigmoid_()
         # a = 1 - f m = lerp(1, a_raw, m)
         a = a_raw if mult is None else torch.lerp(a_raw.new_ones(()), a_raw, mult)
-        c = lerp_scan(a, z, c0)
-        h = act[2] * c if output_gate else c
+        if output_gate:
+            c = lerp_scan(a, z, c0, out=buf[2])
+            h = torch.empty_like(z)
+            torch.ops.aten.glu.out(buf[2:], 0, out=h.unsqueeze(0))
+        else:  # h = c, its own tensor (not a view of buf)
+            h = c = lerp_scan(a, z, c0)
         ctx.output_gate = output_gate
         ctx.has_bias = bias is not None
         ctx.shape = x.shape
-        ctx.save_for_backward(u2, weight, act, c, c0, mult, None if mult is None else a)
+        ctx.save_for_backward(u2, weight, buf, c, c0, mult, None if mult is None else a)
         return h, c[-1].clone()
 
     @staticmethod
@@ -94,22 +100,23 @@ class _QRNNLayer(torch.autograd.Function):
             raise RuntimeError(
                 "QRNN's fused layer (scan='parallel') has first derivatives only; for a "
                 "double backward (create_graph=True) build the QRNN with scan='loop'")
-        u2, weight, act, c, c0, mult, a = ctx.saved_tensors
+        u2, weight, buf, c, c0, mult, a = ctx.saved_tensors
         T, B, n_x = ctx.shape
         H = c0.shape[-1]
-        k = act.shape[0]
-        z, a_raw = act[0], act[1]
+        z, a_raw = buf[0], buf[1]
         if a is None:
             a = a_raw
-        dG = torch.empty_like(act)
         if dh is None:
             dh = torch.zeros_like(c)
+        # dG[0], dG[1]: gradients of G_z, G_f; with the output gate dG[2:4] = glu's
+        # backward: [dL/dc through h (= dh o), dL/dG_o]
+        k = 3 if ctx.output_gate else 2
+        dG = torch.empty(buf.shape[0], T, B, H, dtype=c.dtype, device=c.device)
         if ctx.output_gate:
-            o = act[2]
-            _sigmoid_backward.grad_input(dh * c, o, grad_input=dG[2])
-            g = dh * o
+            _glu_backward.grad_input(dh, buf[2:], 0, grad_input=dG[2:])
+            g, gates = dG[2], (dG[0], dG[1], dG[3])
         else:
-            g = dh
+            g, gates = dh, (dG[0], dG[1])
         # dc_t = g_t + a_{t+1} dc_{t+1}, dc_{T-1} = g_{T-1} + dL/dc_last
         dc = chunked_scan(a, g, dc_last if dc_last is not None else torch.zeros_like(c0),
                           reverse=True)
@@ -128,7 +135,7 @@ class _QRNNLayer(torch.autograd.Function):
         # the matmuls' gradients, gate by gate (row blocks of weight are contiguous)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_prev = ctx.needs_input_grad[6]
-        dG2 = dG.view(k, T * B, H)
+        dG2 = [t.view(T * B, H) for t in gates]
         dx = dw = db = dprev = None
         if need_x or need_prev:
             du = torch.mm(dG2[0], weight[:H])
@@ -147,7 +154,7 @@ class _QRNNLayer(torch.autograd.Function):
             for g_ in range(k):
                 torch.mm(dG2[g_].t(), u2, out=dw[g_ * H:(g_ + 1) * H])
         if need_b and ctx.has_bias:
-            db = dG2.sum(1).view(k * H)
+            db = torch.cat([t.sum(0) for t in dG2])
         return dx, dw, db, dc0, None, None, dprev
 
 
