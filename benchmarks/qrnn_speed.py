@@ -16,6 +16,10 @@ skips it).
     python benchmarks/qrnn_speed.py                    # hidden 256, batch 16, T 256, F 256
     python benchmarks/qrnn_speed.py --threads 1 --repeats 15
     python benchmarks/qrnn_speed.py --device cuda      # on a GPU, if there is one
+    python benchmarks/qrnn_speed.py --profile --hidden 64 --input 32 --layers 2
+                          # where the time goes: torch.profiler's table per op, QRNN
+                          # windows 1 and 2 (block forward without a graph, as the
+                          # engine's forward pass runs it, then forward + backward)
 
 Through the engine, 2 layers, against hidden size and batch (with a plot):
 ``python benchmarks/model_speed.py --tables qrnn``.
@@ -24,13 +28,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
 from torch import nn
 
-from vlrnn.models import QRNN, linear_scan
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vlrnn.models import QRNN, linear_scan  # noqa: E402
 
 SCAN_SHAPES = [(256, 16 * 256), (256, 16 * 16), (1024, 16 * 64), (4096, 4 * 16)]
 
@@ -70,11 +77,16 @@ def main(argv: List[str] = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-scan-table", action="store_true", help="skip the scan-only table")
+    p.add_argument("--profile", action="store_true",
+                   help="print torch.profiler's per-op table for the QRNNs and stop")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = a.device
     x = torch.randn(a.steps, a.batch, a.input, device=dev)
+    if a.profile:
+        profile_qrnn(a, x)
+        return
     runs = {name: step_fn(m.to(dev), x) for name, m in models(a.input, a.hidden, a.layers).items()}
     times: Dict[str, List[float]] = {name: [] for name in runs}
     for _ in range(a.warmup):
@@ -98,6 +110,29 @@ def main(argv: List[str] = None) -> None:
               f"{ref / med[n]:>10.1f}x")
     if not a.no_scan_table:
         scan_table(dev, a.repeats, a.warmup)
+
+
+def profile_qrnn(a, x: torch.Tensor) -> None:
+    """Self time per op of ``--repeats`` engine-like block steps (a forward pass without a
+    graph, then forward + backward), QRNN window 1 and 2. The profiler's own cost per op
+    inflates the many small ops of the scans; read the shares, not the milliseconds."""
+    from torch.profiler import ProfilerActivity, profile
+    for name, m in list(models(a.input, a.hidden, a.layers).items())[:2]:
+        m = m.to(x.device)
+        graph_step = step_fn(m, x)
+
+        def step() -> None:
+            with torch.no_grad():
+                m(x, None)
+            graph_step()
+        for _ in range(a.warmup):
+            step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(a.repeats):
+                step()
+        print(f"{name}: T={a.steps}, B={a.batch}, F={a.input}, H={a.hidden}, "
+              f"layers={a.layers}, {a.repeats} steps, {torch.get_num_threads()} threads")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 def scan_table(dev: str, repeats: int, warmup: int) -> None:

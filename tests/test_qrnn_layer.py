@@ -45,12 +45,19 @@ def test_chunks_are_used():
     assert any(T % chunk_len(T) for T in LENGTHS)
 
 
-@pytest.mark.parametrize("T", LENGTHS)
-def test_chunked_scans_match_loops(T):
+def test_chunk_len_grows_for_large_steps():
+    assert chunk_len(256) == 16 and chunk_len(64) == 8
+    # 8 chunks of 32 KB rows would not stay in cache: 4 chunks of 16 steps
+    assert chunk_len(64, 32 * 1024) == 16
+    assert chunk_len(16, 10 ** 9) == 4  # never fewer than 4 chunks
+
+
+@pytest.mark.parametrize("T, S", [(T, (3, 4)) for T in LENGTHS] + [(64, (8, 512)), (70, (8, 512))])
+def test_chunked_scans_match_loops(T, S):
     g = torch.Generator().manual_seed(T)
-    a = torch.rand(T, 3, 4, generator=g)
-    b = torch.randn(T, 3, 4, generator=g)
-    c0 = torch.randn(3, 4, generator=g)
+    a = torch.rand(T, *S, generator=g)
+    b = torch.randn(T, *S, generator=g)
+    c0 = torch.randn(*S, generator=g)
     torch.testing.assert_close(chunked_scan(a, b, c0), linear_scan(a, b, c0, method="loop"),
                                rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(chunked_scan(a, b, c0, reverse=True), reverse_loop(a, b, c0),
