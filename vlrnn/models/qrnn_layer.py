@@ -72,11 +72,9 @@ class _QRNNLayer(torch.autograd.Function):
             b = None if bias is None else bias[g * H:(g + 1) * H]
             if g == 1:  # small (H, F_u) copies: the matmul itself gives -G_f
                 w, b = w.neg(), (None if b is None else b.neg())
-            out = buf[g + (g == 2)].view(T * B, H)
-            if b is None:
-                torch.mm(u2, w.t(), out=out)
-            else:
-                torch.addmm(b, u2, w.t(), out=out)
+            out = torch.mm(u2, w.t(), out=buf[g + (g == 2)].view(T * B, H))
+            if b is not None:  # (faster than addmm, which copies b in, then accumulates)
+                out.add_(b)
         z, a_raw = buf[0], buf[1]
         z.tanh_()
         a_raw.sigmoid_()
