@@ -87,17 +87,17 @@ def _forward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, lerp: bool,
     n = m * k  # chunks cover [0, n); the leftover steps [n, T) are looped
     av, bv = a[:n].reshape((m, k) + S), b[:n].reshape((m, k) + S)
     a_j, b_j, o_j = av.unbind(1), bv.unbind(1), out[:n].view((m, k) + S).unbind(1)
-    # 1. chunks 0 .. m-2 from a zero start (the last chunk's end is not needed)
-    a1, b1 = av[:-1].unbind(1), bv[:-1].unbind(1)
+    # 1. every chunk from a zero start (the last chunk's end is not needed, but sweeping
+    # all chunks reuses the per-step views: fewer small ops), and its product of a
     # lerp(b, prev, a) = b + a (prev - b) = a prev + (1 - a) b
     step = torch.lerp if lerp else _affine
     if lerp:
-        end = torch.addcmul(b1[0], a1[0], b1[0], value=-1)  # (1 - a) b
+        end = torch.addcmul(b_j[0], a_j[0], b_j[0], value=-1)  # (1 - a) b
     else:
-        end = b1[0].clone()
+        end = b_j[0].clone()
     for j in range(1, k):
-        step(b1[j], end, a1[j], out=end)
-    prod = av[:-1].prod(1)
+        step(b_j[j], end, a_j[j], out=end)
+    prod = av.prod(1)
     # 2. carry[i]: c just before chunk i's first step
     carry = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
     carry[0] = c0
@@ -143,18 +143,18 @@ def _backward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tenso
     a_next = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
     a_next[:-1] = av[1:, 0]
     a_next[-1] = 1
-    # 1. chunks 1 .. m-1 from a zero value after the chunk (chunk 0's start is not needed)
-    a1, b1 = av[1:].unbind(1), bv[1:].unbind(1)
-    first = b1[k - 1].clone()
+    # 1. every chunk from a zero value after it (chunk 0's is not needed; see _forward),
+    # and the multiplier of that value in the chunk's first step
+    first = b_j[k - 1].clone()
     for j in range(k - 2, -1, -1):
-        torch.addcmul(b1[j], a1[j + 1], first, out=first)
-    prod = av[1:, 1:].prod(1).mul_(a_next[1:])
+        torch.addcmul(b_j[j], a_j[j + 1], first, out=first)
+    prod = av[:, 1:].prod(1).mul_(a_next)
     # 2. after[i]: the value just after chunk i
     after = torch.empty((m,) + S, dtype=b.dtype, device=b.device)
     after[m - 1] = c0
     vs, firsts, prods = after.unbind(0), first.unbind(0), prod.unbind(0)
     for i in range(m - 1, 0, -1):
-        torch.addcmul(firsts[i - 1], prods[i - 1], vs[i], out=vs[i - 1])
+        torch.addcmul(firsts[i], prods[i], vs[i], out=vs[i - 1])
     # 3. every step of every chunk from the value after it
     nxt = torch.addcmul(b_j[k - 1], a_next, after, out=o_j[k - 1])
     for j in range(k - 2, -1, -1):
