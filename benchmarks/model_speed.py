@@ -18,6 +18,7 @@ reference (``speed vs ref`` = ref time / model time: above 1 is faster).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -157,9 +158,11 @@ def qrnn_table(a) -> str:
                       "QRNN window 2": QRNN(F, H, L, window=2)}
             x, y = dense(B, T, F, H)
             runs = {n: engine_step(m, x, y, a.block) for n, m in models.items()}
+            load = os.getloadavg()[0]
             times = interleaved(runs, a.repeats, a.warmup)
             out.append(table(f"QRNN, dense: T={T}, B={B}, F={F}, H={H}, {L} layers, "
-                             f"block {a.block}",
+                             f"block {a.block} (load average {load:.1f} before, "
+                             f"{os.getloadavg()[0]:.1f} after)",
                              [("QRNN window 1", "nn.LSTM"), ("QRNN window 2", "nn.LSTM")], times))
             print(out[-1] + "\n", flush=True)
             med = {n: statistics.median(t) for n, t in times.items()}
@@ -182,6 +185,7 @@ def plot_qrnn(ratios: List[dict], a) -> None:
         ax.plot([r["hidden"] for r in pts], [r["w1"] for r in pts], "o-", label=f"window 1, batch {B}")
         ax.plot([r["hidden"] for r in pts], [r["w2"] for r in pts], "s--", label=f"window 2, batch {B}")
     ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(1.5, color="grey", lw=0.8, ls=":")  # the speed-up the QRNN aims for
     ax.set_xscale("log", base=2)
     ax.set_xlabel("hidden size")
     ax.set_ylabel("speed vs nn.LSTM (LSTM time / QRNN time)")
