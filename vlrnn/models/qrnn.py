@@ -11,10 +11,10 @@ element-wise recurrence over time, the "forget-mult"::
 where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. A layer over a block is one autograd
 node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`): one matmul per gate, in-place
 activations, the recurrence solved by a chunked scan (:mod:`vlrnn.models.qrnn_scan`:
-about ``3 sqrt(T)`` small tensor ops, no division), and a hand-written backward.
+about ``3 sqrt(T)`` tensor ops instead of ``T``, no division), and a hand-written backward.
 
 Packed batches run on a padded ``(T, B, ·)`` view of the block (vectorised index ops);
-padding steps get ``f = 0`` (so ``a = 1``, ``b = 0``), which freezes a finished sequence's
+padding steps get ``f = 0`` (so ``c_t = c_{t-1}``), which freezes a finished sequence's
 ``c`` at its own last step: ``c[T-1]`` is then every sequence's final ``c``.
 """
 from __future__ import annotations
@@ -260,7 +260,7 @@ class QRNN(nn.Module):
                         1.0 - self.zoneout)
                 else:
                     mult = inp.new_tensor(1.0 - self.zoneout)
-            if keep is not None:  # padding steps: a = 1, b = 0, c stays at the sequence's end
+            if keep is not None:  # padding steps: f = 0, c stays at the sequence's end
                 mult = keep if mult is None else mult * keep
             h, c_last = qrnn_layer(inp, lin.weight, lin.bias, c0, mult, self.output_gate,
                                    x_prev)
