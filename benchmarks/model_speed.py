@@ -14,10 +14,13 @@ reference (``speed vs ref`` = ref time / model time: above 1 is faster).
     python benchmarks/model_speed.py --tables stacked --repeats 9
     python benchmarks/model_speed.py --tables qrnn --steps 1024 --qrnn-batches 4 16 64
                                           # QRNN ratio plot: results/qrnn_speed.png
+    python benchmarks/model_speed.py --tables qrnn --keep-heap ...
+                                          # no re-allocation page faults (see keep_heap)
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -189,12 +192,28 @@ def plot_qrnn(ratios: List[dict], a) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("hidden size")
     ax.set_ylabel("speed vs nn.LSTM (LSTM time / QRNN time)")
-    ax.set_title(f"QRNN vs nn.LSTM through the engine (T={a.steps}, block {a.block})")
+    ax.set_title(f"QRNN vs nn.LSTM through the engine (T={a.steps}, block {a.block})"
+                 + (", --keep-heap" if a.keep_heap else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     RESULTS.mkdir(exist_ok=True)
-    fig.savefig(RESULTS / ("qrnn_speed_quick.png" if a.quick else "qrnn_speed.png"), dpi=110)
+    name = "qrnn_speed" + ("_quick" if a.quick else "") + ("_keep_heap" if a.keep_heap else "")
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+
+
+def keep_heap() -> bool:
+    """Tell glibc's malloc to keep freed memory (no trimming, no per-call mmap for blocks
+    up to 32 MB). Without it, ``nn.LSTM``'s backward re-faults tens of MB of fresh pages
+    at some calls and not others (its time then varies by ~1.5x between runs at hidden
+    64, batch 16). Returns False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(libc.mallopt(opt, val) == 1 for opt, val in (
+        (m_mmap_threshold, 32 << 20), (m_trim_threshold, 2 ** 31 - 1), (m_top_pad, 64 << 20)))
 
 
 # -- a custom cell: TorchScript-compiled loop against the Python step loop -------------------
@@ -251,7 +270,12 @@ def main(argv: List[str] = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats (for CI)")
     p.add_argument("--out", default=None, help="markdown file for the tables")
+    p.add_argument("--keep-heap", action="store_true",
+                   help="glibc: keep freed memory in the process (mallopt), so that no model "
+                        "pays page faults to re-allocate its buffers at every call")
     a = p.parse_args(argv)
+    if a.keep_heap and not keep_heap():
+        p.error("--keep-heap needs glibc's mallopt (Linux); it is not available here")
     if a.quick:
         a.hidden, a.steps, a.block, a.repeats, a.warmup = 16, 64, 16, 2, 0
         a.qrnn_hidden, a.qrnn_batches, a.cells = [8, 16], [4], ["lstm"]
