@@ -42,17 +42,27 @@ _tanh_backward = torch.ops.aten.tanh_backward
 _glu_backward = torch.ops.aten.glu_backward
 
 
-def _window_input(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
+def _window_input(x: torch.Tensor, x_prev: Optional[torch.Tensor], ones: bool) -> torch.Tensor:
     """``(T * B, F_u)`` rows ``u_t``: ``x_t`` (window 1) or ``[x_{t-1}, x_t]`` (window 2,
-    ``x_{-1} = x_prev``), contiguous."""
+    ``x_{-1} = x_prev``), contiguous; with ``ones``, a last column of ones (``F_u + 1``
+    columns: the bias becomes a column of the weight, which costs the matmul far less
+    than adding it to each ``(T, B, H)`` gate, and its gradient comes out of the weight's)."""
     T, B, n_x = x.shape
-    if x_prev is None:
+    n_u = n_x if x_prev is None else 2 * n_x
+    if x_prev is None and not ones:
         return x.reshape(T * B, n_x)
-    u = torch.empty(T, B, 2 * n_x, dtype=x.dtype, device=x.device)
-    # cat into contiguous rows: faster than copies into the two column halves
-    torch.cat([x_prev, x[0]], 1, out=u[0])
-    torch.cat([x[:-1], x[1:]], 2, out=u[1:])
-    return u.view(T * B, 2 * n_x)
+    u = torch.empty(T, B, n_u + ones, dtype=x.dtype, device=x.device)
+    parts0, parts = [x[0]], [x[1:]]  # rows of step 0, rows of steps 1 ..
+    if x_prev is not None:
+        parts0.insert(0, x_prev)
+        parts.insert(0, x[:-1])
+    if ones:
+        parts0.append(x.new_ones(()).expand(B, 1))
+        parts.append(x.new_ones(()).expand(T - 1, B, 1))
+    # cat into contiguous rows: faster than copies into column slices
+    torch.cat(parts0, 1, out=u[0])
+    torch.cat(parts, 2, out=u[1:])
+    return u.view(T * B, n_u + ones)
 
 
 class _QRNNLayer(torch.autograd.Function):
@@ -63,18 +73,16 @@ class _QRNNLayer(torch.autograd.Function):
         T, B, _ = x.shape
         H = c0.shape[-1]
         k = weight.shape[0] // H
-        u2 = _window_input(x, x_prev)
+        u2 = _window_input(x, x_prev, bias is not None)
+        w_all = weight if bias is None else torch.cat([weight, bias.unsqueeze(1)], 1)
         # buf[0] = z, buf[1] = a = 1 - f before the mask (from -G_f); with the output gate
         # buf[2] = c, buf[3] = G_o: h = glu(buf[2:]) = c * sigmoid(G_o) in one pass
         buf = torch.empty(2 * (k - 1), T, B, H, dtype=x.dtype, device=x.device)
         for g in range(k):
-            w = weight[g * H:(g + 1) * H]
-            b = None if bias is None else bias[g * H:(g + 1) * H]
-            if g == 1:  # small (H, F_u) copies: the matmul itself gives -G_f
-                w, b = w.neg(), (None if b is None else b.neg())
-            out = torch.mm(u2, w.t(), out=buf[g + (g == 2)].view(T * B, H))
-            if b is not None:  # (faster than addmm, which copies b in, then accumulates)
-                out.add_(b)
+            w = w_all[g * H:(g + 1) * H]
+            if g == 1:  # a small (H, F_u) copy: the matmul itself gives -G_f
+                w = w.neg()
+            torch.mm(u2, w.t(), out=buf[g + (g == 2)].view(T * B, H))
         z, a_raw = buf[0], buf[1]
         z.tanh_()
         a_raw.sigmoid_()
@@ -106,24 +114,25 @@ class _QRNNLayer(torch.autograd.Function):
             a = a_raw
         if dh is None:
             dh = torch.zeros_like(c)
-        # dG[0], dG[1]: gradients of G_z, G_f; with the output gate dG[2:4] = glu's
-        # backward: [dL/dc through h (= dh o), dL/dG_o]
         k = 3 if ctx.output_gate else 2
         dG = torch.empty(buf.shape[0], T, B, H, dtype=c.dtype, device=c.device)
         if ctx.output_gate:
-            _glu_backward.grad_input(dh, buf[2:], 0, grad_input=dG[2:])
-            g, gates = dG[2], (dG[0], dG[1], dG[3])
+            # dG = [dL/dc through h (= dh o), dG_o, dG_z, dG_f]: glu's backward gives the
+            # first two in one pass
+            _glu_backward.grad_input(dh, buf[2:], 0, grad_input=dG[:2])
+            g, dz, df = dG[0], dG[2], dG[3]
+            gates = (dz, df, dG[1])  # z, f, o: the weight's row blocks
         else:
-            g, gates = dh, (dG[0], dG[1])
+            g, dz, df = dh, dG[0], dG[1]
+            gates = (dz, df)
         # dc_t = g_t + a_{t+1} dc_{t+1}, dc_{T-1} = g_{T-1} + dL/dc_last
         dc = chunked_scan(a, g, dc_last if dc_last is not None else torch.zeros_like(c0),
                           reverse=True)
         dc0 = a[0] * dc[0]
-        # dG_z = dc (1 - a) (1 - z^2), in place in dG[0]
-        dz = torch.addcmul(dc, dc, a, value=-1, out=dG[0])
+        # dG_z = dc (1 - a) (1 - z^2), in place
+        torch.addcmul(dc, dc, a, value=-1, out=dz)
         _tanh_backward.grad_input(dz, z, grad_input=dz)
         # dc_t/df_t = z_t - c_{t-1};  dG_f = dc (z - c_prev) m f (1 - f), f (1 - f) = a (1 - a)
-        df = dG[1]
         torch.sub(z[1:], c[:-1], out=df[1:])
         torch.sub(z[0], c0, out=df[0])
         df.mul_(dc)
@@ -147,12 +156,17 @@ class _QRNNLayer(torch.autograd.Function):
                 torch.add(du[:-1, :, n_x:], du[1:, :, :n_x], out=dx[:-1])
                 dx[-1] = du[-1, :, n_x:]
                 dprev = du[0, :, :n_x].clone()
-        if need_w:
-            dw = torch.empty_like(weight)
+        if need_w or (need_b and ctx.has_bias):
+            # with a bias, u2's last column is ones: its column of the result is db
+            dwb = torch.empty(k * H, u2.shape[1], dtype=c.dtype, device=c.device)
             for g_ in range(k):
-                torch.mm(dG2[g_].t(), u2, out=dw[g_ * H:(g_ + 1) * H])
-        if need_b and ctx.has_bias:
-            db = torch.cat([t.sum(0) for t in dG2])
+                torch.mm(dG2[g_].t(), u2, out=dwb[g_ * H:(g_ + 1) * H])
+            if ctx.has_bias:
+                n_u = weight.shape[1]
+                dw = dwb[:, :n_u].contiguous() if need_w else None
+                db = dwb[:, n_u].contiguous() if need_b else None
+            else:
+                dw = dwb
         return dx, dw, db, dc0, None, None, dprev
 
 
