@@ -16,14 +16,19 @@ reference (``speed vs ref`` = ref time / model time: above 1 is faster).
                                           # QRNN ratio plot: results/qrnn_speed.png
     python benchmarks/model_speed.py --tables qrnn --keep-heap ...
                                           # no re-allocation page faults (see keep_heap)
+    python benchmarks/model_speed.py --tables qrnn --processes 3 ...
+                                          # median ratios over 3 fresh processes
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -170,9 +175,60 @@ def qrnn_table(a) -> str:
             print(out[-1] + "\n", flush=True)
             med = {n: statistics.median(t) for n, t in times.items()}
             ratios.append(dict(batch=B, hidden=H, w1=med["nn.LSTM"] / med["QRNN window 1"],
-                               w2=med["nn.LSTM"] / med["QRNN window 2"]))
-    plot_qrnn(ratios, a)
+                               w2=med["nn.LSTM"] / med["QRNN window 2"],
+                               load=(load, os.getloadavg()[0])))
+    a.qrnn_ratios = ratios
+    if not a.no_plot:
+        plot_qrnn(ratios, a)
     return "\n\n".join(out)
+
+
+def qrnn_processes(a, argv: List[str]) -> str:
+    """The QRNN table in ``a.processes`` fresh processes, one after the other: a
+    process's speed depends on where its buffers land (runs of the same command differ
+    by up to ~1.5x at hidden 64), so one run's ratios are not a figure to quote. Returns
+    the median ratio and its range over the runs per (batch, hidden), then each run's
+    tables; the plot shows the medians with the ranges."""
+    drop = {"--processes": 1, "--out": 1}
+    child, i = [], 0
+    while i < len(argv):
+        if argv[i] in drop:
+            i += 1 + drop[argv[i]]
+            continue
+        child.append(argv[i])
+        i += 1
+    runs, texts = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(a.processes):
+            js = Path(tmp) / f"run{r}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), *child, "--no-plot",
+                   "--json", str(js)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"run {r} failed:\n{res.stderr[-2000:]}")
+            runs.append(json.loads(js.read_text()))
+            texts.append(f"**run {r + 1} of {a.processes}**\n\n" + res.stdout.strip())
+            print(texts[-1] + "\n", flush=True)
+    rows = ["| batch | hidden | window 1: median (range) | window 2: median (range) | "
+            "load averages |", "|---:|---:|---|---|---|"]
+    summary = []
+    for j, first in enumerate(runs[0]):
+        pts = [run[j] for run in runs]
+        agg = dict(batch=first["batch"], hidden=first["hidden"])
+        cells = []
+        for w in ("w1", "w2"):
+            vals = sorted(p[w] for p in pts)
+            agg[w], agg[w + "_range"] = statistics.median(vals), (vals[0], vals[-1])
+            cells.append(f"{agg[w]:.2f}x ({vals[0]:.2f}-{vals[-1]:.2f})")
+        loads = [x for p in pts for x in p["load"]]
+        summary.append(agg)
+        rows.append(f"| {agg['batch']} | {agg['hidden']} | {cells[0]} | {cells[1]} | "
+                    f"{min(loads):.1f}-{max(loads):.1f} |")
+    if not a.no_plot:
+        plot_qrnn(summary, a)
+    head = (f"**QRNN speed vs nn.LSTM (LSTM time / QRNN time), median over "
+            f"{a.processes} processes**")
+    return "\n".join([head, "", *rows]) + "\n\n" + "\n\n".join(texts)
 
 
 def plot_qrnn(ratios: List[dict], a) -> None:
@@ -185,8 +241,14 @@ def plot_qrnn(ratios: List[dict], a) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for B in a.qrnn_batches:
         pts = [r for r in ratios if r["batch"] == B]
-        ax.plot([r["hidden"] for r in pts], [r["w1"] for r in pts], "o-", label=f"window 1, batch {B}")
-        ax.plot([r["hidden"] for r in pts], [r["w2"] for r in pts], "s--", label=f"window 2, batch {B}")
+        hs = [r["hidden"] for r in pts]
+        for w, style, name in (("w1", "o-", "window 1"), ("w2", "s--", "window 2")):
+            ys = [r[w] for r in pts]
+            err = None
+            if w + "_range" in pts[0]:  # medians over processes, with their ranges
+                err = [[y - r[w + "_range"][0] for y, r in zip(ys, pts)],
+                       [r[w + "_range"][1] - y for y, r in zip(ys, pts)]]
+            ax.errorbar(hs, ys, yerr=err, fmt=style, capsize=3, label=f"{name}, batch {B}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.axhline(1.5, color="grey", lw=0.8, ls=":")  # the speed-up the QRNN aims for
     ax.set_xscale("log", base=2)
@@ -270,6 +332,11 @@ def main(argv: List[str] = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small sizes, 2 repeats (for CI)")
     p.add_argument("--out", default=None, help="markdown file for the tables")
+    p.add_argument("--processes", type=int, default=1,
+                   help="QRNN table only: run it in this many fresh processes and report "
+                        "the median ratios and their ranges")
+    p.add_argument("--json", default=None, help=argparse.SUPPRESS)  # a child's ratios
+    p.add_argument("--no-plot", action="store_true", help="do not write the QRNN plot")
     p.add_argument("--keep-heap", action="store_true",
                    help="glibc: keep freed memory in the process (mallopt), so that no model "
                         "pays page faults to re-allocate its buffers at every call")
@@ -280,10 +347,18 @@ def main(argv: List[str] = None) -> None:
         a.hidden, a.steps, a.block, a.repeats, a.warmup = 16, 64, 16, 2, 0
         a.qrnn_hidden, a.qrnn_batches, a.cells = [8, 16], [4], ["lstm"]
     torch.set_num_threads(1)
+    argv = list(sys.argv[1:] if argv is None else argv)
     head = (f"one torch thread, float32, medians of {a.repeats} interleaved rounds; "
-            f"command: python benchmarks/model_speed.py {' '.join(argv or sys.argv[1:])}")
+            f"command: python benchmarks/model_speed.py {' '.join(argv)}")
     print(head + "\n")
-    text = head + "\n\n" + "\n\n".join(TABLES[t](a) for t in a.tables)
+    if a.processes > 1:
+        if a.tables != ["qrnn"]:
+            p.error("--processes runs the QRNN table only: add --tables qrnn")
+        text = head + "\n\n" + qrnn_processes(a, argv)
+    else:
+        text = head + "\n\n" + "\n\n".join(TABLES[t](a) for t in a.tables)
+    if a.json:
+        Path(a.json).write_text(json.dumps(getattr(a, "qrnn_ratios", [])))
     if a.out:
         Path(a.out).write_text(text + "\n")
 
