@@ -47,12 +47,14 @@ def test_chunks_are_used():
 
 def test_chunk_len_grows_for_large_steps():
     assert chunk_len(256) == 16 and chunk_len(64) == 8
-    # 8 chunks of 32 KB rows would not stay in cache: 4 chunks of 16 steps
-    assert chunk_len(64, 32 * 1024) == 16
-    assert chunk_len(16, 10 ** 9) == 4  # never fewer than 4 chunks
+    # 8 chunks of 20 KB rows would not stay in cache: 4 chunks of 16 steps
+    assert chunk_len(64, 20 * 1024) == 16
+    assert chunk_len(16, 20 * 1024) == 4  # never fewer than 4 chunks
+    assert chunk_len(256, 32 * 1024) == 256  # large steps: one chunk, the plain loop
 
 
-@pytest.mark.parametrize("T, S", [(T, (3, 4)) for T in LENGTHS] + [(64, (8, 512)), (70, (8, 512))])
+@pytest.mark.parametrize("T, S", [(T, (3, 4)) for T in LENGTHS]
+                         + [(64, (5, 512)), (70, (5, 512)), (40, (8, 1024))])
 def test_chunked_scans_match_loops(T, S):
     g = torch.Generator().manual_seed(T)
     a = torch.rand(T, *S, generator=g)
