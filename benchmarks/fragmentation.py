@@ -21,6 +21,7 @@ allocator can be tuned from outside, and another copy of vlrnn put first on the 
     python benchmarks/fragmentation.py                          # the full batch
     python benchmarks/fragmentation.py --fraction 0.3           # quick: ~200 blocks
     python benchmarks/fragmentation.py --threads 2 --reps 5     # median and worst of 5
+    python benchmarks/fragmentation.py --schedule revolve       # kept states not in slots
     MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/fragmentation.py   # no heap reuse
     PYTHONPATH=/path/to/other/checkout python benchmarks/fragmentation.py
 """
@@ -70,7 +71,7 @@ def heap_stats() -> dict:
                 free_chunks=m.ordblks)
 
 
-def worker(fraction: float, block_len: int, hidden: int) -> dict:
+def worker(fraction: float, block_len: int, hidden: int, schedule: str = "flat") -> dict:
     """One forward+backward of ``block_loss`` in this process."""
     import torch
     import vlrnn
@@ -83,7 +84,8 @@ def worker(fraction: float, block_len: int, hidden: int) -> dict:
     model = ByteLSTM(hidden)
     base = current_rss_mb()
     t0 = time.perf_counter()
-    out = vlrnn.block_loss(model, cross_entropy_rows, x, y, block_len=block_len)
+    out = vlrnn.block_loss(model, cross_entropy_rows, x, y, block_len=block_len,
+                           schedule=None if schedule == "flat" else schedule)
     forward = dict(seconds_forward=time.perf_counter() - t0, rss_forward_mb=current_rss_mb())
     out.loss.backward()
     seconds = time.perf_counter() - t0
@@ -102,25 +104,27 @@ def main(argv=None) -> int:
     p.add_argument("--block-len", type=int, default=256)
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--reps", type=int, default=1, help="fresh processes; medians reported")
+    p.add_argument("--schedule", default="flat", help="engine schedule (flat, two_level, "
+                   "revolve: its kept states are tensors of their own, not slots)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         import torch
         torch.set_num_threads(int(a.worker[-1]))
-        fraction, block_len, hidden, _ = a.worker
-        print(json.dumps(worker(float(fraction), int(block_len), int(hidden))))
+        fraction, block_len, hidden, schedule, _ = a.worker
+        print(json.dumps(worker(float(fraction), int(block_len), int(hidden), schedule)))
         return 0
 
     runs = []
     for rep in range(a.reps):
-        r = spawn(__file__, [a.fraction, a.block_len, a.hidden_size, a.threads], a.timeout)
+        r = spawn(__file__, [a.fraction, a.block_len, a.hidden_size, a.schedule, a.threads], a.timeout)
         if "error" in r:
             print(f"[rep {rep + 1}/{a.reps}] {r['error']}")
             return 1
         runs.append(r)
         if rep == 0:
-            print(f"vlrnn from {r['vlrnn']}, {a.threads} thread(s)")
+            print(f"vlrnn from {r['vlrnn']}, {a.threads} thread(s), schedule {a.schedule}")
         print(f"[rep {rep + 1}/{a.reps}] {r['n_blocks']} blocks, {r['rows']:,} rows, "
               f"{r['n_seqs']} sequences: peak RSS {r['rss_peak_mb']:,.0f} MB "
               f"(base {r['rss_base_mb']:,.0f} MB, after the forward pass "
