@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .compiled import compiled_loop
+from .compiled import compiled_layer
 from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
@@ -352,15 +352,22 @@ class StackedRNN(nn.Module):
             return out, _same_kind(h, _leaves(final))
         packed = batch_sizes is not None
         steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
-        if self.compile and n_steps:
-            loop = compiled_loop(cell, h, self._compiled_loops[layer])
-            outs, final = loop(list(steps), sizes, h if isinstance(h, torch.Tensor) else tuple(h))
-            final = _same_kind(h, _leaves(final))
-        else:
-            outs, final = step_loop(cell, steps, sizes, h)
+        if self.compile and n_steps and not _autocast_on(layer_in):
+            run = compiled_layer(cell, h, layer_in, self._compiled_loops[layer])
+            rows = layer_in if packed else layer_in.reshape(-1, layer_in.shape[-1])
+            out, final = run(rows, sizes, _leaves(h))
+            if not packed:
+                out = out.view(n_steps, -1, out.shape[-1])
+            return out, _same_kind(h, final)
+        outs, final = step_loop(cell, steps, sizes, h)
         if not outs:  # zero time steps: state unchanged
             return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
         return (torch.cat(outs) if packed else torch.stack(outs)), final
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    # under autocast the compiled path would cast differently: the step loop runs instead
+    return torch.is_autocast_enabled(x.device.type) or torch.is_autocast_enabled("cpu")
 
 
 def _check_builtin_state(h: CellState, lstm: bool, layer: int) -> None:
