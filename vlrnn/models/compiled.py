@@ -144,7 +144,7 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
                            f"compile=False") from None
     try:
         split = split_cell(cell, ex_x, ex_st, pair, call)
-        return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state)))
+        return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state, split.n_frontier)))
     except (CannotSplit, RuntimeError) as why:
         reason = str(why)
     if random:  # a batched call over all steps would draw other numbers than the steps
@@ -153,7 +153,7 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
                       UserWarning, stacklevel=4)
         return _script_whole_loop(cell, pair)
     split = whole_cell_split(cell, pair)
-    return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state)))
+    return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state, split.n_frontier)))
 
 
 def compiled_layer(cell: nn.Module, state, x: Tensor, cache: Dict):

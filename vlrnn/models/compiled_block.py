@@ -29,31 +29,30 @@ __all__ = ["SplitLayer"]
 
 
 class _SplitLoop(nn.Module):
-    """The per-step loop over ``rec``: ``frontier`` tensors ``(N, ...)`` (rows of all
-    steps, step after step), ``sizes[t]`` rows at step ``t``."""
+    """The per-step loop over ``rec``: ``frontier`` holds, step after step, the
+    ``n_frontier`` pre values of each step (``sizes[t]`` rows at step ``t``)."""
 
-    def __init__(self, rec: nn.Module, n_state: int):
+    def __init__(self, rec: nn.Module, n_state: int, n_frontier: int):
         super().__init__()
         self.rec = rec
         self.n_state = n_state
+        self.n_frontier = n_frontier
 
     def forward(self, frontier: List[Tensor], sizes: List[int], state: List[Tensor],
                 record: bool) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         ns = self.n_state
+        nf = self.n_frontier
         outs: List[Tensor] = []
         extra: List[Tensor] = []  # per step: the taps, then their row inputs
         ended: List[List[Tensor]] = []
         cur = sizes[0]
-        off = 0
         for i in range(len(sizes)):
             n = sizes[i]
             if n < cur:  # rows n:cur finished at the previous step
                 ended.append([s[n:cur] for s in state])
                 state = [s[:n] for s in state]
                 cur = n
-            fr = [f.narrow(0, off, n) for f in frontier]
-            off += n
-            res = self.rec(fr, state)
+            res = self.rec(frontier[i * nf:(i + 1) * nf], state)
             state = res[:ns]
             outs.append(state[0])
             if record:
@@ -77,7 +76,9 @@ class _SplitBlock(torch.autograd.Function):
         # unoptimized: TorchScript's autodiff would fuse ops into differentiable
         # subgraphs, and a tap inside one would not see the gradient of its own uses
         with torch.enable_grad(), torch.jit.optimized_execution(False):
-            outs, final, extra = layer.loop(fr, sizes, st, True)
+            # split here (one autograd node for all steps; a slice per step would cost
+            # a zero-filled (N, ...) gradient per step in the backward)
+            outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
             out = torch.cat(outs)
         per = split.n_taps + split.n_args
         taps = [extra[i::per] for i in range(split.n_taps)]
@@ -141,12 +142,13 @@ class SplitLayer:
             any(t.requires_grad for t in fr + state)
             or any(p.requires_grad for p in split.params))
         if not grad:
-            outs, final, _ = self.loop(fr, sizes, state, False)
+            outs, final, _ = self.loop(_per_step(fr, sizes), sizes, state, False)
             return torch.cat(outs), final
         res = _SplitBlock.apply(self, sizes, len(fr), len(state), *fr, *state, *split.params)
         return res[0], list(res[1:])
 
 
-def script_loop(split: CellSplit) -> torch.jit.ScriptModule:
-    """TorchScript of the per-step loop over ``split.rec``."""
-    return torch.jit.script(_SplitLoop(split.rec, split.n_state))
+def _per_step(frontier: List[Tensor], sizes: List[int]) -> List[Tensor]:
+    """The step pieces of every frontier tensor, step after step."""
+    pieces = [f.split(sizes) for f in frontier]
+    return [p[i] for i in range(len(sizes)) for p in pieces]
