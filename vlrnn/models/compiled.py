@@ -21,7 +21,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from .compiled_block import SplitLayer, _SplitLoop
+from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
+from .compiled_vjp import build_vjp, check_vjp
 from .compiled_split import CannotSplit, check_row_wise, is_random_cell, split_cell, whole_cell_split
 
 __all__ = ["compiled_layer"]
@@ -144,9 +145,18 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
                            f"compile=False") from None
     try:
         split = split_cell(cell, ex_x, ex_st, pair, call)
-        return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state, split.n_frontier)))
     except (CannotSplit, RuntimeError) as why:
         reason = str(why)
+    else:
+        try:
+            return _symbolic_layer(cell, split, ex_x, ex_st)
+        except (CannotSplit, RuntimeError):
+            pass  # an op without a derivative rule: autograd runs the per-step chain
+        try:
+            return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state,
+                                                              split.n_frontier)))
+        except RuntimeError as why:
+            reason = str(why)
     if random:  # a batched call over all steps would draw other numbers than the steps
         warnings.warn(f"compile=True: cell {name} draws random numbers and could not be "
                       f"split ({reason}); running its plain scripted step loop (slower)",
@@ -154,6 +164,17 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
         return _script_whole_loop(cell, pair)
     split = whole_cell_split(cell, pair)
     return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state, split.n_frontier)))
+
+
+def _symbolic_layer(cell: nn.Module, split, ex_x: Tensor, ex_st: List[Tensor]) -> SplitLayer:
+    """The split layer with a symbolic per-step backward, checked against autograd on the
+    example rows; ``CannotSplit`` / ``RuntimeError`` when it cannot be built or differs."""
+    vjp = build_vjp(split.rec, split.n_state, split.n_frontier, split.n_taps)
+    check_vjp(vjp, split, ex_x, ex_st)
+    loop = _script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier))
+    reverse = _script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,
+                                         sum(vjp.fr_mask)))
+    return SplitLayer(split, loop, reverse, vjp.n_saved, vjp.fr_mask)
 
 
 def compiled_layer(cell: nn.Module, state, x: Tensor, cache: Dict):

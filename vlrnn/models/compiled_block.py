@@ -63,6 +63,43 @@ class _SplitLoop(nn.Module):
         return outs, state, extra
 
 
+class _ReverseLoop(nn.Module):
+    """The per-step backward over ``bwd`` (a :class:`~.compiled_vjp.StepVJP`'s), last
+    step first: ``saved`` as the forward loop recorded it, ``g_out[t]`` the gradient of
+    step ``t``'s output (``sizes[t]`` rows), ``g_final`` of the final state (sorted
+    rows). Returns per step (last step first) the frontier and tap gradients, and the
+    gradient of the initial state."""
+
+    def __init__(self, bwd: nn.Module, n_state: int, n_saved: int, n_gfr: int):
+        super().__init__()
+        self.bwd = bwd
+        self.n_state = n_state
+        self.n_saved = n_saved
+        self.n_gfr = n_gfr
+
+    def forward(self, saved: List[Tensor], sizes: List[int], g_out: List[Tensor],
+                g_final: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        ns = self.n_state
+        nv = self.n_saved
+        nf = self.n_gfr
+        n_steps = len(sizes)
+        g = [t[:sizes[n_steps - 1]] for t in g_final]
+        g_fr: List[Tensor] = []
+        g_taps: List[Tensor] = []
+        for j in range(n_steps):
+            i = n_steps - 1 - j
+            n = sizes[i]
+            rows = g[0].size(0)
+            if rows < n:  # rows rows:n ended at step i: their final state's gradient
+                g = [torch.cat([g[k], g_final[k][rows:n]]) for k in range(ns)]
+            g[0] = g[0] + g_out[i]
+            res = self.bwd(saved[i * nv:(i + 1) * nv], g)
+            g_fr.extend(res[:nf])
+            g = res[nf:nf + ns]
+            g_taps.extend(res[nf + ns:])
+        return g_fr, g, g_taps
+
+
 class _SplitBlock(torch.autograd.Function):
     """``(frontier..., state..., params...) -> (out (N, H), final state...)`` with the
     backward of the module docstring."""
@@ -70,6 +107,8 @@ class _SplitBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer: "SplitLayer", sizes: List[int], n_fr: int, n_st: int,
                 *tensors: Tensor):
+        if layer.reverse is not None:
+            return _symbolic_forward(ctx, layer, sizes, n_fr, n_st, tensors)
         split = layer.split
         fr = [t.detach().requires_grad_() for t in tensors[:n_fr]]
         st = [t.detach().requires_grad_() for t in tensors[n_fr:n_fr + n_st]]
@@ -97,21 +136,24 @@ class _SplitBlock(torch.autograd.Function):
             raise RuntimeError(
                 "StackedRNN(compile=True) has first derivatives only; for a double "
                 "backward (create_graph=True) use compile=False")
-        out, final, fr, st, taps, args = ctx.graph
-        del ctx.graph
-        flat_taps = [t for ts in taps for t in ts]
-        grads = torch.autograd.grad([out] + list(final), fr + st + flat_taps,
-                                    [d_out] + list(d_final), allow_unused=True)
-        g_fr = grads[:len(fr)]
-        g_st = grads[len(fr):len(fr) + len(st)]
-        g_taps = grads[len(fr) + len(st):]
         split = ctx.layer.split
-        n_steps = len(taps[0]) if taps else 0
-        cot = []
-        for k in range(split.n_taps):
-            pieces = g_taps[k * n_steps:(k + 1) * n_steps]
-            cot.append(torch.cat([torch.zeros_like(t) if g is None else g
-                                  for g, t in zip(pieces, taps[k])]))
+        if ctx.layer.reverse is not None:
+            g_fr, g_st, cot, args = _symbolic_backward(ctx, d_out, d_final)
+        else:
+            out, final, fr, st, taps, args = ctx.graph
+            del ctx.graph
+            flat_taps = [t for ts in taps for t in ts]
+            grads = torch.autograd.grad([out] + list(final), fr + st + flat_taps,
+                                        [d_out] + list(d_final), allow_unused=True)
+            g_fr = grads[:len(fr)]
+            g_st = grads[len(fr):len(fr) + len(st)]
+            g_taps = grads[len(fr) + len(st):]
+            n_steps = len(taps[0]) if taps else 0
+            cot = []
+            for k in range(split.n_taps):
+                pieces = g_taps[k * n_steps:(k + 1) * n_steps]
+                cot.append(torch.cat([torch.zeros_like(t) if g is None else g
+                                      for g, t in zip(pieces, taps[k])]))
         stacked = [torch.cat(a) for a in args]
         g_params: Sequence[Optional[Tensor]] = [None] * len(split.params)
         want = [p.requires_grad for p in split.params]
@@ -124,12 +166,62 @@ class _SplitBlock(torch.autograd.Function):
         return (None, None, None, None) + tuple(g_fr) + tuple(g_st) + tuple(g_params)
 
 
-class SplitLayer:
-    """A cell's compiled layer: ``split`` and its scripted loop."""
+def _symbolic_forward(ctx, layer: "SplitLayer", sizes: List[int], n_fr: int, n_st: int,
+                      tensors: Sequence[Tensor]):
+    """Forward of :class:`_SplitBlock` with a symbolic backward: no autograd graph, the
+    loop records what the reverse loop reads."""
+    fr = list(tensors[:n_fr])
+    st = list(tensors[n_fr:n_fr + n_st])
+    outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
+    split = layer.split
+    per = split.n_taps + split.n_args + layer.n_saved
+    ctx.layer, ctx.sizes = layer, sizes
+    ctx.args = [extra[split.n_taps + j::per] for j in range(split.n_args)]
+    start = split.n_taps + split.n_args
+    ctx.saved = [extra[i * per + start + k] for i in range(len(sizes))
+                 for k in range(layer.n_saved)]
+    ctx.fr_like = [(f.shape, f.dtype, f.device) for f in fr]
+    ctx.autocast = torch.is_autocast_enabled("cpu")
+    return (torch.cat(outs),) + tuple(final)
 
-    def __init__(self, split: CellSplit, loop: torch.jit.ScriptModule):
+
+def _symbolic_backward(ctx, d_out: Tensor, d_final: Sequence[Tensor]):
+    """Gradients of the frontier and initial state, the taps' cotangents (stacked over
+    the steps) and their row inputs, from the scripted reverse loop."""
+    layer, sizes = ctx.layer, ctx.sizes
+    split = layer.split
+    n_steps = len(sizes)
+    g_fr_steps, g_st, g_tap_steps = layer.reverse(
+        ctx.saved, sizes, list(d_out.split(sizes)), [g.contiguous() for g in d_final])
+    del ctx.saved
+    nf = sum(layer.fr_mask)
+    g_fr: List[Optional[Tensor]] = []
+    used = 0
+    for k, (shape, dtype, device) in enumerate(ctx.fr_like):
+        if layer.fr_mask[k]:  # steps come last first: put them back in order
+            g_fr.append(torch.cat([g_fr_steps[j * nf + used] for j in range(n_steps - 1, -1, -1)]))
+            used += 1
+        else:
+            g_fr.append(torch.zeros(shape, dtype=dtype, device=device))
+    nt = split.n_taps
+    cot = [torch.cat([g_tap_steps[j * nt + k] for j in range(n_steps - 1, -1, -1)])
+           for k in range(nt)]
+    return g_fr, g_st, cot, ctx.args
+
+
+class SplitLayer:
+    """A cell's compiled layer: ``split``, its scripted loop, and, when the per-step part
+    has a symbolic backward, the scripted reverse loop (``reverse``; ``None``: autograd
+    differentiates the per-step chain)."""
+
+    def __init__(self, split: CellSplit, loop: torch.jit.ScriptModule,
+                 reverse: Optional[torch.jit.ScriptModule] = None, n_saved: int = 0,
+                 fr_mask: Optional[List[bool]] = None):
         self.split = split
         self.loop = loop
+        self.reverse = reverse
+        self.n_saved = n_saved
+        self.fr_mask = fr_mask
 
     def __call__(self, x_rows: Tensor, sizes: List[int], state: List[Tensor]
                  ) -> Tuple[Tensor, List[Tensor]]:

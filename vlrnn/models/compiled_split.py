@@ -205,6 +205,7 @@ def split_cell(cell: nn.Module, x: Tensor, state: List[Tensor], pair: bool, call
         if n in hoist:
             frontier.append(n)
             env[n] = rec_g.call_function(operator.getitem, (fr_ph, len(frontier) - 1))
+            env[n].meta = dict(n.meta)  # shapes, for the symbolic backward
             return env[n]
         raise CannotSplit(f"node {n.name} is used before it is computed")
 
@@ -215,9 +216,11 @@ def split_cell(cell: nn.Module, x: Tensor, state: List[Tensor], pair: bool, call
         if n is s_node:
             if not pair:
                 env[n] = rec_g.call_function(operator.getitem, (st_ph, 0))
+                env[n].meta = dict(n.meta)
             continue
         if n in state_nodes and pair:
             env[n] = rec_g.call_function(operator.getitem, (st_ph, state_nodes[n]))
+            env[n].meta = dict(n.meta)
             continue
         if n.op == "output":
             out_node = n
