@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
-from .compiled_vjp import build_vjp, check_vjp
+from .compiled_vjp import build_vjp, check_vjp, fuse_linear
 from .compiled_split import CannotSplit, check_row_wise, is_random_cell, split_cell, whole_cell_split
 
 __all__ = ["compiled_layer"]
@@ -169,7 +169,7 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
 def _symbolic_layer(cell: nn.Module, split, ex_x: Tensor, ex_st: List[Tensor]) -> SplitLayer:
     """The split layer with a symbolic per-step backward, checked against autograd on the
     example rows; ``CannotSplit`` / ``RuntimeError`` when it cannot be built or differs."""
-    vjp = build_vjp(split.rec, split.n_state, split.n_frontier, split.n_taps)
+    vjp = build_vjp(fuse_linear(split.rec, split.n_state), split.n_state, split.n_frontier, split.n_taps)
     check_vjp(vjp, split, ex_x, ex_st)
     loop = _script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier))
     reverse = _script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,

@@ -18,9 +18,11 @@ against autograd on example rows before use.
 """
 from __future__ import annotations
 
+import copy
 import operator
 import typing
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import torch
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 
 from .compiled_split import CannotSplit
 
-__all__ = ["StepVJP", "build_vjp"]
+__all__ = ["StepVJP", "build_vjp", "check_vjp", "fuse_linear"]
 
 _LIST = typing.List[torch.Tensor]
 _ADD = {operator.add, torch.add, "add"}
@@ -63,6 +65,61 @@ def _op(n: fx.Node):
 def _shape(n) -> Optional[torch.Size]:
     meta = n.meta.get("tensor_meta") if isinstance(n, fx.Node) else None
     return getattr(meta, "shape", None)
+
+
+def fuse_linear(rec: fx.GraphModule, n_state: int) -> fx.GraphModule:
+    """``rec`` with each 2-D ``nn.Linear`` call written as one ``mm`` / ``addmm`` on a
+    transposed alias of its weight, and ``a + mm(h, W^T)`` as ``addmm(a, h, W^T)``: one
+    kernel instead of two or three dispatcher layers and an add per step. Parameters
+    stay aliases (same storage). A fused node keeps its place in the output, so a tap
+    that became an ``addmm`` still gets the gradient of its output (the same as the
+    linear's)."""
+    g = copy.deepcopy(rec.graph)
+    out = fx.GraphModule(rec, g)
+    transposes: Dict[str, str] = {}
+    for n in list(g.nodes):
+        if n.op != "call_module" or len(n.args) != 1 or n.kwargs \
+                or len(_shape(n.args[0]) or ()) != 2:
+            continue
+        mod = out.get_submodule(n.target)
+        if type(mod) is not nn.Linear:
+            continue
+        w_name = f"{n.target.replace('.', '_')}_w"
+        out.register_buffer(w_name, mod.weight, persistent=False)
+        out.register_buffer(w_name + "t", mod.weight.t(), persistent=False)
+        transposes[w_name + "t"] = w_name
+        with g.inserting_before(n):
+            wt = g.get_attr(w_name + "t")
+            wt.meta["tensor_meta"] = SimpleNamespace(shape=mod.weight.t().shape)
+            if mod.bias is None:
+                new = g.call_function(torch.mm, (n.args[0], wt))
+            else:
+                out.register_buffer(w_name + "b", mod.bias, persistent=False)
+                new = g.call_function(torch.addmm, (g.get_attr(w_name + "b"), n.args[0], wt))
+        new.meta = dict(n.meta)
+        n.replace_all_uses_with(new)
+        g.erase_node(n)
+    out_node = list(g.nodes)[-1]
+    state_out = set(out_node.args[0][:n_state])
+    for n in list(g.nodes):  # a + mm(h, W^T) -> addmm(a, h, W^T)
+        if _op(n) not in (operator.add, torch.add) or n.kwargs or len(n.args) != 2:
+            continue
+        for m, other in ((n.args[1], n.args[0]), (n.args[0], n.args[1])):
+            # the mm may also be a tap (an output): the addmm's gradient is the mm's
+            if isinstance(m, fx.Node) and _op(m) is torch.mm and m not in state_out \
+                    and set(m.users) <= {n, out_node} \
+                    and isinstance(other, fx.Node) and _shape(other) == _shape(n):
+                with g.inserting_before(n):
+                    new = g.call_function(torch.addmm, (other, m.args[0], m.args[1]))
+                new.meta = dict(n.meta)
+                n.replace_all_uses_with(new)
+                m.replace_all_uses_with(new)
+                g.erase_node(n)
+                g.erase_node(m)
+                break
+    out.recompile()
+    out._vlrnn_transposes = transposes
+    return out
 
 
 def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -> StepVJP:
@@ -188,6 +245,14 @@ def _chunk_grad(n: fx.Node, piece_grads: Dict[int, fx.Node], val, call) -> fx.No
     return call(torch.cat, parts, _dim(n, 2, 0, len(metas[0].shape)))
 
 
+def _transposed(rec: fx.GraphModule, bw: fx.Graph, w: fx.Node, val, call) -> fx.Node:
+    """``w.t()`` in the backward graph; the untransposed alias where fuse_linear made one."""
+    names = getattr(rec, "_vlrnn_transposes", {})
+    if w.op == "get_attr" and w.target in names:
+        return bw.get_attr(names[w.target])
+    return call(torch.t, val(w))
+
+
 def _rule(rec: fx.GraphModule, bw: fx.Graph, n: fx.Node, g: fx.Node, val, acc, call,
           pieces, active) -> None:
     """Add ``n``'s input gradients (``g`` reaching its output) to the backward graph."""
@@ -235,13 +300,20 @@ def _rule(rec: fx.GraphModule, bw: fx.Graph, n: fx.Node, g: fx.Node, val, acc, c
         acc(a[0], call(torch.ops.aten.threshold_backward, g, val(n), 0))
     elif t in _EXP:
         acc(a[0], call(torch.mul, g, val(n)))
+    elif t is torch.addmm:
+        c, x, w = a
+        _same_shape(c, n, active)
+        acc(c, g)
+        if isinstance(w, fx.Node) and w in active:
+            raise CannotSplit(f"op {n.name}: only a constant right side is supported")
+        acc(x, call(torch.mm, g, _transposed(rec, bw, w, val, call)))
     elif t in _MATMUL or t is F.linear:
         x, w = a[0], a[1]
         if isinstance(w, fx.Node) and w in active or len(_shape(w) or ()) != 2 \
                 or (t is F.linear and len(a) > 2 and isinstance(a[2], fx.Node)
                     and a[2] in active):
             raise CannotSplit(f"op {n.name}: only a constant 2-D right side is supported")
-        wt = val(w) if t is F.linear else call(torch.t, val(w))
+        wt = val(w) if t is F.linear else _transposed(rec, bw, w, val, call)
         acc(x, call(torch.matmul, g, wt))
     elif t is torch.cat:
         ndim = len(_shape(n))
@@ -269,9 +341,13 @@ def check_vjp(vjp: StepVJP, split, x: Tensor, state: List[Tensor]) -> None:
             res = split.rec(fr, st)
         torch.manual_seed(seed)
         with torch.no_grad():
-            saved = vjp.fwd([f.detach() for f in fr], [s.detach() for s in st])[n_out:]
+            fwd_res = vjp.fwd([f.detach() for f in fr], [s.detach() for s in st])
+    saved = fwd_res[n_out:]
     new = res[:split.n_state]
     taps = res[split.n_state:split.n_state + split.n_taps]
+    for a, b in zip(new, fwd_res):
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
+            raise CannotSplit("its rewritten step differs from the cell")
     gen = torch.Generator().manual_seed(1)
     g = [torch.randn(t.shape, generator=gen).to(t) for t in new]
     wrt = [f for f, m in zip(fr, vjp.fr_mask) if m] + st + list(taps)
