@@ -157,13 +157,31 @@ class _SplitBlock(torch.autograd.Function):
         stacked = [torch.cat(a) for a in args]
         g_params: Sequence[Optional[Tensor]] = [None] * len(split.params)
         want = [p.requires_grad for p in split.params]
-        if any(want):
+        if any(want) and split.linear_taps is not None and not ctx.autocast:
+            g_params = _linear_param_grads(split, cot, stacked, want)
+        elif any(want):
             with torch.enable_grad(), torch.autocast("cpu", enabled=ctx.autocast):
                 tap_out = split.param_fn(stacked)
                 ps = [p for p, w in zip(split.params, want) if w]
                 got = iter(torch.autograd.grad(tap_out, ps, cot, allow_unused=True))
             g_params = [next(got) if w else None for w in want]
         return (None, None, None, None) + tuple(g_fr) + tuple(g_st) + tuple(g_params)
+
+
+def _linear_param_grads(split: CellSplit, cot: List[Tensor], stacked: List[Tensor],
+                        want: List[bool]) -> List[Optional[Tensor]]:
+    """Parameter gradients when every tap is an ``nn.Linear`` call: ``dW = G^T X`` and
+    ``db = sum(G)`` over all rows (what autograd would compute, without the forward)."""
+    by_id = {}
+    for (mod, j), g in zip(split.linear_taps, cot):
+        pairs = [(mod.weight, lambda g=g, j=j: g.t().mm(stacked[j]))]
+        if mod.bias is not None:
+            pairs.append((mod.bias, lambda g=g: g.sum(0)))
+        for p, grad in pairs:
+            if p.requires_grad:
+                got = grad()
+                by_id[id(p)] = got if id(p) not in by_id else by_id[id(p)] + got
+    return [by_id.get(id(p)) if w else None for p, w in zip(split.params, want)]
 
 
 def _symbolic_forward(ctx, layer: "SplitLayer", sizes: List[int], n_fr: int, n_st: int,
@@ -204,8 +222,15 @@ def _symbolic_backward(ctx, d_out: Tensor, d_final: Sequence[Tensor]):
         else:
             g_fr.append(torch.zeros(shape, dtype=dtype, device=device))
     nt = split.n_taps
-    cot = [torch.cat([g_tap_steps[j * nt + k] for j in range(n_steps - 1, -1, -1)])
-           for k in range(nt)]
+    cot = []
+    for k in range(nt):
+        # a tap's gradient is often a frontier's (Elman: both are tanh's backward)
+        same = [i for i in range(nf) if g_tap_steps[k] is g_fr_steps[i]]
+        if same:
+            cot.append(g_fr[[j for j, m in enumerate(layer.fr_mask) if m][same[0]]])
+        else:
+            cot.append(torch.cat([g_tap_steps[j * nt + k]
+                                  for j in range(n_steps - 1, -1, -1)]))
     return g_fr, g_st, cot, ctx.args
 
 

@@ -24,6 +24,7 @@ import copy
 import operator
 import typing
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -73,6 +74,10 @@ class CellSplit:
     n_taps: int
     n_args: int
     hoisted: bool
+    # per tap (module, index of its row input in tap_args) when every tap is an nn.Linear
+    # call: the parameter gradients then come from two matmul-sized formulas, no
+    # recomputed forward
+    linear_taps: Optional[List[tuple]] = None
 
 
 def aliased_copy(cell: nn.Module) -> nn.Module:
@@ -282,9 +287,22 @@ def split_cell(cell: nn.Module, x: Tensor, state: List[Tensor], pair: bool, call
         pre_gm = fx.GraphModule(gm, pre_g)
     split = CellSplit(pre=pre_gm, rec=rec_gm, param_fn=param_gm, params=params,
                       n_state=len(outs), n_frontier=len(frontier), n_taps=len(taps),
-                      n_args=len(tap_args), hoisted=pre_gm is not None)
+                      n_args=len(tap_args), hoisted=pre_gm is not None,
+                      linear_taps=_linear_taps(gm, taps, tap_args))
     _check_split(split, cell, x, state, call)
     return split
+
+
+def _linear_taps(gm: fx.GraphModule, taps: List[fx.Node], tap_args: List[fx.Node]
+                 ) -> Optional[List[tuple]]:
+    out = []
+    for t in taps:
+        mod = gm.get_submodule(t.target) if t.op == "call_module" else None
+        if type(mod) is not nn.Linear or len(t.args) != 1 or t.kwargs \
+                or len((t.args[0].meta.get("tensor_meta") or SimpleNamespace(shape=())).shape) != 2:
+            return None
+        out.append((mod, tap_args.index(t.args[0])))
+    return out
 
 
 class _WholeCellTensor(nn.Module):
