@@ -166,14 +166,21 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
     return SplitLayer(split, _script(cell, _SplitLoop(split.rec, split.n_state, split.n_frontier)))
 
 
+def _inlined(loop):
+    """The step function inlined into the loop's graph: the plain interpreter the loops
+    run in (see compiled_block) would otherwise pay a call per step."""
+    torch._C._jit_pass_inline(loop.graph)
+    return loop
+
+
 def _symbolic_layer(cell: nn.Module, split, ex_x: Tensor, ex_st: List[Tensor]) -> SplitLayer:
     """The split layer with a symbolic per-step backward, checked against autograd on the
     example rows; ``CannotSplit`` / ``RuntimeError`` when it cannot be built or differs."""
     vjp = build_vjp(fuse_linear(split.rec, split.n_state), split.n_state, split.n_frontier, split.n_taps)
     check_vjp(vjp, split, ex_x, ex_st)
-    loop = _script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier))
-    reverse = _script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,
-                                         sum(vjp.fr_mask)))
+    loop = _inlined(_script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier)))
+    reverse = _inlined(_script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,
+                                                  sum(vjp.fr_mask))))
     return SplitLayer(split, loop, reverse, vjp.n_saved, vjp.fr_mask)
 
 

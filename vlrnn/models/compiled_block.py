@@ -114,7 +114,7 @@ class _SplitBlock(torch.autograd.Function):
         st = [t.detach().requires_grad_() for t in tensors[n_fr:n_fr + n_st]]
         # unoptimized: TorchScript's autodiff would fuse ops into differentiable
         # subgraphs, and a tap inside one would not see the gradient of its own uses
-        with torch.enable_grad(), torch.jit.optimized_execution(False):
+        with torch.enable_grad(), _plain_interpreter():
             # split here (one autograd node for all steps; a slice per step would cost
             # a zero-filled (N, ...) gradient per step in the backward)
             outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
@@ -190,7 +190,8 @@ def _symbolic_forward(ctx, layer: "SplitLayer", sizes: List[int], n_fr: int, n_s
     loop records what the reverse loop reads."""
     fr = list(tensors[:n_fr])
     st = list(tensors[n_fr:n_fr + n_st])
-    outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
+    with _plain_interpreter():
+        outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
     split = layer.split
     per = split.n_taps + split.n_args + layer.n_saved
     ctx.layer, ctx.sizes = layer, sizes
@@ -209,8 +210,9 @@ def _symbolic_backward(ctx, d_out: Tensor, d_final: Sequence[Tensor]):
     layer, sizes = ctx.layer, ctx.sizes
     split = layer.split
     n_steps = len(sizes)
-    g_fr_steps, g_st, g_tap_steps = layer.reverse(
-        ctx.saved, sizes, list(d_out.split(sizes)), [g.contiguous() for g in d_final])
+    with _plain_interpreter():
+        g_fr_steps, g_st, g_tap_steps = layer.reverse(
+            ctx.saved, sizes, list(d_out.split(sizes)), [g.contiguous() for g in d_final])
     del ctx.saved
     nf = sum(layer.fr_mask)
     g_fr: List[Optional[Tensor]] = []
@@ -259,10 +261,18 @@ class SplitLayer:
             any(t.requires_grad for t in fr + state)
             or any(p.requires_grad for p in split.params))
         if not grad:
-            outs, final, _ = self.loop(_per_step(fr, sizes), sizes, state, False)
+            with _plain_interpreter():
+                outs, final, _ = self.loop(_per_step(fr, sizes), sizes, state, False)
             return torch.cat(outs), final
         res = _SplitBlock.apply(self, sizes, len(fr), len(state), *fr, *state, *split.params)
         return res[0], list(res[1:])
+
+
+def _plain_interpreter():
+    """TorchScript without its graph optimizations: they would split ``addmm`` into
+    ``mm`` + ``add`` (for fusers this torch build lacks on the CPU) and profile shapes
+    that change with every packed block; the plain interpreter runs the ops as written."""
+    return torch.jit.optimized_execution(False)
 
 
 def _per_step(frontier: List[Tensor], sizes: List[int]) -> List[Tensor]:

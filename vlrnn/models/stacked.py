@@ -351,7 +351,6 @@ class StackedRNN(nn.Module):
                                          sizes if batch_sizes is not None else None, h)
             return out, _same_kind(h, _leaves(final))
         packed = batch_sizes is not None
-        steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
         if self.compile and n_steps and not _autocast_on(layer_in):
             run = compiled_layer(cell, h, layer_in, self._compiled_loops[layer])
             rows = layer_in if packed else layer_in.reshape(-1, layer_in.shape[-1])
@@ -359,6 +358,7 @@ class StackedRNN(nn.Module):
             if not packed:
                 out = out.view(n_steps, -1, out.shape[-1])
             return out, _same_kind(h, final)
+        steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
         outs, final = step_loop(cell, steps, sizes, h)
         if not outs:  # zero time steps: state unchanged
             return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
