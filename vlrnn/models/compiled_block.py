@@ -83,7 +83,9 @@ class _ReverseLoop(nn.Module):
         nv = self.n_saved
         nf = self.n_gfr
         n_steps = len(sizes)
+        # g: the gradient of the state after step i, output gradient included
         g = [t[:sizes[n_steps - 1]] for t in g_final]
+        g[0] = g[0] + g_out[n_steps - 1]
         g_fr: List[Tensor] = []
         g_taps: List[Tensor] = []
         for j in range(n_steps):
@@ -91,9 +93,12 @@ class _ReverseLoop(nn.Module):
             n = sizes[i]
             rows = g[0].size(0)
             if rows < n:  # rows rows:n ended at step i: their final state's gradient
-                g = [torch.cat([g[k], g_final[k][rows:n]]) for k in range(ns)]
-            g[0] = g[0] + g_out[i]
-            res = self.bwd(saved[i * nv:(i + 1) * nv], g)
+                g = [torch.cat([g[0], g_final[0][rows:n] + g_out[i][rows:n]])] + [
+                    torch.cat([g[k], g_final[k][rows:n]]) for k in range(1, ns)]
+            # bwd adds the previous step's output gradient (its first n rows; the
+            # others enter with the final state's above, one step earlier)
+            go = g_out[i - 1][:n] if i > 0 else torch.zeros_like(g[0])
+            res = self.bwd(saved[i * nv:(i + 1) * nv], g, go)
             g_fr.extend(res[:nf])
             g = res[nf:nf + ns]
             g_taps.extend(res[nf + ns:])
@@ -193,10 +198,10 @@ def _symbolic_forward(ctx, layer: "SplitLayer", sizes: List[int], n_fr: int, n_s
     with _plain_interpreter():
         outs, final, extra = layer.loop(_per_step(fr, sizes), sizes, st, True)
     split = layer.split
-    per = split.n_taps + split.n_args + layer.n_saved
+    per = split.n_args + layer.n_saved  # fwd records the tap inputs and saved values
     ctx.layer, ctx.sizes = layer, sizes
-    ctx.args = [extra[split.n_taps + j::per] for j in range(split.n_args)]
-    start = split.n_taps + split.n_args
+    ctx.args = [extra[j::per] for j in range(split.n_args)]
+    start = split.n_args
     ctx.saved = [extra[i * per + start + k] for i in range(len(sizes))
                  for k in range(layer.n_saved)]
     ctx.fr_like = [(f.shape, f.dtype, f.device) for f in fr]

@@ -50,8 +50,10 @@ _CHUNK = {torch.chunk, "chunk"}
 
 @dataclass
 class StepVJP:
-    """``fwd`` (``rec`` plus ``n_saved`` saved values at the end of its output) and
-    ``bwd(saved, g_state) -> [g_fr for fr in fr_mask if set] + g_state + g_taps``."""
+    """``fwd(fr, state) -> new_state + tap_args + saved`` (``n_saved`` values the backward
+    reads) and ``bwd(saved, g_state, go) -> [g_fr for fr in fr_mask if set] + g_state +
+    g_taps``, where ``go`` (the previous step's output gradient, rows of this step) is
+    added to the gradient of ``state[0]``."""
     fwd: fx.GraphModule
     bwd: fx.GraphModule
     n_saved: int
@@ -142,6 +144,7 @@ def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -
     bw = fx.Graph()
     saved_ph = bw.placeholder("saved", type_expr=_LIST)
     g_ph = bw.placeholder("g", type_expr=_LIST)
+    go_ph = bw.placeholder("go")  # the previous step's output gradient (see below)
     saved: List[fx.Node] = []
     in_bw: Dict[fx.Node, fx.Node] = {}
 
@@ -198,13 +201,24 @@ def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -
         out.append(grads[node] if node is not None and node in grads
                    else call(torch.zeros_like, call(operator.getitem, g_ph, k)))
     out += [tap_grads[t] for t in taps]
+    # the state's gradient leaves with the previous step's output gradient added (that
+    # output is state[0]): a matmul there becomes an addmm, one kernel less per step
+    e = out[len(out) - n_taps - n_state]
+    if _op(e) is torch.mm and not e.users and out.count(e) == 1:
+        with bw.inserting_after(e):
+            fused = bw.call_function(torch.addmm, (go_ph, e.args[0], e.args[1]))
+        out[out.index(e)] = fused
+        bw.erase_node(e)
+    else:
+        out[out.index(e)] = call(operator.add, e, go_ph)
     bw.output(out)
     bwd = fx.GraphModule(rec, bw)
 
     fw = fx.Graph()
     env: Dict[fx.Node, fx.Node] = {}
     fw.graph_copy(rec.graph, env)
-    fw.output([env[o] for o in outs] + [env[s_] for s_ in saved])
+    fw.output([env[o] for o in state_out] + [env[o] for o in outs[n_state + n_taps:]]
+              + [env[s_] for s_ in saved])
     fwd = fx.GraphModule(rec, fw)
     return StepVJP(fwd=fwd, bwd=bwd, n_saved=len(saved), fr_mask=fr_mask)
 
@@ -330,7 +344,7 @@ def _rule(rec: fx.GraphModule, bw: fx.Graph, n: fx.Node, g: fx.Node, val, acc, c
 
 def check_vjp(vjp: StepVJP, split, x: Tensor, state: List[Tensor]) -> None:
     """``CannotSplit`` unless ``vjp`` gives autograd's gradients on the example rows."""
-    n_out = split.n_state + split.n_taps + split.n_args
+    n_out = split.n_state + split.n_args
     with torch.no_grad():
         fr = split.pre(x) if split.pre is not None else [x]
     fr = [f.detach().requires_grad_() for f in fr]
@@ -352,8 +366,12 @@ def check_vjp(vjp: StepVJP, split, x: Tensor, state: List[Tensor]) -> None:
     g = [torch.randn(t.shape, generator=gen).to(t) for t in new]
     wrt = [f for f, m in zip(fr, vjp.fr_mask) if m] + st + list(taps)
     want = torch.autograd.grad(new, wrt, g, allow_unused=True)
+    go = torch.randn(g[0].shape, generator=gen).to(g[0])
     with torch.no_grad():
-        got = vjp.bwd(list(saved), g)
+        got = vjp.bwd(list(saved), g, go)
+    k0 = sum(vjp.fr_mask)
+    got = list(got)
+    got[k0] = got[k0] - go  # compare the state gradient without the added output one
     for w, t, v in zip(want, wrt, got):
         w = torch.zeros_like(t) if w is None else w
         if w.shape != v.shape or not torch.allclose(w, v, rtol=1e-5, atol=1e-6):
