@@ -1,17 +1,33 @@
-"""The step loop over a custom cell, compiled with TorchScript (``StackedRNN(compile=True)``).
+"""``StackedRNN(compile=True)``: a custom cell's layer compiled, picked per cell.
 
-A Python loop over ``T`` cell calls pays Python's cost per step and per op; scripting
-the whole per-layer loop (the cell's ``forward`` included) runs it in TorchScript's
-interpreter instead, about twice as fast for small cells on a CPU, with the same ops,
-so the same numbers and gradients. ``torch.compile`` was measured too: compiling took
-minutes on a small CPU and each compiled step call cost more than the eager step, so it
-is not used here.
+A Python loop over ``T`` cell calls pays Python's cost per step and per op, and its
+backward pays the autograd engine's per step (about ten kernels per step for an Elman
+cell, weight gradients and their accumulation included). The compiled layer removes
+both where the cell allows (see :mod:`.compiled_split`, :mod:`.compiled_vjp`,
+:mod:`.compiled_block`):
 
-The scripted loop keeps the step loop's conventions: ``steps[t]`` ``(sizes[t], F)`` in
-packed (sorted) order, ``sizes`` non-increasing, rows ``n:cur`` set aside when their
-sequences end, the final state in sorted order. A cell's state must be one tensor or a
-pair of tensors (TorchScript needs the type); its ``forward`` must be scriptable
-(type-annotated where the state is a tuple, source available).
+1. **split** (torch.fx): the part of the step that reads only ``x_t`` (``ih(x_t)``)
+   runs once on the whole block; the per-step rest runs in a TorchScript loop; the
+   parameter gradients are one batched product over all steps' rows;
+2. **symbolic backward**: when every op on the state path has a derivative rule here,
+   the per-step backward is a scripted reverse loop too (no autograd graph per step);
+   otherwise autograd runs the per-step chain, still without the weight gradients;
+3. a cell fx cannot trace is split the trivial way (the whole cell per step, parameter
+   gradients still batched); one that also draws random numbers runs the plain
+   scripted step loop (per-step autograd), as before.
+
+It needs a *row-wise* cell (rows of a batch computed independently, parameters shared:
+a batched call over all steps' rows must equal the per-step calls); ``RuntimeError``
+for cells that mix rows (batch norm, a mean over the batch). Random ops (dropout)
+inside the cell stay per step, drawing in the step loop's order. A cell's state must
+be one tensor or a pair; the whole-cell paths need a scriptable ``forward``. Under
+autocast, and for zero steps, the Python step loop runs. First derivatives only.
+``torch.compile`` was measured too: compiling took minutes on a small CPU and each
+compiled step call cost more than the eager step, so it is not used here.
+
+The loops keep the step loop's conventions: rows in packed (sorted) order, ``sizes``
+non-increasing, rows ``n:cur`` set aside when their sequences end, the final state in
+sorted order.
 """
 from __future__ import annotations
 

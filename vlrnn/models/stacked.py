@@ -134,12 +134,18 @@ class StackedRNN(nn.Module):
             cell's own parameters, as fast as ``nn.LSTM``; same numbers as the step loop.
             ``False`` runs every layer as a Python loop of cell calls (the reference).
             Other cells always run the step loop.
-        compile: run the step loop of every other (custom) cell as one TorchScript-
-            compiled loop per layer (about 2x faster for small cells on a CPU; same
-            numbers and gradients). The cell's ``forward`` must be scriptable and its
-            state one tensor or a pair; ``RuntimeError`` with TorchScript's reason if it
-            is not. Scripted on the first call (a few seconds) and again when the cell's
-            parameters are replaced.
+        compile: run every other (custom) cell's layer compiled: the part of the cell
+            that reads only ``x_t`` once per block, the per-step rest as a TorchScript
+            loop with a per-step backward derived from the cell's ops (torch.fx), and
+            the parameter gradients as one product over all steps (about 2-3x the
+            speed of the step loop for an Elman cell through the engine; same
+            gradients to rounding). The cell must be row-wise (``RuntimeError``
+            naming the cause for batch norm or a mean over the batch) with a state of
+            one tensor or a pair; a cell fx cannot trace runs whole per step (its
+            ``forward`` must then be scriptable: ``RuntimeError`` with TorchScript's
+            reason). Built on the first call (about a second) and again when the
+            parameters are replaced or a training flag changes; first derivatives
+            only; autocast runs the step loop. See :mod:`vlrnn.models.compiled`.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
