@@ -77,6 +77,17 @@ class DropCell(nn.Module):  # random: dropout on the state stays per step
         return torch.tanh(self.ih(x) + self.hh(self.drop(h)))
 
 
+class BranchyDrop(Branchy):  # untraceable and random: the plain scripted step loop
+    def __init__(self, n_in: int, n_hid: int):
+        super().__init__(n_in, n_hid)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        if x.dim() == 2:
+            h = torch.tanh(self.lin(torch.cat([x, self.drop(h)], 1)))
+        return h
+
+
 class BatchMean(nn.Module):  # not row-wise
     def __init__(self, n_in: int, n_hid: int):
         super().__init__()
@@ -169,7 +180,19 @@ def test_compiled_gradients_equal_plain_autograd(cell, opts, path, hoisted, layo
     assert built.split.hoisted == hoisted  # the input Linear ran once per block
 
 
-def test_single_layer_dense_no_state_grad_and_eval_toggle():
+def test_untraceable_random_cell_runs_the_scripted_step_loop():
+    torch.manual_seed(0)
+    ref = StackedRNN(3, [4, 4], cell=BranchyDrop, dropout=0.2).train()
+    compiled = copy.deepcopy(ref)
+    compiled.compile = True
+    x, y = _data(False)
+    with pytest.warns(UserWarning, match="BranchyDrop draws random numbers"):
+        got = _grads(compiled, x, y, vlrnn.block_loss, block_len=4)
+    assert_close_grads(_grads(ref, x, y, vlrnn.block_loss, block_len=4), got, rtol=1e-9)
+    assert not hasattr(_layer(compiled), "split")
+
+
+def test_dropout_cell_follows_train_and_eval():
     torch.manual_seed(1)
     ref = StackedRNN(3, 5, cell=DropCell)
     compiled = copy.deepcopy(ref)

@@ -82,8 +82,8 @@ class CellSplit:
 
 def aliased_copy(cell: nn.Module) -> nn.Module:
     """A copy of ``cell`` whose parameters are buffers aliasing the originals' storage
-    (``p.detach()``): it computes the same numbers, records no edges to the parameters,
-    and sees in-place parameter updates (an optimizer step)."""
+    (``p.detach()``) and whose buffers are the originals: it computes the same numbers,
+    records no edges to the parameters, and sees in-place updates (an optimizer step)."""
     memo = {id(p): torch.empty(0) for p in cell.parameters()}  # skip copying the data
     twin = copy.deepcopy(cell, memo)
     originals = dict(cell.named_parameters())
@@ -93,6 +93,9 @@ def aliased_copy(cell: nn.Module) -> nn.Module:
         if leaf in owner._parameters:
             del owner._parameters[leaf]
         owner.register_buffer(leaf, originals[name].detach(), persistent=False)
+    for name, buf in cell.named_buffers():  # the same buffers, not copies
+        owner_name, _, leaf = name.rpartition(".")
+        (twin.get_submodule(owner_name) if owner_name else twin)._buffers[leaf] = buf
     return twin
 
 
