@@ -1,6 +1,6 @@
 """Peak RSS of one forward+backward on a ragged packed CPU batch (heap fragmentation).
 
-The batch is the demo's largest (``python -m vlrnn.demo``): the standard library's
+The batch is the demo's largest (``vlrnn demo``): the standard library's
 ``.py`` files of at most 200 KB, split and bucketed exactly as the demo does them
 (``LengthBucketSampler(seed=0)``, 16 files per batch), and the batch with the most
 bytes, about 15 files and 1.6 M packed rows, 671 blocks of 256 steps. Model
@@ -8,7 +8,7 @@ bytes, about 15 files and 1.6 M packed rows, 671 blocks of 256 steps. Model
 so the number of running sequences, and with it the size of every per-block
 temporary, changes block by block: the pattern that fragments glibc's heap when small
 long-lived tensors are allocated between the big short-lived ones (as the engine's kept
-boundary states were, one clone per block, before :mod:`vlrnn.store`).
+boundary states were, one clone per block, before :mod:`vlrnn.engine.store`).
 
 Each repetition runs in a fresh process and reports the peak RSS (``VmHWM``), the RSS
 once model and batch exist and after the forward pass (``block_loss``), the time of
@@ -41,7 +41,7 @@ from common import current_rss_mb, rss_mb, spawn  # noqa: E402
 def largest_batch(max_bytes: int = 200_000, batch_size: int = 16, seed: int = 0):
     """The byte tensors ``(T_i,)`` of the demo's largest batch (most bytes in all)."""
     from vlrnn.data import LengthBucketSampler
-    from vlrnn.demo import read_bytes, split_files, stdlib_files
+    from vlrnn.cli.demo import read_bytes, split_files, stdlib_files
     files = [p for p in stdlib_files() if p.stat().st_size <= max_bytes]
     train_files, _ = split_files(files)
     train = [read_bytes(p) for p in train_files]
@@ -74,7 +74,7 @@ def worker(fraction: float, block_len: int, hidden: int) -> dict:
     """One forward+backward of ``block_loss`` in this process."""
     import torch
     import vlrnn
-    from vlrnn.demo import ByteLSTM, batch_of, cross_entropy_rows
+    from vlrnn.cli.demo import ByteLSTM, batch_of, cross_entropy_rows
     torch.manual_seed(0)
     seqs = largest_batch()
     if fraction < 1:  # every file cut in proportion: as ragged, fewer blocks
