@@ -177,6 +177,9 @@ def test_compiled_gradients_equal_plain_autograd(cell, opts, path, hoisted, layo
             else "whole" if type(built.split.rec).__name__.startswith("_WholeCell")
             else "autograd")
     assert kind == path, f"{cell.__name__} took the {kind} path"
+    if kind == "symbolic":  # the loops written for this cell, not the generic ones
+        assert built.loop.original_name == "_GeneratedForwardLoop"
+        assert built.reverse.original_name == "_GeneratedReverseLoop"
     assert built.split.hoisted == hoisted  # the input Linear ran once per block
 
 

@@ -37,6 +37,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
+from .compiled_codegen import forward_loop, reverse_loop
 from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
 from .compiled_vjp import build_vjp, check_vjp, fuse_linear
 from .compiled_split import CannotSplit, check_row_wise, is_random_cell, split_cell, whole_cell_split
@@ -196,9 +197,16 @@ def _symbolic_layer(cell: nn.Module, split, ex_x: Tensor, ex_st: List[Tensor]) -
     example rows; ``CannotSplit`` / ``RuntimeError`` when it cannot be built or differs."""
     vjp = build_vjp(fuse_linear(split.rec, split.n_state), split.n_state, split.n_frontier, split.n_taps)
     check_vjp(vjp, split, ex_x, ex_st)
-    loop = _inlined(_script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier)))
-    reverse = _inlined(_script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,
-                                                  sum(vjp.fr_mask))))
+    try:  # the step pasted into loops written for it; else the generic loops
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            loop = forward_loop(vjp.fwd, split.n_state, split.n_frontier)
+            reverse = reverse_loop(vjp.bwd, split.n_state, vjp.n_saved, sum(vjp.fr_mask))
+    except Exception:  # noqa: BLE001 (any failure: the generic loops do the same)
+        loop = _inlined(_script(cell, _SplitLoop(vjp.fwd, split.n_state, split.n_frontier)))
+        reverse = _inlined(_script(cell, _ReverseLoop(vjp.bwd, split.n_state, vjp.n_saved,
+                                                      sum(vjp.fr_mask))))
     return SplitLayer(split, loop, reverse, vjp.n_saved, vjp.fr_mask)
 
 
