@@ -256,3 +256,19 @@ def test_autocast_runs_the_step_loop():
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert not compiled._compiled_loops[0]  # nothing compiled under autocast
+
+
+def test_generic_loops_when_the_generated_ones_fail(monkeypatch):
+    import vlrnn.models.compiled as compiled_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no generated loop")
+    monkeypatch.setattr(compiled_mod, "forward_loop", broken)
+    torch.manual_seed(0)
+    ref = StackedRNN(3, [4, 4], cell=Gated)
+    compiled = copy.deepcopy(ref)
+    compiled.compile = True
+    x, y = _data(False)
+    got = _grads(compiled, x, y, vlrnn.block_loss, block_len=4)
+    assert_close_grads(_grads(ref, x, y, vlrnn.full_loss), got, rtol=1e-9)
+    assert _layer(compiled).reverse.original_name == "_ReverseLoop"
