@@ -45,6 +45,21 @@ class Gated(nn.Module):  # symbolic backward: pair state, cat, chunk, sigmoid, m
         return torch.relu(c) * self.scale - c * 0.1, c
 
 
+class MyGRU(nn.Module):  # symbolic backward: chunks of hoisted and per-step Linears, 1 - z
+    def __init__(self, n_in: int, n_hid: int):
+        super().__init__()
+        self.ih = nn.Linear(n_in, 3 * n_hid)
+        self.hh = nn.Linear(n_hid, 3 * n_hid)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        xr, xz, xn = self.ih(x).chunk(3, 1)
+        hr, hz, hn = self.hh(h).chunk(3, 1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return (1 - z) * n + z * h
+
+
 class SinCell(nn.Module):  # sin has no rule: autograd runs the per-step chain
     def __init__(self, n_in: int, n_hid: int):
         super().__init__()
@@ -149,6 +164,7 @@ CASES = [  # cell, options, the compiled layer's path, whether x's Linear is hoi
     (Elman, {}, "symbolic", True),
     (Gated, dict(residual=True, layer_norm=True), "symbolic", False),
     (Gated, dict(dropout=0.25), "symbolic", False),
+    (MyGRU, {}, "symbolic", True),
     (SinCell, {}, "autograd", True),
     (Branchy, dict(residual=True), "whole", False),
     (DropCell, dict(dropout=0.2), "autograd", True),
@@ -181,6 +197,20 @@ def test_compiled_gradients_equal_plain_autograd(cell, opts, path, hoisted, layo
         assert built.loop.original_name == "_GeneratedForwardLoop"
         assert built.reverse.original_name == "_GeneratedReverseLoop"
     assert built.split.hoisted == hoisted  # the input Linear ran once per block
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_builtin_cells_with_fused_false(cell):
+    # torch's cells: fx cannot trace their input checks, so the whole cell is the step
+    # (nn.LSTMCell: a pair whose c is also used inside the cell for h)
+    torch.manual_seed(0)
+    ref = StackedRNN(3, [4, 4], cell=cell, fused=False)
+    compiled = copy.deepcopy(ref)
+    compiled.compile = True
+    x, y = _data(False)
+    got = _grads(compiled, x, y, vlrnn.block_loss, block_len=4)
+    assert_close_grads(_grads(ref, x, y, vlrnn.full_loss), got, rtol=1e-9)
+    assert type(_layer(compiled).split.rec).__name__.startswith("_WholeCell")
 
 
 def test_untraceable_random_cell_runs_the_scripted_step_loop():

@@ -329,7 +329,10 @@ class _WholeCellPair(nn.Module):
 
     def forward(self, fr: List[Tensor], st: List[Tensor]) -> List[Tensor]:
         h = self.cell(fr[0], (st[0], st[1]))
-        return [h[0], h[1], h[0], h[1], fr[0], st[0], st[1]]
+        # the taps must see only the uses outside the cell: the gradient captured at
+        # h[1] itself would also hold its use inside the cell for h[0] (an LSTM's c)
+        a, b = h[0].view_as(h[0]), h[1].view_as(h[1])
+        return [a, b, a, b, fr[0], st[0], st[1]]
 
 
 def whole_cell_split(cell: nn.Module, pair: bool) -> CellSplit:
