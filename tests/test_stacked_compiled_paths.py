@@ -60,6 +60,16 @@ class MyGRU(nn.Module):  # symbolic backward: chunks of hoisted and per-step Lin
         return (1 - z) * n + z * h
 
 
+class Shared(nn.Module):  # one Linear both hoisted (on x) and per step (on h), twice
+    def __init__(self, n_in: int, n_hid: int):
+        super().__init__()
+        self.inp = nn.Linear(n_in, n_hid)
+        self.lin = nn.Linear(n_hid, n_hid)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return torch.tanh(self.lin(self.inp(x)) + self.lin(h) - 0.5 * self.lin(h * h))
+
+
 class SinCell(nn.Module):  # sin has no rule: autograd runs the per-step chain
     def __init__(self, n_in: int, n_hid: int):
         super().__init__()
@@ -165,6 +175,7 @@ CASES = [  # cell, options, the compiled layer's path, whether x's Linear is hoi
     (Gated, dict(residual=True, layer_norm=True), "symbolic", False),
     (Gated, dict(dropout=0.25), "symbolic", False),
     (MyGRU, {}, "symbolic", True),
+    (Shared, {}, "symbolic", True),
     (SinCell, {}, "autograd", True),
     (Branchy, dict(residual=True), "whole", False),
     (DropCell, dict(dropout=0.2), "autograd", True),
