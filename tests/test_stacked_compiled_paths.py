@@ -275,8 +275,11 @@ def test_parameter_updates_and_dtype_changes_are_seen():
                                         (WithBatchNorm, "BatchNorm1d")])
 def test_cells_that_mix_rows_are_refused(cell, match):
     model = StackedRNN(3, 4, cell=cell, compile=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(RuntimeError, match=f"compile=True needs a row-wise cell.*{match}"):
         model(torch.randn(3, 5, 3))
+    for k, v in model.state_dict().items():  # refused before any call (running stats)
+        assert torch.equal(v, before[k]), k
 
 
 def test_double_backward_is_refused():

@@ -37,10 +37,11 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from .compiled_codegen import forward_loop, reverse_loop
 from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
+from .compiled_codegen import forward_loop, reverse_loop
+from .compiled_split import (CannotSplit, check_no_batch_modules, check_row_wise,
+                             is_random_cell, split_cell, whole_cell_split)
 from .compiled_vjp import build_vjp, check_vjp, fuse_linear
-from .compiled_split import CannotSplit, check_row_wise, is_random_cell, split_cell, whole_cell_split
 
 __all__ = ["compiled_layer"]
 
@@ -152,9 +153,10 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
         out = c(xt, tuple(st) if pair else st[0])
         return list(out) if pair else [out]
     name = type(cell).__name__
-    random = is_random_cell(cell, ex_x, ex_st, call)
     try:
-        if not random:
+        check_no_batch_modules(cell)
+        random = is_random_cell(cell, ex_x, ex_st, call)
+        if not random:  # (a random cell's rows draw differently on any batch)
             check_row_wise(cell, ex_x, ex_st, call)
     except CannotSplit as why:
         raise RuntimeError(f"compile=True needs a row-wise cell (each row of the batch "
@@ -195,7 +197,8 @@ def _inlined(loop):
 def _symbolic_layer(cell: nn.Module, split, ex_x: Tensor, ex_st: List[Tensor]) -> SplitLayer:
     """The split layer with a symbolic per-step backward, checked against autograd on the
     example rows; ``CannotSplit`` / ``RuntimeError`` when it cannot be built or differs."""
-    vjp = build_vjp(fuse_linear(split.rec, split.n_state), split.n_state, split.n_frontier, split.n_taps)
+    vjp = build_vjp(fuse_linear(split.rec, split.n_state), split.n_state, split.n_frontier,
+                    split.n_taps)
     check_vjp(vjp, split, ex_x, ex_st)
     try:  # the step pasted into loops written for it; else the generic loops
         with warnings.catch_warnings():

@@ -25,7 +25,7 @@ import operator
 import typing
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.fx as fx
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CellSplit", "CannotSplit", "split_cell", "whole_cell_split", "check_row_wise",
-           "is_random_cell"]
+           "check_no_batch_modules", "is_random_cell"]
 
 
 class CannotSplit(Exception):
@@ -107,12 +107,18 @@ def is_random_cell(cell: nn.Module, x: Tensor, state: List[Tensor], call) -> boo
     return any(not torch.equal(u, v) for u, v in zip(a, b))
 
 
-def check_row_wise(cell: nn.Module, x: Tensor, state: List[Tensor], call) -> None:
-    """``CannotSplit`` unless the first rows of ``cell`` on a batch equal ``cell`` on those
-    rows alone (batch statistics, a sum over the batch, ... fail)."""
+def check_no_batch_modules(cell: nn.Module) -> None:
+    """``CannotSplit`` if ``cell`` contains a module known to mix the rows of a batch
+    (checked before the cell is ever called: calling batch norm in training mode would
+    also move its running statistics)."""
     for m in cell.modules():
         if isinstance(m, _BATCH_MODULES):
             raise CannotSplit(f"it contains {type(m).__name__}, which mixes the rows of a batch")
+
+
+def check_row_wise(cell: nn.Module, x: Tensor, state: List[Tensor], call) -> None:
+    """``CannotSplit`` unless the first rows of ``cell`` on a batch equal ``cell`` on those
+    rows alone (batch statistics, a sum over the batch, ... fail)."""
     k = max(1, x.shape[0] // 2)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         full = call(cell, x, state)
@@ -343,9 +349,9 @@ def whole_cell_split(cell: nn.Module, pair: bool) -> CellSplit:
     def param_fn(args: List[Tensor]) -> List[Tensor]:
         out = cell(args[0], tuple(args[1:]) if pair else args[1])
         return list(out) if pair else [out]
-    return CellSplit(pre=None, rec=(_WholeCellPair if pair else _WholeCellTensor)(aliased_copy(cell)), param_fn=param_fn,
-                     params=list(cell.parameters()), n_state=n, n_frontier=1, n_taps=n,
-                     n_args=1 + n, hoisted=False)
+    rec = (_WholeCellPair if pair else _WholeCellTensor)(aliased_copy(cell))
+    return CellSplit(pre=None, rec=rec, param_fn=param_fn, params=list(cell.parameters()),
+                     n_state=n, n_frontier=1, n_taps=n, n_args=1 + n, hoisted=False)
 
 
 def _check_split(split: CellSplit, cell: nn.Module, x: Tensor, state: List[Tensor], call
