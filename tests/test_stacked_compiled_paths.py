@@ -70,6 +70,19 @@ class Shared(nn.Module):  # one Linear both hoisted (on x) and per step (on h), 
         return torch.tanh(self.lin(self.inp(x)) + self.lin(h) - 0.5 * self.lin(h * h))
 
 
+class LayerNormCell(nn.Module):  # symbolic backward through a LayerNorm on the state path
+    def __init__(self, n_in: int, n_hid: int):
+        super().__init__()
+        self.ih = nn.Linear(n_in, n_hid)
+        self.hh = nn.Linear(n_hid, n_hid, bias=False)
+        self.norm = nn.LayerNorm(n_hid)
+        nn.init.uniform_(self.norm.weight, 0.5, 1.5)
+        nn.init.uniform_(self.norm.bias, -0.2, 0.2)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return torch.tanh(self.norm(self.ih(x) + self.hh(h)))
+
+
 class SinCell(nn.Module):  # sin has no rule: autograd runs the per-step chain
     def __init__(self, n_in: int, n_hid: int):
         super().__init__()
@@ -176,6 +189,7 @@ CASES = [  # cell, options, the compiled layer's path, whether x's Linear is hoi
     (Gated, dict(dropout=0.25), "symbolic", False),
     (MyGRU, {}, "symbolic", True),
     (Shared, {}, "symbolic", True),
+    (LayerNormCell, {}, "symbolic", True),
     (SinCell, {}, "autograd", True),
     (Branchy, dict(residual=True), "whole", False),
     (DropCell, dict(dropout=0.2), "autograd", True),

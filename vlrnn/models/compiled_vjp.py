@@ -46,6 +46,12 @@ _RELU = {torch.relu, F.relu, "relu"}
 _EXP = {torch.exp, "exp"}
 _MATMUL = {operator.matmul, torch.matmul, torch.mm, "matmul", "mm"}
 _CHUNK = {torch.chunk, "chunk"}
+_LAYER_NORM = torch.ops.aten.native_layer_norm
+
+
+def _item(n: fx.Node, k: int) -> fx.Node:
+    """The ``getitem(n, k)`` node of a multi-output node (fuse_linear makes them)."""
+    return next(u for u in n.users if _op(u) is operator.getitem and u.args[1] == k)
 
 
 @dataclass
@@ -84,6 +90,10 @@ def fuse_linear(rec: fx.GraphModule, n_state: int) -> fx.GraphModule:
                 or len(_shape(n.args[0]) or ()) != 2:
             continue
         mod = out.get_submodule(n.target)
+        if type(mod) is nn.LayerNorm and len(mod.normalized_shape) == 1 \
+                and mod.elementwise_affine and mod.bias is not None:
+            _native_layer_norm(out, g, n, mod)
+            continue
         if type(mod) is not nn.Linear:
             continue
         w_name = f"{n.target.replace('.', '_')}_w"
@@ -122,6 +132,23 @@ def fuse_linear(rec: fx.GraphModule, n_state: int) -> fx.GraphModule:
     out.recompile()
     out._vlrnn_transposes = transposes
     return out
+
+
+def _native_layer_norm(out: fx.GraphModule, g: fx.Graph, n: fx.Node, mod: nn.LayerNorm
+                       ) -> None:
+    """``n`` (a call of ``mod``) as ``native_layer_norm``, whose mean and 1/std the
+    backward reads (fx getitem nodes for all three results)."""
+    name = n.target.replace(".", "_") + "_ln"
+    out.register_buffer(name + "w", mod.weight, persistent=False)
+    out.register_buffer(name + "b", mod.bias, persistent=False)
+    with g.inserting_before(n):
+        w, b = g.get_attr(name + "w"), g.get_attr(name + "b")
+        ln = g.call_function(_LAYER_NORM, (n.args[0], list(mod.normalized_shape), w, b,
+                                           mod.eps))
+        items = [g.call_function(operator.getitem, (ln, k)) for k in range(3)]
+    items[0].meta = dict(n.meta)
+    n.replace_all_uses_with(items[0])
+    g.erase_node(n)
 
 
 def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -> StepVJP:
@@ -177,6 +204,14 @@ def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -
     inputs_set = set(inputs.values())
     for n in reversed(nodes):
         if n.op in ("placeholder", "output") or n in inputs_set:
+            continue
+        if n in pieces and _op(n) is _LAYER_NORM:  # only the normalized output has one
+            x, shape, w, b, _eps = n.args
+            got = pieces.pop(n)
+            mean, rstd = (val(_item(n, k)) for k in (1, 2))
+            g_x = call(torch.ops.aten.native_layer_norm_backward, got[0], val(x), shape, mean,
+                       rstd, val(w), val(b), [True, False, False])
+            acc(x, call(operator.getitem, g_x, 0))
             continue
         if n in pieces:  # a chunk: its pieces' gradients side by side
             acc(n.args[0], _chunk_grad(n, pieces.pop(n), val, call))
@@ -285,7 +320,7 @@ def _rule(rec: fx.GraphModule, bw: fx.Graph, n: fx.Node, g: fx.Node, val, acc, c
         kwargs.pop("dim", None)
     if kwargs:
         raise CannotSplit(f"op {n.name} has keyword arguments {sorted(kwargs)}")
-    if t is operator.getitem and _op(a[0]) in _CHUNK:
+    if t is operator.getitem and (_op(a[0]) in _CHUNK or _op(a[0]) is _LAYER_NORM):
         pieces.setdefault(a[0], {})[a[1]] = g
     elif t in _ADD or t in _SUB:
         for x in a[:2]:
