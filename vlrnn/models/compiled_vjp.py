@@ -11,7 +11,8 @@ step in TorchScript, with no autograd graph and no autograd engine.
 
 Rules exist for the ops small recurrent cells are made of: ``+ - * /``, ``neg``,
 ``tanh``, ``sigmoid``, ``relu``, ``exp``, ``nn.Linear`` / ``F.linear`` / ``@`` with a
-constant (parameter) right side, ``torch.cat`` and ``chunk`` over features. A cell
+constant (parameter) right side, ``nn.LayerNorm`` over the features, ``torch.cat`` and
+``chunk`` over features. A cell
 with any other op on its state path raises :class:`~.compiled_split.CannotSplit`
 (the caller then keeps autograd for the per-step chain). Every derivative is checked
 against autograd on example rows before use.
