@@ -2,7 +2,7 @@
 
 The per-step part ``rec(fr, state) -> new_state + taps + tap_args`` (an fx graph of
 torch-level ops, parameters as constants) is differentiated here op by op, once, into
-a graph ``bwd(saved, g_new_state) -> g_fr + g_state + g_taps``: the vector-Jacobian
+a graph ``bwd(saved, g_new_state, go) -> g_fr + g_state + g_taps``: the vector-Jacobian
 product with respect to the step's row inputs and the carried state, plus the
 gradient reaching every tap (from which the parameter gradients are taken for all
 steps at once). ``fwd`` is ``rec`` returning also the values ``bwd`` reads
@@ -12,10 +12,12 @@ step in TorchScript, with no autograd graph and no autograd engine.
 Rules exist for the ops small recurrent cells are made of: ``+ - * /``, ``neg``,
 ``tanh``, ``sigmoid``, ``relu``, ``exp``, ``nn.Linear`` / ``F.linear`` / ``@`` with a
 constant (parameter) right side, ``nn.LayerNorm`` over the features, ``torch.cat`` and
-``chunk`` over features. A cell
-with any other op on its state path raises :class:`~.compiled_split.CannotSplit`
-(the caller then keeps autograd for the per-step chain). Every derivative is checked
-against autograd on example rows before use.
+``chunk`` over features. A cell with any other op on its state path raises
+:class:`~.compiled_split.CannotSplit` (the caller then keeps autograd for the per-step
+chain). Every derivative is checked against autograd on example rows before use.
+:func:`fuse_linear` first rewrites ``nn.Linear`` calls as ``mm``/``addmm`` on a
+transposed weight alias (``a + h W^T`` as one ``addmm``) and ``nn.LayerNorm`` as
+``native_layer_norm`` (whose statistics the backward reads).
 """
 from __future__ import annotations
 
