@@ -39,9 +39,10 @@ from torch import Tensor, nn
 
 from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
 from .compiled_codegen import forward_loop, reverse_loop
+from .compiled_fuse import fuse_linear
 from .compiled_split import (CannotSplit, check_no_batch_modules, check_row_wise,
                              is_random_cell, split_cell, whole_cell_split)
-from .compiled_vjp import build_vjp, check_vjp, fuse_linear
+from .compiled_vjp import build_vjp, check_vjp
 
 __all__ = ["compiled_layer"]
 

@@ -15,17 +15,15 @@ constant (parameter) right side, ``nn.LayerNorm`` over the features, ``torch.cat
 ``chunk`` over features. A cell with any other op on its state path raises
 :class:`~.compiled_split.CannotSplit` (the caller then keeps autograd for the per-step
 chain). Every derivative is checked against autograd on example rows before use.
-:func:`fuse_linear` first rewrites ``nn.Linear`` calls as ``mm``/``addmm`` on a
+:func:`~.compiled_fuse.fuse_linear` first rewrites ``nn.Linear`` calls as ``mm``/``addmm`` on a
 transposed weight alias (``a + h W^T`` as one ``addmm``) and ``nn.LayerNorm`` as
 ``native_layer_norm`` (whose statistics the backward reads).
 """
 from __future__ import annotations
 
-import copy
 import operator
 import typing
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import torch
@@ -35,7 +33,7 @@ from torch import Tensor, nn
 
 from .compiled_split import CannotSplit
 
-__all__ = ["StepVJP", "build_vjp", "check_vjp", "fuse_linear"]
+__all__ = ["StepVJP", "build_vjp", "check_vjp"]
 
 _LIST = typing.List[torch.Tensor]
 _ADD = {operator.add, torch.add, "add"}
@@ -76,82 +74,6 @@ def _op(n: fx.Node):
 def _shape(n) -> Optional[torch.Size]:
     meta = n.meta.get("tensor_meta") if isinstance(n, fx.Node) else None
     return getattr(meta, "shape", None)
-
-
-def fuse_linear(rec: fx.GraphModule, n_state: int) -> fx.GraphModule:
-    """``rec`` with each 2-D ``nn.Linear`` call written as one ``mm`` / ``addmm`` on a
-    transposed alias of its weight, and ``a + mm(h, W^T)`` as ``addmm(a, h, W^T)``: one
-    kernel instead of two or three dispatcher layers and an add per step. Parameters
-    stay aliases (same storage). A fused node keeps its place in the output, so a tap
-    that became an ``addmm`` still gets the gradient of its output (the same as the
-    linear's)."""
-    g = copy.deepcopy(rec.graph)
-    out = fx.GraphModule(rec, g)
-    transposes: Dict[str, str] = {}
-    for n in list(g.nodes):
-        if n.op != "call_module" or len(n.args) != 1 or n.kwargs \
-                or len(_shape(n.args[0]) or ()) != 2:
-            continue
-        mod = out.get_submodule(n.target)
-        if type(mod) is nn.LayerNorm and len(mod.normalized_shape) == 1 \
-                and mod.elementwise_affine and mod.bias is not None:
-            _native_layer_norm(out, g, n, mod)
-            continue
-        if type(mod) is not nn.Linear:
-            continue
-        w_name = f"{n.target.replace('.', '_')}_w"
-        out.register_buffer(w_name, mod.weight, persistent=False)
-        out.register_buffer(w_name + "t", mod.weight.t(), persistent=False)
-        transposes[w_name + "t"] = w_name
-        with g.inserting_before(n):
-            wt = g.get_attr(w_name + "t")
-            wt.meta["tensor_meta"] = SimpleNamespace(shape=mod.weight.t().shape)
-            if mod.bias is None:
-                new = g.call_function(torch.mm, (n.args[0], wt))
-            else:
-                out.register_buffer(w_name + "b", mod.bias, persistent=False)
-                new = g.call_function(torch.addmm, (g.get_attr(w_name + "b"), n.args[0], wt))
-        new.meta = dict(n.meta)
-        n.replace_all_uses_with(new)
-        g.erase_node(n)
-    out_node = list(g.nodes)[-1]
-    state_out = set(out_node.args[0][:n_state])
-    for n in list(g.nodes):  # a + mm(h, W^T) -> addmm(a, h, W^T)
-        if _op(n) not in (operator.add, torch.add) or n.kwargs or len(n.args) != 2:
-            continue
-        for m, other in ((n.args[1], n.args[0]), (n.args[0], n.args[1])):
-            # the mm may also be a tap (an output): the addmm's gradient is the mm's
-            if isinstance(m, fx.Node) and _op(m) is torch.mm and m not in state_out \
-                    and set(m.users) <= {n, out_node} \
-                    and isinstance(other, fx.Node) and _shape(other) == _shape(n):
-                with g.inserting_before(n):
-                    new = g.call_function(torch.addmm, (other, m.args[0], m.args[1]))
-                new.meta = dict(n.meta)
-                n.replace_all_uses_with(new)
-                m.replace_all_uses_with(new)
-                g.erase_node(n)
-                g.erase_node(m)
-                break
-    out.recompile()
-    out._vlrnn_transposes = transposes
-    return out
-
-
-def _native_layer_norm(out: fx.GraphModule, g: fx.Graph, n: fx.Node, mod: nn.LayerNorm
-                       ) -> None:
-    """``n`` (a call of ``mod``) as ``native_layer_norm``, whose mean and 1/std the
-    backward reads (fx getitem nodes for all three results)."""
-    name = n.target.replace(".", "_") + "_ln"
-    out.register_buffer(name + "w", mod.weight, persistent=False)
-    out.register_buffer(name + "b", mod.bias, persistent=False)
-    with g.inserting_before(n):
-        w, b = g.get_attr(name + "w"), g.get_attr(name + "b")
-        ln = g.call_function(_LAYER_NORM, (n.args[0], list(mod.normalized_shape), w, b,
-                                           mod.eps))
-        items = [g.call_function(operator.getitem, (ln, k)) for k in range(3)]
-    items[0].meta = dict(n.meta)
-    n.replace_all_uses_with(items[0])
-    g.erase_node(n)
 
 
 def build_vjp(rec: fx.GraphModule, n_state: int, n_frontier: int, n_taps: int) -> StepVJP:
