@@ -201,7 +201,7 @@ def plot_qrnn(ratios: List[dict], a) -> None:
     fig.savefig(RESULTS / ("qrnn_speed_quick.png" if a.quick else "qrnn_speed.png"), dpi=110)
 
 
-# -- a custom cell: TorchScript-compiled loop against the Python step loop -------------------
+# -- a custom cell: the compiled layer (compile=True) against the Python step loop -----------
 class Elman(nn.Module):
     """A plain Elman cell, the kind of custom cell a user writes."""
 
@@ -226,7 +226,7 @@ def compile_table(a) -> str:
         runs = {"Elman step loop": engine_step(loop, x, y, a.block),
                 "Elman compile=True": engine_step(compiled, x, y, a.block)}
         t0 = time.perf_counter()
-        runs["Elman compile=True"]()  # scripts the loops, and one profiling run
+        runs["Elman compile=True"]()  # builds the compiled layers (fx split, scripting)
         first = time.perf_counter() - t0
         times = interleaved(runs, a.repeats, a.warmup)
         out.append(table(f"custom Elman cell, {layout}: T={T}, B={B}, F={F}, H={H}, {L} "
