@@ -1,7 +1,7 @@
 """Rewrites of a split cell's per-step graph before it is differentiated and scripted
 (``StackedRNN(compile=True)``): ``nn.Linear`` as one ``mm``/``addmm`` on a transposed
 weight alias, ``a + h W^T`` as one ``addmm``, ``nn.LayerNorm`` as ``native_layer_norm``
-(whose statistics :mod:`.compiled_vjp`'s backward reads). Same numbers as the modules.
+(whose statistics :mod:`.vjp`'s backward reads). Same numbers as the modules.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .compiled_vjp import _LAYER_NORM, _op, _shape
+from .vjp import _LAYER_NORM, _op, _shape
 
 __all__ = ["fuse_linear"]
 

@@ -1,6 +1,6 @@
 """TorchScript loops with the step written into their body (``StackedRNN(compile=True)``).
 
-The generic loops of :mod:`.compiled_block` pass lists in and out of the step and slice
+The generic loops of :mod:`.block` pass lists in and out of the step and slice
 them every step; in TorchScript's interpreter those list operations cost as much as the
 kernels of a small cell. Here the step graph (an fx graph whose inputs are lists) is
 rewritten with one variable per input, turned into Python source by fx, and pasted
@@ -95,7 +95,7 @@ def _indent(lines: Sequence[str], n: int) -> List[str]:
 def forward_loop(step: fx.GraphModule, n_state: int, n_frontier: int
                  ) -> torch.jit.ScriptModule:
     """The per-step loop over ``step(fr, st) -> new_state + recorded`` (see
-    ``compiled_block._SplitLoop``, same call and results)."""
+    ``block._SplitLoop``, same call and results)."""
     body, outs, globs = _step_source(step, {"fr": "_v_f", "st": "_v_s"}, {})
     ns, nf = n_state, n_frontier
     s = [f"_v_s{k}" for k in range(ns)]
@@ -132,7 +132,7 @@ def forward_loop(step: fx.GraphModule, n_state: int, n_frontier: int
 def reverse_loop(bwd: fx.GraphModule, n_state: int, n_saved: int, n_gfr: int
                  ) -> torch.jit.ScriptModule:
     """The per-step backward over ``bwd(saved, g, go)`` (see
-    ``compiled_block._ReverseLoop``, same call and results)."""
+    ``block._ReverseLoop``, same call and results)."""
     body, outs, globs = _step_source(bwd, {"saved": "_v_sv", "g": "_v_g"}, {"go": "_v_go"})
     ns, nv, nf = n_state, n_saved, n_gfr
     g = [f"_v_g{k}" for k in range(ns)]

@@ -3,8 +3,8 @@
 A Python loop over ``T`` cell calls pays Python's cost per step and per op, and its
 backward pays the autograd engine's per step (about ten kernels per step for an Elman
 cell, weight gradients and their accumulation included). The compiled layer removes
-both where the cell allows (see :mod:`.compiled_split`, :mod:`.compiled_vjp`,
-:mod:`.compiled_block`):
+both where the cell allows (see :mod:`.split`, :mod:`.vjp`,
+:mod:`.block`):
 
 1. **split** (torch.fx): the part of the step that reads only ``x_t`` (``ih(x_t)``)
    runs once on the whole block; the per-step rest runs in a TorchScript loop; the
@@ -37,12 +37,12 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from .compiled_block import SplitLayer, _ReverseLoop, _SplitLoop
-from .compiled_codegen import forward_loop, reverse_loop
-from .compiled_fuse import fuse_linear
-from .compiled_split import (CannotSplit, check_no_batch_modules, check_row_wise,
+from .block import SplitLayer, _ReverseLoop, _SplitLoop
+from .codegen import forward_loop, reverse_loop
+from .fuse import fuse_linear
+from .split import (CannotSplit, check_no_batch_modules, check_row_wise,
                              is_random_cell, split_cell, whole_cell_split)
-from .compiled_vjp import build_vjp, check_vjp
+from .vjp import build_vjp, check_vjp
 
 __all__ = ["compiled_layer"]
 
@@ -99,7 +99,7 @@ class _PairStateLoop(nn.Module):
 
 
 class _WholeLoop:
-    """The scripted whole-cell loop with :class:`~vlrnn.models.compiled_block.SplitLayer`'s
+    """The scripted whole-cell loop with :class:`~vlrnn.models.compiled.block.SplitLayer`'s
     call convention (rows in, rows out)."""
 
     def __init__(self, loop, pair: bool):
@@ -188,7 +188,7 @@ def _build(cell: nn.Module, pair: bool, state: List[Tensor], x: Tensor):
 
 def _inlined(loop):
     """The step function inlined into the loop's graph: the plain interpreter the loops
-    run in (see compiled_block) would otherwise pay a call per step."""
+    run in (see block.py) would otherwise pay a call per step."""
     inline = getattr(torch._C, "_jit_pass_inline", None)
     if inline is not None:  # a private pass: without it the loops are only slower
         inline(loop.graph)

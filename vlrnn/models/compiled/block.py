@@ -1,6 +1,6 @@
 """One layer of a custom cell over a block, compiled (``StackedRNN(compile=True)``).
 
-Built on a :class:`~vlrnn.models.compiled_split.CellSplit` of the cell:
+Built on a :class:`~vlrnn.models.compiled.split.CellSplit` of the cell:
 
 1. the hoisted part runs once on all ``N`` rows of the block (one matmul, not ``T``);
 2. the per-step part runs as a TorchScript loop. Without gradients that is all. With
@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .compiled_split import CellSplit
+from .split import CellSplit
 
 __all__ = ["SplitLayer"]
 
@@ -64,7 +64,7 @@ class _SplitLoop(nn.Module):
 
 
 class _ReverseLoop(nn.Module):
-    """The per-step backward over ``bwd`` (a :class:`~.compiled_vjp.StepVJP`'s), last
+    """The per-step backward over ``bwd`` (a :class:`~.vjp.StepVJP`'s), last
     step first: ``saved`` as the forward loop recorded it, ``g_out[t]`` the gradient of
     step ``t``'s output (``sizes[t]`` rows), ``g_final`` of the final state (sorted
     rows). Returns per step (last step first) the frontier and tap gradients, and the

@@ -13,9 +13,9 @@ Rules exist for the ops small recurrent cells are made of: ``+ - * /``, ``neg``,
 ``tanh``, ``sigmoid``, ``relu``, ``exp``, ``nn.Linear`` / ``F.linear`` / ``@`` with a
 constant (parameter) right side, ``nn.LayerNorm`` over the features, ``torch.cat`` and
 ``chunk`` over features. A cell with any other op on its state path raises
-:class:`~.compiled_split.CannotSplit` (the caller then keeps autograd for the per-step
+:class:`~.split.CannotSplit` (the caller then keeps autograd for the per-step
 chain). Every derivative is checked against autograd on example rows before use.
-:func:`~.compiled_fuse.fuse_linear` first rewrites ``nn.Linear`` calls as ``mm``/``addmm`` on a
+:func:`~.fuse.fuse_linear` first rewrites ``nn.Linear`` calls as ``mm``/``addmm`` on a
 transposed weight alias (``a + h W^T`` as one ``addmm``) and ``nn.LayerNorm`` as
 ``native_layer_norm`` (whose statistics the backward reads).
 """
@@ -31,7 +31,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compiled_split import CannotSplit
+from .split import CannotSplit
 
 __all__ = ["StepVJP", "build_vjp", "check_vjp"]
 
