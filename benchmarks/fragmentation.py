@@ -1,6 +1,6 @@
 """Peak RSS of one forward+backward on a ragged packed CPU batch (heap fragmentation).
 
-The batch is the demo's largest (``python -m vlrnn.demo``): the standard library's
+The batch is the demo's largest (``vlrnn demo``): the standard library's
 ``.py`` files of at most 200 KB, split and bucketed exactly as the demo does them
 (``LengthBucketSampler(seed=0)``, 16 files per batch), and the batch with the most
 bytes, about 15 files and 1.6 M packed rows, 671 blocks of 256 steps. Model
@@ -8,7 +8,7 @@ bytes, about 15 files and 1.6 M packed rows, 671 blocks of 256 steps. Model
 so the number of running sequences, and with it the size of every per-block
 temporary, changes block by block: the pattern that fragments glibc's heap when small
 long-lived tensors are allocated between the big short-lived ones (as the engine's kept
-boundary states were, one clone per block, before :mod:`vlrnn.store`).
+boundary states were, one clone per block, before :mod:`vlrnn.engine.store`).
 
 Each repetition runs in a fresh process and reports the peak RSS (``VmHWM``), the RSS
 once model and batch exist and after the forward pass (``block_loss``), the time of
@@ -21,6 +21,7 @@ allocator can be tuned from outside, and another copy of vlrnn put first on the 
     python benchmarks/fragmentation.py                          # the full batch
     python benchmarks/fragmentation.py --fraction 0.3           # quick: ~200 blocks
     python benchmarks/fragmentation.py --threads 2 --reps 5     # median and worst of 5
+    python benchmarks/fragmentation.py --schedule revolve       # kept states not in slots
     MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/fragmentation.py   # no heap reuse
     PYTHONPATH=/path/to/other/checkout python benchmarks/fragmentation.py
 """
@@ -41,7 +42,7 @@ from common import current_rss_mb, rss_mb, spawn  # noqa: E402
 def largest_batch(max_bytes: int = 200_000, batch_size: int = 16, seed: int = 0):
     """The byte tensors ``(T_i,)`` of the demo's largest batch (most bytes in all)."""
     from vlrnn.data import LengthBucketSampler
-    from vlrnn.demo import read_bytes, split_files, stdlib_files
+    from vlrnn.cli.demo import read_bytes, split_files, stdlib_files
     files = [p for p in stdlib_files() if p.stat().st_size <= max_bytes]
     train_files, _ = split_files(files)
     train = [read_bytes(p) for p in train_files]
@@ -70,11 +71,11 @@ def heap_stats() -> dict:
                 free_chunks=m.ordblks)
 
 
-def worker(fraction: float, block_len: int, hidden: int) -> dict:
+def worker(fraction: float, block_len: int, hidden: int, schedule: str = "flat") -> dict:
     """One forward+backward of ``block_loss`` in this process."""
     import torch
     import vlrnn
-    from vlrnn.demo import ByteLSTM, batch_of, cross_entropy_rows
+    from vlrnn.cli.demo import ByteLSTM, batch_of, cross_entropy_rows
     torch.manual_seed(0)
     seqs = largest_batch()
     if fraction < 1:  # every file cut in proportion: as ragged, fewer blocks
@@ -83,7 +84,8 @@ def worker(fraction: float, block_len: int, hidden: int) -> dict:
     model = ByteLSTM(hidden)
     base = current_rss_mb()
     t0 = time.perf_counter()
-    out = vlrnn.block_loss(model, cross_entropy_rows, x, y, block_len=block_len)
+    out = vlrnn.block_loss(model, cross_entropy_rows, x, y, block_len=block_len,
+                           schedule=None if schedule == "flat" else schedule)
     forward = dict(seconds_forward=time.perf_counter() - t0, rss_forward_mb=current_rss_mb())
     out.loss.backward()
     seconds = time.perf_counter() - t0
@@ -102,25 +104,27 @@ def main(argv=None) -> int:
     p.add_argument("--block-len", type=int, default=256)
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--reps", type=int, default=1, help="fresh processes; medians reported")
+    p.add_argument("--schedule", default="flat", help="engine schedule (flat, two_level, "
+                   "revolve: its kept states are tensors of their own, not slots)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         import torch
         torch.set_num_threads(int(a.worker[-1]))
-        fraction, block_len, hidden, _ = a.worker
-        print(json.dumps(worker(float(fraction), int(block_len), int(hidden))))
+        fraction, block_len, hidden, schedule, _ = a.worker
+        print(json.dumps(worker(float(fraction), int(block_len), int(hidden), schedule)))
         return 0
 
     runs = []
     for rep in range(a.reps):
-        r = spawn(__file__, [a.fraction, a.block_len, a.hidden_size, a.threads], a.timeout)
+        r = spawn(__file__, [a.fraction, a.block_len, a.hidden_size, a.schedule, a.threads], a.timeout)
         if "error" in r:
             print(f"[rep {rep + 1}/{a.reps}] {r['error']}")
             return 1
         runs.append(r)
         if rep == 0:
-            print(f"vlrnn from {r['vlrnn']}, {a.threads} thread(s)")
+            print(f"vlrnn from {r['vlrnn']}, {a.threads} thread(s), schedule {a.schedule}")
         print(f"[rep {rep + 1}/{a.reps}] {r['n_blocks']} blocks, {r['rows']:,} rows, "
               f"{r['n_seqs']} sequences: peak RSS {r['rss_peak_mb']:,.0f} MB "
               f"(base {r['rss_base_mb']:,.0f} MB, after the forward pass "

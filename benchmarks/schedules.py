@@ -58,7 +58,7 @@ THREADS = [1]  # torch threads per worker process (--threads)
 def bisection(n_blocks: int):
     """vlrnn's ``recursive`` schedule before it became ``revolve``: keep boundary 0 only;
     to reach ``k`` from ``start``, keep the midpoints of repeated bisection."""
-    from vlrnn.schedules import Schedule
+    from vlrnn.engine.schedules import Schedule
 
     class Bisection(Schedule):
         name = "bisection"
@@ -293,7 +293,7 @@ def count_calls(schedule, n_blocks: int) -> dict:
     import torch
     from torch import nn
     import vlrnn
-    from vlrnn import engine
+    from vlrnn.engine.runner import BlockRunner
     torch.manual_seed(0)
     model, head = nn.GRU(2, 3), nn.Linear(3, 1)
     calls, no_grad, held = [0], [0], [0]
@@ -303,26 +303,26 @@ def count_calls(schedule, n_blocks: int) -> dict:
         no_grad[0] += not torch.is_grad_enabled()
 
     model.register_forward_hook(hook)
-    orig = engine.BlockRunner.rebuild
+    orig = BlockRunner.rebuild
 
     def rebuild(self, x_data, start, k, into):
         orig(self, x_data, start, k, into)
         held[0] = max(held[0], len(self.boundary) + len(into))
 
-    engine.BlockRunner.rebuild = rebuild
+    BlockRunner.rebuild = rebuild
     try:
         x, y = torch.randn(n_blocks, 2, 2), torch.randn(n_blocks, 2, 1)
         vlrnn.block_backward(model, lambda o, t: (head(o) - t) ** 2, x, y, block_len=1,
                              schedule=schedule)
     finally:
-        engine.BlockRunner.rebuild = orig
+        BlockRunner.rebuild = orig
     # a schedule that rebuilds nothing holds what the forward pass kept (flat: all K)
     return dict(calls=calls[0], no_grad=no_grad[0], held=held[0] or n_blocks)
 
 
 def counts(a) -> str:
     import math
-    from vlrnn.schedules import revolve_calls, revolve_with
+    from vlrnn.engine.schedules import revolve_calls, revolve_with
     Ks = [64, 1000] if a.quick else [64, 1000, 10_000]
     rows = []
     for K in Ks:

@@ -42,7 +42,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence, pad_packed_sequenc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import vlrnn  # noqa: E402
-from vlrnn.demo import read_bytes, stdlib_files  # noqa: E402
+from vlrnn.cli.demo import read_bytes, stdlib_files  # noqa: E402
 from vlrnn.memory import peak_rss_mb, release_free_memory, reset_peak_rss  # noqa: E402
 
 NEEDLE = b"@"

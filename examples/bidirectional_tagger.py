@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import vlrnn  # noqa: E402
-from vlrnn.demo import split_files, stdlib_files  # noqa: E402
+from vlrnn.cli.demo import split_files, stdlib_files  # noqa: E402
 from vlrnn.memory import peak_rss_mb, release_free_memory, reset_peak_rss  # noqa: E402
 from step_classification import FEATURES, load_files, pick  # noqa: E402
 

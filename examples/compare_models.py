@@ -44,7 +44,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 import vlrnn
 from vlrnn.data import LengthBucketSampler
-from vlrnn.demo import VOCAB, batch_of, cross_entropy_rows, read_bytes, split_files, \
+from vlrnn.cli.demo import VOCAB, batch_of, cross_entropy_rows, read_bytes, split_files, \
     stdlib_files
 from vlrnn.models import QRNN
 

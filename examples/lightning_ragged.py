@@ -42,9 +42,9 @@ from torch.utils.data import DataLoader
 import lightning as L
 
 import vlrnn
-from vlrnn.bptt import block_outputs
+from vlrnn.engine.bptt import block_outputs
 from vlrnn.data import LengthBucketSampler
-from vlrnn.demo import ByteLSTM, batch_of, cross_entropy_rows, read_bytes, split_files, stdlib_files
+from vlrnn.cli.demo import ByteLSTM, batch_of, cross_entropy_rows, read_bytes, split_files, stdlib_files
 from vlrnn.memory import peak_rss_mb
 
 LN2 = math.log(2)

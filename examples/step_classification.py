@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import vlrnn  # noqa: E402
-from vlrnn.demo import split_files, stdlib_files  # noqa: E402
+from vlrnn.cli.demo import split_files, stdlib_files  # noqa: E402
 from lowlevel_tasks import (accuracy, fit_step_classifier, majority_accuracy,  # noqa: E402
                             one_call_supports)
 

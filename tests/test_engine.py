@@ -8,7 +8,7 @@ from hypothesis import strategies as hs
 from torch import nn
 
 import vlrnn
-from vlrnn.schedules import SCHEDULES
+from vlrnn.engine.schedules import SCHEDULES
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -370,19 +370,19 @@ def test_stacked_rnn_against_plain(cell, block_len):
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
     promise, and the gradient is still exact."""
-    from vlrnn import engine
+    from vlrnn.engine.runner import BlockRunner
     model, head = make("gru")
     x, y = torch.randn(64, 2, 3), torch.randn(64, 2, 2)
     lf = mse_head(head)
     calls, held = [0], [0]
     model.register_forward_hook(lambda m, i, o: calls.__setitem__(0, calls[0] + 1))
-    orig = engine.BlockRunner.rebuild
+    orig = BlockRunner.rebuild
 
     def rebuild(self, x_data, start, k, into):
         orig(self, x_data, start, k, into)
         held[0] = max(held[0], len(self.boundary) + len(into))
 
-    monkeypatch.setattr(engine.BlockRunner, "rebuild", rebuild)
+    monkeypatch.setattr(BlockRunner, "rebuild", rebuild)
     ref, got, _, _ = run_both(
         list(model.parameters()),
         lambda: vlrnn.full_backward(model, lf, x, y),
@@ -413,15 +413,15 @@ def test_offload_cpu_is_exact(schedule):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_offload_keeps_boundaries_on_the_host(monkeypatch):
-    from vlrnn import engine
+    from vlrnn.engine.runner import BlockRunner
     model, head = make("gru", layers=2)
     model, head = model.cuda(), head.cuda()
     x, y = ragged_batch([40, 9, 33], 3, 2)
     x, y = x.to("cuda"), y.to("cuda")
     lf = mse_head(head)
     kept = []
-    orig = engine.BlockRunner.stash
-    monkeypatch.setattr(engine.BlockRunner, "stash",
+    orig = BlockRunner.stash
+    monkeypatch.setattr(BlockRunner, "stash",
                         lambda self, s, k=None: kept.append(r := orig(self, s, k)) or r)
     ref, got, _, _ = run_both(
         list(model.parameters()),
@@ -444,10 +444,10 @@ def test_kept_states_share_one_buffer_per_leaf(monkeypatch, schedule, offload):
     per state leaf allocated up front, however many blocks there are: cloned one per
     block, they could pin memory among the blocks' activations, and glibc's heap grew
     by megabytes per block on ragged CPU batches. The gradient stays exact."""
-    from vlrnn import engine
+    from vlrnn.engine.runner import BlockRunner
     runners = []
-    orig = engine.BlockRunner.advance
-    monkeypatch.setattr(engine.BlockRunner, "advance",
+    orig = BlockRunner.advance
+    monkeypatch.setattr(BlockRunner, "advance",
                         lambda self, k, s: runners.append(self) or orig(self, k, s))
     model, head = make("lstm", layers=2)
     lf = mse_head(head)
@@ -527,7 +527,7 @@ def test_state_unlike_the_first_is_kept_exactly():
 # -- outputs streamed block by block ----------------------------------------------------------
 @pytest.mark.parametrize("sorted_", [True, False])
 def test_block_outputs_equal_one_call(sorted_):
-    from vlrnn.bptt import block_outputs
+    from vlrnn.engine.bptt import block_outputs
     model, _ = make("lstm", layers=2)
     x, _ = ragged_batch([7, 1, 13, 5], 3, 2, sorted_=sorted_)
     h0 = state_like("lstm", 2, 4, 4)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
-from vlrnn import checkpoint as ckpt_io
+from vlrnn.training import checkpoint_files as ckpt_io
 from vlrnn.data import SeriesDataset, make_loader
 from vlrnn.models import WithHead
 
@@ -91,7 +91,7 @@ class _SlowFile:
 
 
 class _OsShim:
-    """``os`` as vlrnn.checkpoint sees it in a child: pauses before the N-th rename of
+    """``os`` as vlrnn.training.checkpoint_files sees it in a child: pauses before the N-th rename of
     last.pt, slows writes and fsyncs, and reports each completed last.pt."""
 
     def __init__(self, events: str, pause_at: int, slow: bool):

@@ -32,9 +32,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
-from vlrnn.blocks import input_order_lengths
+from vlrnn.engine.blocks import input_order_lengths
 from vlrnn.data import DataWarning, from_dataframe
-from vlrnn.schedules import revolve_with
+from vlrnn.engine.schedules import revolve_with
 
 EXAMPLES = 300
 RTOL = 1e-7

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import vlrnn
-from vlrnn.bptt import block_outputs
+from vlrnn.engine.bptt import block_outputs
 from vlrnn.data import collate_packed
 
 from training_helpers import BLOCK, LR, build_model, max_rel_diff, mse, plain_loop, series

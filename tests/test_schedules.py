@@ -10,9 +10,9 @@ from checkpoint_schedules.multistage import optimal_extra_steps, optimal_steps_b
 from torch import nn
 
 import vlrnn
-from vlrnn import engine
-from vlrnn.planner import choose
-from vlrnn.schedules import Revolve, extra_calls, get_schedule, revolve_calls, revolve_with
+from vlrnn.engine.runner import BlockRunner
+from vlrnn.engine.planner import choose
+from vlrnn.engine.schedules import Revolve, extra_calls, get_schedule, revolve_calls, revolve_with
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 
 
@@ -27,7 +27,7 @@ def test_revolve_splits_are_optimal_on_long_runs():
     """The split rule's cost (its recursion followed through) is the closed-form
     optimum for up to 3,000 blocks: the engine tests below check the counts at small K."""
     from functools import lru_cache
-    from vlrnn.schedules import _advance
+    from vlrnn.engine.schedules import _advance
 
     @lru_cache(maxsize=None)
     def cost(n, s):
@@ -68,13 +68,13 @@ def _count(monkeypatch, n_blocks, schedule, **kw):
     block_backward over ``n_blocks`` one-step blocks."""
     model = _Tiny()
     held = [0]
-    orig = engine.BlockRunner.rebuild
+    orig = BlockRunner.rebuild
 
     def rebuild(self, x_data, start, k, into):
         orig(self, x_data, start, k, into)
         held[0] = max(held[0], len(self.boundary) + len(into))
 
-    monkeypatch.setattr(engine.BlockRunner, "rebuild", rebuild)
+    monkeypatch.setattr(BlockRunner, "rebuild", rebuild)
     x, y = _batch(n_blocks)
     vlrnn.block_backward(model, _mse, x, y, block_len=1, schedule=schedule, **kw)
     return model.calls, model.no_grad_calls, held[0]

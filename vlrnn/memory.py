@@ -20,7 +20,8 @@ from typing import Any, Optional, Union
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from .blocks import split_packed
+from .engine.blocks import split_packed
+from .engine.bptt import full_loss
 
 __all__ = ["rss_mb", "peak_rss_mb", "reset_peak_rss", "release_free_memory", "plain_bptt_mb"]
 
@@ -146,8 +147,6 @@ def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, Packed
     (read your own peak first). Elsewhere: falls back to counting the bytes autograd saves
     for backward, once per tensor.
     """
-    from .bptt import full_loss  # bptt imports the planner, which must not import this
-
     if not min_mb > 0:
         raise ValueError(f"min_mb must be > 0, got {min_mb!r}")
     for name, value in (("start_steps", start_steps), ("max_steps", max_steps)):

@@ -2,10 +2,11 @@
 from .arrays import ArrayFrame, from_arrays
 from .batching import LengthBucketSampler, collate_packed, collate_series, make_loader
 from .dataset import SeriesDataset
-from .frame import DataWarning, from_dataframe
+from .frame import from_dataframe
 from .scaling import StandardScaler
 from .split import split_series, split_time
 from .tsfile import read_ts
+from .validate import DataWarning
 
 __all__ = [
     "ArrayFrame",

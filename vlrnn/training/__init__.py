@@ -1,8 +1,19 @@
-"""The pieces behind :class:`vlrnn.Trainer` and :func:`vlrnn.pack_and_train`.
+"""The training loop: :class:`vlrnn.Trainer`, :func:`vlrnn.pack_and_train` and the
+:class:`vlrnn.TrainedModel` it returns.
 
-``helpers`` (seeding, devices, batches, out-of-memory messages), ``checkpointing``
-(the Trainer's checkpoints and exact resume), ``losses`` (per-row losses that leave
-missing targets out), ``metrics`` (accuracy, MAE, RMSE and baselines), ``tasks``
-(task inference, class codes, labels per series, time steps), ``frames`` (a frame
-to the dataset of a task) and ``tensorboard`` (the scalars of ``Trainer(log_dir=...)``).
+``trainer`` (the options and the fit loop), ``epochs`` (one training and one validation
+pass), ``predict`` (streamed inference), ``checkpointing`` (the Trainer's checkpoints and
+exact resume) over ``checkpoint_files`` (atomic writes, loading, random-number state),
+``guards`` (non-finite losses and gradients), ``placement`` and ``distributed`` (devices,
+ranks, each rank's batches), ``tensorboard`` (the scalars of ``Trainer(log_dir=...)``),
+``helpers`` (seeding, batches, out-of-memory messages). From a frame: ``pipeline``
+(``pack_and_train``), ``trained`` (``TrainedModel``: predict, forecast, evaluate, save),
+``tasks`` (task inference, class codes, labels per series, time steps), ``frames`` (a
+frame to the dataset of a task), ``losses`` (per-row losses that leave missing targets
+out) and ``metrics`` (accuracy, MAE, RMSE and baselines).
 """
+from .pipeline import pack_and_train
+from .trained import TrainedModel
+from .trainer import Trainer
+
+__all__ = ["TrainedModel", "Trainer", "pack_and_train"]

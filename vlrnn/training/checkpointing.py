@@ -7,8 +7,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Union
 
-from .. import checkpoint as ckpt_io
-from .. import distributed as dd
+from . import checkpoint_files as ckpt_io
+from . import distributed as dd
 from .helpers import _config_diff, _loader_generators, _short
 
 CHECKPOINT_FORMAT = "vlrnn.Trainer/1"

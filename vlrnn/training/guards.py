@@ -8,7 +8,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .. import distributed as dd
+from . import distributed as dd
 from .helpers import _nonfinite_grad
 
 

@@ -156,3 +156,9 @@ def _oom_error(err: BaseException, where: str, block_len: Any,
         return type(err)(msg)
     except Exception:  # an error type that cannot be built from a message
         return RuntimeError(msg)
+
+
+def _n_observed(y: Any) -> int:
+    """Finite target values of a batch (``PackedSequence`` or tensor)."""
+    data = y.data if isinstance(y, PackedSequence) else y
+    return int(torch.isfinite(data).sum())

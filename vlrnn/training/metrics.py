@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..bptt import block_outputs
+from ..engine.bptt import block_outputs
 from ..data import StandardScaler
 
 

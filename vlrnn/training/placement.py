@@ -7,7 +7,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .. import distributed as dd
+from . import distributed as dd
 from .helpers import _resolve_device
 
 

@@ -4,7 +4,7 @@
 its forward pass (no graph) keeps the model's outputs ``y`` (rows x features) and the
 boundary states; ``y`` and the final state are the outputs of :class:`_BlockOutputs`,
 so any function of them may be the loss. Its backward receives dL/dy for all rows and
-runs the reverse block pass of :class:`~vlrnn.engine._Engine` unchanged, with each
+runs the reverse block pass of :class:`~vlrnn.engine.backward._Engine` unchanged, with each
 block's "loss" the vector-Jacobian product ``sum(y_block * dL/dy_block)``: its gradient
 with respect to ``y_block`` is exactly ``dL/dy_block``, and everything else (schedules'
 rebuilds, dropout replay, state seeds between blocks, packed/dense, parameter, ``x`` and
@@ -20,8 +20,9 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .directions import TimeReversed
-from .engine import (BlockRunner, _BlockGraph, _Engine, graph_leaves, next_node_number,
-                     unique_tensors)
+from .backward import _Engine
+from .graph import graph_leaves, next_node_number, unique_tensors
+from .runner import BlockRunner, _BlockGraph
 from .loss import block_loss_value
 
 

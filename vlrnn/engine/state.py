@@ -1,4 +1,5 @@
-"""Recurrent state as a (nested) tuple/list of tensors: flatten, narrow, gather.
+"""Recurrent state as a (nested) tuple/list of tensors: flatten, narrow, gather, and the
+final state assembled from the blocks in which sequences end.
 
 A model's state is whatever it returns as ``new_state``: one tensor (``nn.GRU``'s
 ``h_n``), a tuple (``nn.LSTM``'s ``(h_n, c_n)``) or any nesting of tuples and lists
@@ -84,3 +85,12 @@ def detach_all(leaves: Sequence[torch.Tensor], requires_grad: Optional[bool] = N
             d.requires_grad_(True)
         out.append(d)
     return out
+
+
+def assemble_final(enders: Sequence[Optional[List[torch.Tensor]]], batch_dim: int) -> List[torch.Tensor]:
+    """Final state, sorted order, from each block's enders: later blocks' enders come
+    first, since sorted order puts the longest sequences first."""
+    pieces = [e for e in reversed(enders) if e is not None]
+    if len(pieces) == 1:
+        return list(pieces[0])
+    return [torch.cat(parts, batch_dim) for parts in zip(*pieces)]

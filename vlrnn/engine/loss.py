@@ -1,4 +1,5 @@
-"""Per-row losses and the reductions that turn them into one scalar.
+"""Per-row losses, the reductions that turn them into one scalar, and the running sum of
+the blocks' losses.
 
 The engine needs the total loss to be a sum of per-row terms, so that each block can
 backpropagate its own share. ``"mean"`` and ``"seq_mean"`` are such sums with fixed
@@ -49,3 +50,19 @@ def block_loss_value(loss_fn: LossFn, out_rows: torch.Tensor, target_rows: Optio
     if reduction == "mean":
         return per_row.sum() / layout.n_rows
     return (per_row * layout.row_weights(block, per_row.dtype, per_row.device)).sum()
+
+
+def add_loss(total: Optional[torch.Tensor], loss: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Running sum of detached block losses (``None`` while there is none)."""
+    if loss is None:
+        return total
+    loss = loss.detach()
+    return loss if total is None else total + loss
+
+
+def finish_loss(total: Optional[torch.Tensor], x_data: torch.Tensor) -> torch.Tensor:
+    """The loss to report: the sum, or 0 when there is no per-step loss."""
+    if total is not None:
+        return total
+    dtype = x_data.dtype if x_data.dtype.is_floating_point else torch.get_default_dtype()
+    return torch.zeros((), dtype=dtype, device=x_data.device)

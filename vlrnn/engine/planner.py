@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .call import _Call
 from .rng import preserved
 from .schedules import (SCHEDULES, ScheduleSpec, extra_calls, get_schedule, revolve_with,
                         schedule_name)
@@ -293,7 +294,6 @@ def plan(model, x_example: Any, T: Optional[int] = None,
     Returns:
         :class:`Plan`; ``print(plan)`` shows the choice and its predicted cost.
     """
-    from .bptt import _Call  # late import: bptt uses this module
     states = None
     if schedule is not None:
         get_schedule(schedule, 1)  # a clear error for unknown names

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
-from . import checkpoint as ckpt_io
-from .data import SeriesDataset, StandardScaler
-from .models import SequenceModel, StackedRNN, WithHead
-from .trainer import Trainer, predict_blocks
-from .training.frames import task_dataset
-from .training.metrics import classification_scores, regression_scores
-from .training.tasks import ClassCodes, extend_times, regular_step
+from ..data import SeriesDataset, StandardScaler
+from ..models import SequenceModel, StackedRNN, WithHead
+from . import checkpoint_files as ckpt_io
+from .frames import task_dataset
+from .metrics import classification_scores, regression_scores
+from .predict import predict_blocks
+from .tasks import ClassCodes, extend_times, regular_step
+from .trainer import Trainer
 
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MODEL_FORMAT = "vlrnn.TrainedModel/1"
@@ -325,7 +326,7 @@ class TrainedModel:
     def save(self, path: Union[str, Path]) -> Path:
         """Write model, scalers, config (task, classes, horizon) and history to one file
         (atomically)."""
-        from . import __version__
+        from .. import __version__
 
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return ckpt_io.save_atomic({

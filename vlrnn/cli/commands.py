@@ -67,7 +67,8 @@ series' last time stamp (id, time, targets)."""
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``vlrnn`` argument parser with its subcommands."""
-    from . import __version__, demo
+    from .. import __version__
+    from . import demo
 
     parser = argparse.ArgumentParser(
         prog="vlrnn", description=DESCRIPTION, epilog=EPILOG,
@@ -214,7 +215,7 @@ def save_loss_plot(history, path: Path) -> Optional[Path]:
 def tensorboard_dir(out: Path) -> Optional[Path]:
     """``out`` when TensorBoard logs can be written (said on stdout), else ``None`` with a
     line saying how to get them."""
-    from .training.tensorboard import INSTALL_HINT, tensorboard_available
+    from ..training.tensorboard import INSTALL_HINT, tensorboard_available
 
     if not tensorboard_available():
         print(f"TensorBoard logs: off (tensorboard is not installed: {INSTALL_HINT})")
@@ -224,7 +225,7 @@ def tensorboard_dir(out: Path) -> Optional[Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import pack_and_train
+    from ..training.pipeline import pack_and_train
 
     _check_positive(args)
     data = Path(args.data)
@@ -277,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .trained import TrainedModel
+    from ..training.trained import TrainedModel
 
     model_path, data = Path(args.model), Path(args.data)
     if not model_path.is_file():

@@ -3,13 +3,12 @@
 Each batch ``(x, y)`` goes through :func:`vlrnn.block_loss` (exact BPTT gradient in
 memory of one block), then ``loss.backward()`` and an optimizer step. Around that: a
 validation loss streamed block by block, a per-epoch history, early stopping, atomic
-checkpoints that a run can resume from bit for bit, and :func:`predict_blocks`, the
-streaming forward pass used for inference.
+checkpoints that a run can resume from bit for bit, and ``predict`` (streamed). Here: the
+options and the fit loop; one epoch's passes are in ``epochs``, the rest in the mixins.
 """
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -19,18 +18,20 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import checkpoint as ckpt_io
+from ..engine.blocks import check_block_len
+from ..engine.bptt import block_loss
+from ..engine.loss import check_reduction
+from ..engine.schedules import SCHEDULES
+from . import checkpoint_files as ckpt_io
 from . import distributed as dd
-from .blocks import check_block_len
-from .bptt import block_loss, block_outputs
-from .loss import check_reduction
-from .schedules import SCHEDULES
-from .training.checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
-from .training.guards import GuardsMixin
-from .training.placement import PlacementMixin
-from .training.tensorboard import TensorBoardLogger
-from .training.helpers import (_is_oom, _is_scheduler, _loader_generators, _move, _n_rows,
-                               _n_seqs, _oom_error, _set_epoch, seed_everything)
+from .checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
+from .epochs import EpochMixin
+from .guards import GuardsMixin
+from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _set_epoch,
+                      seed_everything)
+from .placement import PlacementMixin
+from .predict import predict_blocks
+from .tensorboard import TensorBoardLogger
 
 Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
@@ -39,47 +40,8 @@ __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
            "seed_everything", "_loader_generators"]
 
 
-# -- streaming inference ----------------------------------------------------------------------
-def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: int = 256,
-                   batch_first: Optional[bool] = None,
-                   state_batch_dim: Optional[int] = None) -> Tuple[Batch, Any]:
-    """Run ``model`` over ``x`` block by block, as the engine does, without a graph.
-
-    The same result as ``model(x, state)`` in one call, but a long batch never holds
-    more than one block's activations (outputs are kept: ``(N, K)`` rows).
-
-    Args:
-        model: called as ``model(x_block, state) -> (y_block, new_state)``.
-        x: ``PackedSequence`` (sorted or ``enforce_sorted=False``) or dense ``(T, B, F)``
-            (``(B, T, F)`` when batch-first); a dense numpy array or ``np.memmap`` is read
-            block by block (see :mod:`vlrnn.streaming`) onto the model's device.
-        state: initial state in the model's format and ``x``'s batch order (input order);
-            ``None`` lets the model start from its zeros.
-        block_len: time steps per model call.
-        batch_first: dense ``x`` is ``(B, T, F)``; ``None`` follows ``model.batch_first``.
-        state_batch_dim: batch dim of the state tensors; default as in
-            :func:`vlrnn.block_loss` (1 for ``nn.RNNBase``, else ``model.state_batch_dim``,
-            else 0).
-
-    Returns:
-        ``(y, final_state)``: ``y`` in ``x``'s layout (a ``PackedSequence`` with ``x``'s
-        ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``, or a dense tensor with
-        ``x``'s time and batch dims); ``final_state`` each sequence's state after its own
-        last step, in the model's format and ``x``'s batch order.
-
-    Runs under ``torch.no_grad()``; the model's train/eval mode is left as it is.
-    """
-    return block_outputs(model, x, block_len=block_len, state=state, batch_first=batch_first,
-                         state_batch_dim=state_batch_dim)
-
-def _n_observed(y: Any) -> int:
-    """Finite target values of a batch (``PackedSequence`` or tensor)."""
-    data = y.data if isinstance(y, PackedSequence) else y
-    return int(torch.isfinite(data).sum())
-
-
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
+class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -152,7 +114,7 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
     same script with the same seed and loaders): the model is wrapped in
     ``DistributedDataParallel`` unless it is already (``trainer.model`` stays the plain
     module); each epoch every rank trains on every ``world_size``-th batch of the loader's
-    epoch order (:func:`vlrnn.distributed.shard_loader`: series split across ranks, still
+    epoch order (:func:`vlrnn.training.distributed.shard_loader`: series split across ranks, still
     grouped by length), the last batches padded by repeating the epoch's first ones so
     that all ranks make the same number of optimizer steps; a loader that already uses a
     ``DistributedSampler`` is taken as it is. DDP averages the gradients over ranks, so a
@@ -394,31 +356,6 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         """
         return self._evaluate(self._share(loader, None))
 
-    @torch.no_grad()
-    def _evaluate(self, loader: Iterable) -> float:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            total, weight = 0.0, 0.0
-            for i, batch in enumerate(loader):
-                x, y = self._batch(batch, i)
-                try:
-                    loss = self._loss(self.model, x, y, train=False)
-                except (RuntimeError, MemoryError) as err:
-                    if _is_oom(err):
-                        raise _oom_error(err, f"evaluating batch {i}", self.block_len,
-                                         None) from err
-                    raise
-                c, w = self._weigh(float(loss), x, y)
-                total, weight = total + c, weight + w
-        finally:
-            self.model.train(was_training)
-        if self.distributed:
-            total, weight = dd.all_reduce_sum([total, weight])
-        if weight == 0:
-            raise ValueError("the validation loader yielded no batches")
-        return total / weight
-
     def predict(self, x: Batch, state: Any = None, block_len: Optional[int] = None
                 ) -> Tuple[Batch, Any]:
         """The model's output over ``x`` in eval mode, streamed block by block.
@@ -439,87 +376,6 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
         finally:
             self.model.train(was_training)
 
-    # -- one epoch ---------------------------------------------------------------------------
-    def _train_epoch(self, loader: Iterable, epoch: int) -> Tuple[float, float, int]:
-        """One pass over ``loader`` (this rank's share): (mean loss per row (or sequence)
-        of the stepped batches, rows per second, steps skipped)."""
-        from tqdm.auto import tqdm
-
-        self._check_same_length(loader)
-        self._train_model.train()
-        try:
-            n = len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            n = None
-        # The bar is not handed the loader: tqdm.auto's bar calls iter() on its iterable
-        # when built, which would start a DataLoader (its workers, a draw from its
-        # generator) and move a LengthBucketSampler on to the next epoch's order.
-        # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs)
-        bar = tqdm(total=n, desc=f"epoch {epoch}", unit="batch", leave=True,
-                   disable=None if (self.progress and self.is_main) else True,
-                   file=sys.stderr)
-        total, weight, rows, skipped, n_batches = 0.0, 0.0, 0, 0, 0
-        start = time.perf_counter()  # steps/s counts loading time too: it is throughput
-        try:
-            for i, batch in enumerate(loader):
-                n_batches += 1
-                x, y = self._batch(batch, i)
-                value = self._train_step(x, y, epoch, i)
-                self._global_step += 1
-                if self.tensorboard is not None:
-                    self.tensorboard.step(self._global_step, value)
-                bar.update(1)
-                if value is None:
-                    skipped += 1
-                    continue
-                c, w = self._weigh(value, x, y)
-                total, weight = total + c, weight + w
-                rows += _n_rows(x)
-                busy = time.perf_counter() - start
-                bar.set_postfix(loss=f"{total / weight:.4g}",
-                                steps_s=f"{rows / max(busy, 1e-9):.3g}", refresh=False)
-        finally:
-            bar.close()
-        if self.distributed:  # every rank gets the losses of all ranks, weighted by rows
-            total, weight, rows, n_batches = dd.all_reduce_sum([total, weight, rows, n_batches])
-        if n_batches == 0:
-            raise ValueError("the training loader yielded no batches")
-        seconds = max(time.perf_counter() - start, 1e-9)
-        return (total / weight if weight else math.nan), rows / seconds, skipped
-
-    def _train_step(self, x: Batch, y: Any, epoch: int, i: int) -> Optional[float]:
-        """Loss, backward and optimizer step on one batch; returns the loss, or ``None``
-        when the step was skipped (non-finite loss or gradient, ``skip_nonfinite``)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        try:
-            loss = self._loss(self._train_model, x, y, train=True)
-            value = float(loss.detach())
-            if self._bad_loss(value, epoch, i):
-                return None  # no backward: parameters and optimizer state untouched
-            if loss.requires_grad:
-                loss.backward()
-        except (RuntimeError, MemoryError) as err:
-            if _is_oom(err):
-                raise _oom_error(err, f"at epoch {epoch}, batch {i}", self.block_len,
-                                 self.memory_budget) from err
-            raise
-        if self._bad_gradient(epoch, i):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
-        self.optimizer.step()
-        return value
-
-    def _batch(self, batch: Any, i: int) -> Tuple[Batch, Any]:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(f"batch {i}: every batch must be a pair (x, y), got "
-                            f"{type(batch).__name__}"
-                            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list))
-                               else ""))
-        dtype = self._dtype()
-        return _move(batch[0], self.device, dtype), _move(batch[1], self.device, dtype)
-
     def _loss(self, model: nn.Module, x: Batch, y: Any, train: bool) -> torch.Tensor:
         """The batch's loss: the engine's per-row loss (divided by the observed targets
         for ``"observed"``) plus ``sequence_loss_fn`` on the final states."""
@@ -539,57 +395,6 @@ class Trainer(CheckpointMixin, GuardsMixin, PlacementMixin):
             raise ValueError("sequence_loss_fn must return a scalar tensor (reduce over the "
                              f"sequences itself), got {getattr(seq, 'shape', type(seq))}")
         return seq if self.loss_fn is None else loss + seq
-
-    def _targets(self, y: Any) -> Tuple[Any, Any]:
-        """(per-step targets, per-series targets) of a batch's ``y``."""
-        if self.loss_fn is not None and self.sequence_loss_fn is not None:
-            if not isinstance(y, (tuple, list)) or len(y) != 2:
-                raise TypeError("with both loss_fn and sequence_loss_fn each batch must be "
-                                f"(x, (y_steps, y_series)), got y of type {type(y).__name__}")
-            return y[0], y[1]
-        return (None, y) if self.loss_fn is None else (y, None)
-
-    def _better(self, row: Dict[str, float]) -> bool:
-        value = row.get(self.monitor, math.nan)
-        if self.monitor not in row:
-            raise ValueError(f"monitor={self.monitor!r} is not in the history; it has "
-                             f"{sorted(row)}")
-        if math.isnan(value):
-            return False
-        if math.isnan(self.best_score):
-            return True
-        return value > self.best_score if self._maximise else value < self.best_score
-
-    @torch.no_grad()
-    def _metrics(self, loader: Iterable) -> Dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            batches = (self._batch(b, i) for i, b in enumerate(loader))
-            scores = self.metrics(self.model, batches)
-        finally:
-            self.model.train(was_training)
-        return {f"val_{k}": float(v) for k, v in scores.items()}
-
-    def _weigh(self, loss: float, x: Batch, y: Any = None) -> Tuple[float, float]:
-        """(contribution, weight) of one batch to the epoch's average loss."""
-        if self.loss_fn is None:  # a loss per sequence, averaged by sequence_loss_fn
-            n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
-            return loss * n, float(n)
-        if self.reduction == "observed":
-            n = _n_observed(self._targets(y)[0])
-            return loss * n, float(n)
-        if self.reduction == "seq_mean":
-            n = _n_seqs(x, bool(getattr(self.model, "batch_first", False)))
-            return loss * n, float(n)
-        n = _n_rows(x)
-        return (loss * n if self.reduction == "mean" else loss), float(n)
-
-    def _dtype(self) -> Optional[torch.dtype]:
-        for p in self.model.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return None
 
     def _trainable(self) -> List[torch.nn.Parameter]:
         params, seen = [], set()

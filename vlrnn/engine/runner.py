@@ -1,20 +1,14 @@
-"""The block engine: exact BPTT gradient in memory of one block plus boundary states.
+"""The block runner: one call's model and loss run block by block, and the boundary cache.
 
 Forward (no graph kept): walk the blocks first to last, keep the recurrent state entering
 the blocks the schedule names (the boundary cache; ``flat`` keeps all) and the
 random-number state at each block start that drew random numbers. The last block (or,
 when a memory budget allows, the last few) is run with a graph, and that graph is kept.
-
-Backward (inside :class:`_BlockBPTT`): blocks last to first. Re-run the block from its
-boundary (rebuilding the boundary first, from the nearest kept one, when the schedule did
-not keep it) with the same random draws, then one ``torch.autograd.grad`` seeded with
-the block's loss and dL/d(state leaving the block); it yields dL/d(state entering the
-block), which seeds the previous block, and the block's share of every parameter's
-gradient. The shares are summed and returned as the Function's input gradients, so each
-``.grad`` is written once per backward, as ``loss.backward()`` would.
+The reverse pass that uses them is in :mod:`vlrnn.engine.backward`.
 
 Everything inside works in the packed batch's sorted order; the caller's order is
-restored outside the Function with ordinary (differentiable) ``index_select``.
+restored outside the engine's ``autograd.Function`` with ordinary (differentiable)
+``index_select``.
 """
 from __future__ import annotations
 
@@ -28,8 +22,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import state as st
 from .blocks import TimeBlock
 from .layout import Layout
-from .loss import LossFn, block_loss_value
-from .rng import RngSnapshot, preserved
+from .loss import LossFn, add_loss, block_loss_value
+from .rng import RngSnapshot
 from .schedules import Schedule
 from .store import StateSlots
 
@@ -59,10 +53,10 @@ class BlockRunner:
     ``k``: the final states of the sequences that end in it.
 
     The boundaries the forward pass keeps and the enders live in buffers allocated
-    before the blocks run (:class:`~vlrnn.store.StateSlots`; ``kept_slots`` and
+    before the blocks run (:class:`~vlrnn.engine.store.StateSlots`; ``kept_slots`` and
     ``final_slots``, made from the first state the model returns): ``boundary[k]`` and
     ``enders[k]`` are tensors on their memory. Cloned one by one instead, they can pin
-    memory among the blocks' activations (see :mod:`vlrnn.store`).
+    memory among the blocks' activations (see :mod:`vlrnn.engine.store`).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
@@ -226,7 +220,7 @@ class BlockRunner:
         """Each sequence's state at its own last step, flat, sorted order."""
         if self.final_in_slots and self.final_slots is not None:
             return self.final_slots.state(0)  # every block wrote its enders' rows
-        return assemble_final(self.enders, self.batch_dim)
+        return st.assemble_final(self.enders, self.batch_dim)
 
     def run_no_grad(self, x_data, y_data, first: int, stop: int, state, loss_sum,
                     outputs: Optional[list] = None):
@@ -270,216 +264,6 @@ class BlockRunner:
         self.rng[k] = None if snap.unchanged() else snap
 
 
-class _BlockBPTT(torch.autograd.Function):
-    """Loss and final state of a whole batch; gradient by the reverse block pass.
-
-    Inputs: ``(engine, x_data, y_data, n_state, *state0, *params)``; outputs
-    ``(loss, *final_state)``. ``engine`` (a :class:`_Engine`) has already run block 0.
-    """
-
-    @staticmethod
-    def forward(ctx, engine, x_data, y_data, n_state, *tensors):
-        ctx.set_materialize_grads(False)
-        ctx.engine = engine
-        loss, final = engine.forward_rest()
-        return (loss, *final)
-
-    @staticmethod
-    def backward(ctx, grad_loss, *grad_final):
-        engine = ctx.engine
-        gx, gy, gstate, gparams = engine.backward(grad_loss, list(grad_final), ctx.needs_input_grad)
-        return (None, gx, gy, None, *gstate, *gparams)
-
-
-class _Engine:
-    """What the backward of one ``block_loss`` call needs besides the runner: the
-    streamed inputs, the parameters, and the graphs kept of the last blocks."""
-
-    def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool,
-                 keep_last: int = 1):
-        self.runner = runner
-        self.state1 = state1  # the state entering block 1, where forward_rest starts
-        self.retain = retain
-        self.x_data = x_data
-        self.y_data = y_data
-        self.params = params
-        self.x_grad = x_data.requires_grad
-        self.y_grad = y_data is not None and y_data.requires_grad
-        n = len(runner.blocks)
-        # graphs kept from the forward pass (the last ``keep_last`` blocks): not recomputed
-        self.first_kept = max(0, n - max(1, keep_last))
-        self.kept: Dict[int, _BlockGraph] = {0: first} if self.first_kept == 0 else {}
-        self.loss_sum = add_loss(None, first.loss)
-
-    # -- forward ---------------------------------------------------------------------------
-    def forward_rest(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Blocks 1.. (block 0 ran before the Function was applied); the last one keeps
-        its graph. Returns the detached loss and final state (sorted order)."""
-        r = self.runner
-        n = len(r.blocks)
-        first_kept = max(1, self.first_kept)
-        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, first_kept,
-                                             self.state1, self.loss_sum)
-        self.state1 = None
-        for k in range(first_kept, n):  # the backward starts with these: keep their graphs
-            snap = r.snapshot()
-            graph = r.run_with_graph(k, self.x_data, self.y_data, state, self.x_grad,
-                                     self.y_grad, state_grad=True)
-            r.keep_rng(k, snap)
-            self.loss_sum = add_loss(self.loss_sum, graph.loss)
-            state = r.advance(k, graph.state_out)
-            self.kept[k] = graph
-        return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
-
-    # -- backward --------------------------------------------------------------------------
-    def backward(self, grad_loss, grad_final: List[Optional[torch.Tensor]], needs):
-        r = self.runner
-        d = r.batch_dim
-        n_state = len(r.boundary[0] or [])
-        rebuilt: Dict[int, List[torch.Tensor]] = {}  # boundaries the backward re-ran
-        want_x, want_y = needs[1], needs[2]
-        want_state0 = list(needs[4:4 + n_state])
-        gx = self.x_grad_buffer() if want_x else None
-        gy = torch.zeros_like(self.y_data) if want_y else None
-        gparams: List[Optional[torch.Tensor]] = [None] * len(self.params)
-        g_next: Optional[List[Optional[torch.Tensor]]] = None  # dL/d(state entering k+1)
-        gstate0: List[Optional[torch.Tensor]] = [None] * n_state
-        with preserved(r.devices):
-            for k in range(len(r.blocks) - 1, -1, -1):
-                blk = r.blocks[k]
-                g_out = _seed_state(g_next, grad_final, blk, d)
-                if grad_loss is None and g_out is None:
-                    g_next = None  # nothing reaches this block or any earlier one
-                    continue
-                graph = self._graph(k, want_x, want_y, any(want_state0), rebuilt)
-                outs, seeds = [], []
-                if graph.loss is not None and grad_loss is not None and graph.loss.requires_grad:
-                    outs.append(graph.loss)
-                    seeds.append(grad_loss)
-                for t, g in zip(graph.state_out, g_out or []):
-                    if g is not None and t.requires_grad:
-                        outs.append(t)
-                        seeds.append(g)
-                in_mask = [t.requires_grad for t in graph.state_in]
-                state_in = [t for t in graph.state_in if t.requires_grad]
-                ins = ([graph.x_leaf] if want_x else []) + ([graph.y_leaf] if want_y else []) \
-                    + state_in + self.params
-                if not outs or not ins:
-                    g_next = None
-                    continue
-                # retain_graph frees nothing until the block is done, so it costs the
-                # peak of about one more block: only when a graph built outside the call
-                # (a tensor a lambda loss_fn captured, e.g. W = 2 * weight) is shared
-                grads = list(torch.autograd.grad(outs, ins, seeds, allow_unused=True,
-                                                 retain_graph=self.retain))
-                del graph, outs, seeds, ins, state_in  # free this block before the next
-                if want_x:
-                    g = grads.pop(0)
-                    if g is not None:
-                        r.layout.scatter(gx, blk, g)
-                if want_y:
-                    g = grads.pop(0)
-                    if g is not None:
-                        r.layout.scatter(gy, blk, g)
-                n_in = sum(in_mask)
-                g_iter = iter(grads[:n_in])
-                g_in = [next(g_iter) if m else None for m in in_mask]
-                for i, g in enumerate(grads[n_in:]):
-                    if g is not None:
-                        gparams[i] = g if gparams[i] is None else gparams[i] + g
-                if k > 0:
-                    g_next = g_in if any(g is not None for g in g_in) else None
-                elif g_in:
-                    gstate0 = [g if w else None for g, w in zip(g_in, want_state0)]
-        self.kept = {}
-        return gx, gy, gstate0, gparams
-
-    def x_grad_buffer(self) -> torch.Tensor:
-        """Where the reverse pass writes dL/dx, block by block (zeros, ``x_data``'s shape)."""
-        return torch.zeros_like(self.x_data)
-
-    def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool,
-               rebuilt: Dict[int, List[torch.Tensor]]) -> _BlockGraph:
-        """Block ``k`` with a graph: the kept last block, or re-run from its boundary
-        (re-running earlier blocks first when the schedule did not keep it)."""
-        r = self.runner
-        if k in self.kept:
-            return self.kept.pop(k)  # not recomputed; freed after this block
-        for j in [j for j in rebuilt if j > k]:  # the reverse pass is below them now
-            del rebuilt[j]
-        if r.schedule.frees_kept:  # so are these kept ones: their memory serves rebuilds
-            for j in [j for j in r.boundary if j > k]:
-                del r.boundary[j]
-        if k in rebuilt:
-            state = rebuilt.pop(k)
-        elif k in r.boundary:
-            state = r.boundary[k]
-        else:
-            start = max([j for j in r.boundary if j < k] + [j for j in rebuilt if j < k])
-            r.rebuild(self.x_data, start, k, rebuilt)
-            state = rebuilt.pop(k)
-        if r.rng[k] is not None:
-            r.rng[k].restore()
-        return r.run_with_graph(k, self.x_data, self.y_data, state, want_x, want_y,
-                                state_grad=k > 0 or want_state0)
-
-
-def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):
-    """dL/d(state leaving ``blk``): rows ``[0, n_out)`` from the next block, rows
-    ``[n_out, n_in)`` from the final-state gradient (those sequences end here)."""
-    n_end = blk.n_in - blk.n_out
-    fins = [None if (g is None or n_end == 0) else g.narrow(d, blk.n_out, n_end)
-            for g in grad_final]
-    if g_next is None and all(f is None for f in fins):
-        return None
-    nxts = g_next if g_next is not None else [None] * len(fins)
-    out = []
-    for nxt, fin in zip(nxts, fins):
-        if fin is None and (nxt is None or n_end == 0):
-            out.append(nxt)
-        elif nxt is None and blk.n_out == 0:
-            out.append(fin)
-        else:  # both parts exist or one must be padded with zeros
-            if nxt is None:
-                nxt = fin.new_zeros(_with_dim(fin.shape, d, blk.n_out))
-            if fin is None:
-                fin = nxt.new_zeros(_with_dim(nxt.shape, d, n_end))
-            out.append(torch.cat([nxt, fin], d))
-    return out
-
-
-def _with_dim(shape, d: int, size: int) -> List[int]:
-    shape = list(shape)
-    shape[d] = size
-    return shape
-
-
-def add_loss(total: Optional[torch.Tensor], loss: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Running sum of detached block losses (``None`` while there is none)."""
-    if loss is None:
-        return total
-    loss = loss.detach()
-    return loss if total is None else total + loss
-
-
-def finish_loss(total: Optional[torch.Tensor], x_data: torch.Tensor) -> torch.Tensor:
-    """The loss to report: the sum, or 0 when there is no per-step loss."""
-    if total is not None:
-        return total
-    dtype = x_data.dtype if x_data.dtype.is_floating_point else torch.get_default_dtype()
-    return torch.zeros((), dtype=dtype, device=x_data.device)
-
-
-def assemble_final(enders: Sequence[Optional[List[torch.Tensor]]], batch_dim: int) -> List[torch.Tensor]:
-    """Final state, sorted order, from each block's enders: later blocks' enders come
-    first, since sorted order puts the longest sequences first."""
-    pieces = [e for e in reversed(enders) if e is not None]
-    if len(pieces) == 1:
-        return list(pieces[0])
-    return [torch.cat(parts, batch_dim) for parts in zip(*pieces)]
-
-
 # -- autocast replay (recomputed blocks must run under the caller's autocast) --------------
 def _autocast_state() -> List[Tuple[str, bool, torch.dtype]]:
     out = []
@@ -504,55 +288,3 @@ def _autocast(states):
                 continue
             stack.enter_context(torch.autocast(dev, dtype=dtype, enabled=enabled))
         yield
-
-
-def next_node_number() -> int:
-    """Sequence number the next autograd node created on this thread will get."""
-    probe = torch.zeros((), requires_grad=True)
-    with torch.enable_grad():
-        return (probe * 1).grad_fn._sequence_nr() + 1
-
-
-def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
-                 since: int) -> Tuple[List[torch.Tensor], bool]:
-    """Tensors that require grad and have no history (graph leaves) reachable from
-    ``roots``, in a fixed order, skipping ids in ``exclude``; and whether the graph
-    reaches a node created before node number ``since`` (outside the block, e.g. a
-    tensor a lambda ``loss_fn`` captured: its graph is shared by every block)."""
-    found, found_ids, seen = [], set(), set()
-    shared = False
-    stack = []
-    for t in roots:
-        if t is None or not t.requires_grad:
-            continue
-        if t.grad_fn is None:
-            if id(t) not in exclude and id(t) not in found_ids:
-                found.append(t)
-                found_ids.add(id(t))
-        else:
-            stack.append(t.grad_fn)
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)  # AccumulateGrad nodes hold their leaf
-        if var is not None:
-            if id(var) not in exclude and id(var) not in found_ids:
-                found.append(var)
-                found_ids.add(id(var))
-            continue
-        if fn._sequence_nr() < since:
-            shared = True
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return found, shared
-
-
-def unique_tensors(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
-    """``tensors`` without repeats (by identity), first occurrence order."""
-    seen, out = set(), []
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            out.append(t)
-    return out

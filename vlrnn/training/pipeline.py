@@ -4,7 +4,7 @@ Frame -> task dataset (:mod:`vlrnn.training.frames`) -> split by whole series ->
 scalers fitted on the training series -> length-bucketed packed batches -> model ->
 :class:`vlrnn.Trainer`. Four tasks, one call each: a value at every step (regression),
 a class at every step, one label per series (``series_target=``), the next ``h`` steps
-(``horizon=h``). The result, a :class:`~vlrnn.trained.TrainedModel`, predicts,
+(``horizon=h``). The result, a :class:`~vlrnn.TrainedModel`, predicts,
 forecasts, evaluates and saves.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import DataWarning, StandardScaler, make_loader, split_series
+from ..data import DataWarning, StandardScaler, make_loader, split_series
+from .frames import input_columns, nan_scaler, task_dataset
+from .losses import MaskedCrossEntropy, masked_mse
+from .metrics import epoch_metrics
+from .tasks import ClassCodes, check_task, infer_kind, series_labels
 from .trained import Scalers, TrainedModel, build_model, cell_name
 from .trainer import Trainer
-from .training.frames import input_columns, nan_scaler, task_dataset
-from .training.losses import MaskedCrossEntropy, masked_mse
-from .training.metrics import epoch_metrics
-from .training.tasks import ClassCodes, check_task, infer_kind, series_labels
 
 __all__ = ["TrainedModel", "pack_and_train"]
 
@@ -210,7 +210,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             ``monitor``, ``scheduler``, ``log_dir`` for TensorBoard scalars, ...).
 
     Returns:
-        :class:`~vlrnn.trained.TrainedModel`; its history has the loss (scaled units)
+        :class:`~vlrnn.TrainedModel`; its history has the loss (scaled units)
         and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units).
     """
     if "optimizer" in trainer_options:

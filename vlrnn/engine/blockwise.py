@@ -8,7 +8,7 @@ exact gradient, computed by the reverse block pass of :func:`vlrnn.block_outputs
 How a module is run:
 
 - ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with ``bidirectional=True`` (or ``proj_size``):
-  layer by layer, direction by direction, each a :class:`~vlrnn.directions.DirectionView`
+  layer by layer, direction by direction, each a :class:`~vlrnn.engine.directions.DirectionView`
   over the module's own weights. The forward direction runs its blocks first to last;
   the reverse direction is the same algorithm on each sequence reversed within its own
   length, so its blocks run last to first in the original time. A layer keeps only its
@@ -221,7 +221,7 @@ def _decomposed(module: nn.Module) -> bool:
 
 
 def _is_qrnn(module: nn.Module) -> bool:
-    from .models.qrnn import QRNN  # (models import nothing from here: no circle)
+    from ..models.qrnn import QRNN  # (models import nothing from here: no circle)
     return isinstance(module, QRNN)
 
 

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from .bptt import block_loss
-from .data import LengthBucketSampler
-from .memory import peak_rss_mb, plain_bptt_mb
+from ..engine.bptt import block_loss
+from ..data import LengthBucketSampler
+from ..memory import peak_rss_mb, plain_bptt_mb
 
 VOCAB = 256  # bytes
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -244,13 +244,3 @@ def run(args: argparse.Namespace) -> int:
     text = model.sample(b"def ", 240, generator=gen).decode("utf-8", "replace")
     print("\nsample from the model (prompt 'def '):\n" + "-" * 60 + "\ndef " + text + "\n" + "-" * 60)
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vlrnn.demo", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -107,7 +107,7 @@ def reverse_sequences(data: torch.Tensor, packed: bool, batch_first: bool,
 
 
 class TimeReversed:
-    """A :class:`~vlrnn.layout.Layout` whose blocks read each sequence backwards.
+    """A :class:`~vlrnn.engine.layout.Layout` whose blocks read each sequence backwards.
 
     Block ``k`` of the reversed batch (reversed steps ``[start, stop)``) is made from the
     original data on the fly: dense ``x[T - stop : T - start]`` flipped in time, packed
