@@ -16,13 +16,22 @@ so this node keeps them few:
 
 - each gate is its own contiguous ``(T, B, H)`` matmul output (element-wise ops on
   column slices of one matmul output run several times slower);
+- the bias is a last column of the weight, over a column of ones in the input rows: the
+  matmul adds it almost for free (``addmm`` or an add per gate is a full pass each), and
+  its gradient is that column of the weight gradient (no sum over ``T * B`` rows);
 - the forget gate is computed as ``a = 1 - f = sigmoid(-G_f)`` (the matmul negates it),
   and the recurrence ``c_t = a_t c_{t-1} + (1 - a_t) z_t`` is one ``torch.lerp`` per step
   of the chunked scan (:func:`vlrnn.models.qrnn_scan.lerp_scan`): no ``1 - f`` or
   ``f z`` tensors; ``a (1 - a) = f (1 - f)`` serves the backward as well;
+- the output gate and ``h = o c`` are one ``glu`` pass, and its backward gives ``dL/dc``
+  through ``h`` and ``dL/dG_o`` in one pass;
 - window 2 builds ``[x_{t-1}, x_t]`` with one copy and sends its gradient back to ``x``
   and ``x_{-1}`` in one pass;
 - the backward writes every gate's gradient in place into one buffer.
+
+Where the time goes (hidden 64, batch 16, 256 steps, one CPU thread): about 45% in the
+matmuls, 20% in the two scans and 35% in the element-wise passes (about 0.5 ns per
+element each: the activations are compute-bound, the rest mostly memory-bound).
 
 The scans use products of ``a`` in ``[0, 1]`` and sums only (no division, no logs), so
 they are as stable as the step-by-step loop.
