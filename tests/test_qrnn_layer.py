@@ -77,6 +77,24 @@ def test_scan_writes_into_out():
     torch.testing.assert_close(buf[1], lerp_loop(a, z, c0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("T", LENGTHS + [64, 70])
+def test_scans_in_place_over_their_input(T):
+    """``out`` may be the input it is computed from (the QRNN writes ``c`` over ``z`` and
+    ``dc`` over ``dL/dc``): same result as into a fresh tensor, chunked and looped steps."""
+    g = torch.Generator().manual_seed(T)
+    a, b, c0 = torch.rand(T, 3, 4, generator=g), torch.randn(T, 3, 4, generator=g), \
+        torch.randn(3, 4, generator=g)
+    for scan, ref in ((lambda b_, **kw: lerp_scan(a, b_, c0, **kw), lerp_loop(a, b, c0)),
+                      (lambda b_, **kw: chunked_scan(a, b_, c0, **kw),
+                       linear_scan(a, b, c0, method="loop")),
+                      (lambda b_, **kw: chunked_scan(a, b_, c0, reverse=True, **kw),
+                       reverse_loop(a, b, c0))):
+        inp = b.clone()
+        got = scan(inp, out=inp)
+        assert got.data_ptr() == inp.data_ptr()
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_chunked_scans_stable_on_long_saturated_blocks():
     # forget gates saturated at 0 and 1 over a long float32 block: products of a underflow
     # to 0 (their true value) and nothing divides by them, so no inf/nan appears

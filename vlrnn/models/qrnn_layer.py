@@ -48,7 +48,6 @@ __all__ = ["qrnn_layer"]
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
-_glu_backward = torch.ops.aten.glu_backward
 
 
 def _window_input(x: torch.Tensor, x_prev: Optional[torch.Tensor], ones: bool) -> torch.Tensor:
@@ -79,35 +78,12 @@ class _QRNNLayer(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 c0: torch.Tensor, mult: Optional[torch.Tensor], output_gate: bool,
                 x_prev: Optional[torch.Tensor]):
-        T, B, _ = x.shape
-        H = c0.shape[-1]
-        k = weight.shape[0] // H
-        u2 = _window_input(x, x_prev, bias is not None)
-        w_all = weight if bias is None else torch.cat([weight, bias.unsqueeze(1)], 1)
-        # buf[0] = z, buf[1] = a = 1 - f before the mask (from -G_f); with the output gate
-        # buf[2] = c, buf[3] = G_o: h = glu(buf[2:]) = c * sigmoid(G_o) in one pass
-        buf = torch.empty(2 * (k - 1), T, B, H, dtype=x.dtype, device=x.device)
-        for g in range(k):
-            w = w_all[g * H:(g + 1) * H]
-            if g == 1:  # a small (H, F_u) copy: the matmul itself gives -G_f
-                w = w.neg()
-            torch.mm(u2, w.t(), out=buf[g + (g == 2)].view(T * B, H))
-        z, a_raw = buf[0], buf[1]
-        z.tanh_()
-        a_raw.sigmoid_()
-        # a = 1 - f m = lerp(1, a_raw, m)
-        a = a_raw if mult is None else torch.lerp(a_raw.new_ones(()), a_raw, mult)
-        if output_gate:
-            c = lerp_scan(a, z, c0, out=buf[2])
-            h = torch.empty_like(z)
-            torch.ops.aten.glu.out(buf[2:], 0, out=h.unsqueeze(0))
-        else:  # h = c, its own tensor (not a view of buf)
-            h = c = lerp_scan(a, z, c0)
+        h, c_last, saved = _forward(x, weight, bias, c0, mult, output_gate, x_prev, True)
         ctx.output_gate = output_gate
         ctx.has_bias = bias is not None
         ctx.shape = x.shape
-        ctx.save_for_backward(u2, weight, buf, c, c0, mult, None if mult is None else a)
-        return h, c[-1].clone()
+        ctx.save_for_backward(*saved)
+        return h, c_last
 
     @staticmethod
     def backward(ctx, dh: Optional[torch.Tensor], dc_last: Optional[torch.Tensor]):
@@ -115,32 +91,30 @@ class _QRNNLayer(torch.autograd.Function):
             raise RuntimeError(
                 "QRNN's fused layer (scan='parallel') has first derivatives only; for a "
                 "double backward (create_graph=True) build the QRNN with scan='loop'")
-        u2, weight, buf, c, c0, mult, a = ctx.saved_tensors
+        u2, weight, gates, c, c0, mult, a = ctx.saved_tensors
         T, B, n_x = ctx.shape
         H = c0.shape[-1]
-        z, a_raw = buf[0], buf[1]
+        k = gates.shape[0]
+        z, a_raw = gates[0], gates[1]
         if a is None:
             a = a_raw
         if dh is None:
             dh = torch.zeros_like(c)
-        k = 3 if ctx.output_gate else 2
-        dG = torch.empty(buf.shape[0], T, B, H, dtype=c.dtype, device=c.device)
-        if ctx.output_gate:
-            # dG = [dL/dc through h (= dh o), dG_o, dG_z, dG_f]: glu's backward gives the
-            # first two in one pass
-            _glu_backward.grad_input(dh, buf[2:], 0, grad_input=dG[:2])
-            g, dz, df = dG[0], dG[2], dG[3]
-            gates = (dz, df, dG[1])  # z, f, o: the weight's row blocks
+        # dG[g]: dL/d(gate g's matmul output), in the weight's row-block order (z, f, o)
+        dG = torch.empty(k, T, B, H, dtype=c.dtype, device=c.device)
+        dz, df = dG[0], dG[1]
+        if ctx.output_gate:  # h = o c: dL/dc through h = dh o (in dz's slot for now) and
+            o = gates[2]     # dG_o = dh c o (1 - o)
+            g = torch.mul(dh, o, out=dz)
+            torch.mul(dh, c, out=dG[2])
+            _sigmoid_backward.grad_input(dG[2], o, grad_input=dG[2])
         else:
-            g, dz, df = dh, dG[0], dG[1]
-            gates = (dz, df)
-        # dc_t = g_t + a_{t+1} dc_{t+1}, dc_{T-1} = g_{T-1} + dL/dc_last
+            g = dh
+        # dc_t = g_t + a_{t+1} dc_{t+1}, dc_{T-1} = g_{T-1} + dL/dc_last; written over g
+        # (in dz's slot: dz is made from dc in place below)
         dc = chunked_scan(a, g, dc_last if dc_last is not None else torch.zeros_like(c0),
-                          reverse=True)
+                          reverse=True, out=dz)
         dc0 = a[0] * dc[0]
-        # dG_z = dc (1 - a) (1 - z^2), in place
-        torch.addcmul(dc, dc, a, value=-1, out=dz)
-        _tanh_backward.grad_input(dz, z, grad_input=dz)
         # dc_t/df_t = z_t - c_{t-1};  dG_f = dc (z - c_prev) m f (1 - f), f (1 - f) = a (1 - a)
         torch.sub(z[1:], c[:-1], out=df[1:])
         torch.sub(z[0], c0, out=df[0])
@@ -148,10 +122,13 @@ class _QRNNLayer(torch.autograd.Function):
         if mult is not None:
             df.mul_(mult)
         _sigmoid_backward.grad_input(df, a_raw, grad_input=df)
-        # the matmuls' gradients, gate by gate (row blocks of weight are contiguous)
+        # dG_z = dc (1 - a) (1 - z^2), in place over dc
+        torch.addcmul(dc, dc, a, value=-1, out=dz)
+        _tanh_backward.grad_input(dz, z, grad_input=dz)
+        # the matmuls' gradients (row blocks of weight are contiguous)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_prev = ctx.needs_input_grad[6]
-        dG2 = [t.view(T * B, H) for t in gates]
+        dG2 = dG.view(k, T * B, H)
         dx = dw = db = dprev = None
         if need_x or need_prev:
             du = torch.mm(dG2[0], weight[:H])
@@ -166,10 +143,10 @@ class _QRNNLayer(torch.autograd.Function):
                 dx[-1] = du[-1, :, n_x:]
                 dprev = du[0, :, :n_x].clone()
         if need_w or (need_b and ctx.has_bias):
-            # with a bias, u2's last column is ones: its column of the result is db
+            # with a bias, u2's last column is ones: its column of the result is db. One
+            # batched matmul for all gates (the rows u2 shared through a stride-0 view).
             dwb = torch.empty(k * H, u2.shape[1], dtype=c.dtype, device=c.device)
-            for g_ in range(k):
-                torch.mm(dG2[g_].t(), u2, out=dwb[g_ * H:(g_ + 1) * H])
+            torch.bmm(dG2.transpose(1, 2), u2.expand(k, -1, -1), out=dwb.view(k, H, -1))
             if ctx.has_bias:
                 n_u = weight.shape[1]
                 dw = dwb[:, :n_u].contiguous() if need_w else None
@@ -177,6 +154,40 @@ class _QRNNLayer(torch.autograd.Function):
             else:
                 dw = dwb
         return dx, dw, db, dc0, None, None, dprev
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+             c0: torch.Tensor, mult: Optional[torch.Tensor], output_gate: bool,
+             x_prev: Optional[torch.Tensor], for_backward: bool):
+    """``(h, c_last, saved)``: the layer's output, its last cell state (a copy) and, with
+    ``for_backward``, what :meth:`_QRNNLayer.backward` needs (else ``None``: ``c`` is then
+    written over ``z``, one ``(T, B, H)`` allocation fewer)."""
+    T, B, _ = x.shape
+    H = c0.shape[-1]
+    k = weight.shape[0] // H
+    u2 = _window_input(x, x_prev, bias is not None)
+    # a small (k H, F_u) copy of the weight with the f rows negated: the matmul gives -G_f
+    w = torch.cat([weight, bias.unsqueeze(1)], 1) if bias is not None else weight.clone()
+    w = w.view(k, H, -1)
+    w[1].neg_()
+    # gates[g]: gate g's own contiguous (T, B, H) matmul output, all from one batched
+    # matmul (u2 shared through a stride-0 view): z, then a = 1 - f (before the mask), o
+    gates = torch.empty(k, T, B, H, dtype=x.dtype, device=x.device)
+    torch.bmm(u2.expand(k, -1, -1), w.transpose(1, 2), out=gates.view(k, T * B, H))
+    z, a_raw = gates[0].tanh_(), gates[1].sigmoid_()
+    # a = 1 - f m = lerp(1, a_raw, m)
+    a = a_raw if mult is None else torch.lerp(a_raw.new_ones(()), a_raw, mult)
+    # without a backward to come, c is written over z (the scan reads each z_t before it
+    # writes c_t there); h = c must be its own tensor, not a view of gates
+    c = lerp_scan(a, z, c0, out=z if output_gate and not for_backward else None)
+    c_last = c[-1].clone()
+    if output_gate:
+        h = torch.mul(c, gates[2].sigmoid_())
+    else:
+        h = c
+    saved = (u2, weight, gates, c, c0, mult, None if mult is None else a) if for_backward \
+        else None
+    return h, c_last, saved
 
 
 def qrnn_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -207,4 +218,8 @@ def qrnn_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
         raise ValueError(f"qrnn_layer: weight has {weight.shape[-1]} columns, expected "
                          f"{n_u} (x has {x.shape[-1]} features, window "
                          f"{1 if x_prev is None else 2})")
-    return _QRNNLayer.apply(x, weight, bias, c0, mult, output_gate, x_prev)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, bias, c0, x_prev)):
+        return _QRNNLayer.apply(x, weight, bias, c0, mult, output_gate, x_prev)
+    h, c_last, _ = _forward(x, weight, bias, c0, mult, output_gate, x_prev, False)
+    return h, c_last

@@ -59,12 +59,12 @@ def lerp_scan(a: torch.Tensor, z: torch.Tensor, c0: torch.Tensor,
     ``a = 1 - f``), one ``torch.lerp`` per step. Not differentiable.
 
     ``a``, ``z``: ``(T, *S)``; ``c0``: ``(*S)``; ``out``: ``None`` or a contiguous
-    ``(T, *S)`` tensor to write into. Returns ``c`` ``(T, *S)`` (``out`` if given)."""
+    ``(T, *S)`` tensor to write into, which may be ``z`` itself. Returns ``c`` ``(T, *S)`` (``out`` if given)."""
     return _forward(a, z, c0, lerp=True, out=out)
 
 
 def chunked_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
-                 reverse: bool = False) -> torch.Tensor:
+                 reverse: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Solve a first-order linear recurrence over dim 0 (not differentiable; see
     :func:`vlrnn.models.linear_scan` for the differentiable one).
 
@@ -72,11 +72,13 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
     Backwards (``reverse=True``): ``c_t = a_{t+1} c_{t+1} + b_t`` with ``c_{T-1} =
     b_{T-1} + c0`` (``a_0`` unused): the adjoint recurrence, run without flipping.
 
-    ``a``, ``b``: ``(T, *S)``; ``c0``: ``(*S)``. Returns ``c`` ``(T, *S)``, a new tensor.
+    ``a``, ``b``: ``(T, *S)``; ``c0``: ``(*S)``; ``out``: ``None`` or a contiguous
+    ``(T, *S)`` tensor to write into, which may be ``b`` itself (each ``b_t`` is read
+    before ``c_t`` is written over it). Returns ``c`` ``(T, *S)`` (``out`` if given).
     """
     if reverse:
-        return _backward(a, b, c0)
-    return _forward(a, b, c0, lerp=False)
+        return _backward(a, b, c0, out)
+    return _forward(a, b, c0, lerp=False, out=out)
 
 
 def _forward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, lerp: bool,
@@ -132,9 +134,11 @@ def _forward_loop(a, b, c, out, start: int, stop: int, lerp: bool) -> None:
         c = step(b[t], c, a[t], out=out[t])
 
 
-def _backward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+def _backward(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor,
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
     T, S = b.shape[0], b.shape[1:]
-    out = torch.empty_like(b, memory_format=torch.contiguous_format)
+    if out is None:
+        out = torch.empty_like(b, memory_format=torch.contiguous_format)
     if T == 0:
         return out
     k = chunk_len(T, b.numel() // T * b.element_size())
