@@ -160,8 +160,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
              c0: torch.Tensor, mult: Optional[torch.Tensor], output_gate: bool,
              x_prev: Optional[torch.Tensor], for_backward: bool):
     """``(h, c_last, saved)``: the layer's output, its last cell state (a copy) and, with
-    ``for_backward``, what :meth:`_QRNNLayer.backward` needs (else ``None``: ``c`` is then
-    written over ``z``, one ``(T, B, H)`` allocation fewer)."""
+    ``for_backward``, what :meth:`_QRNNLayer.backward` needs (else ``None``, and with the
+    output gate ``c`` is written over ``a``: one ``(T, B, H)`` allocation fewer)."""
     T, B, _ = x.shape
     H = c0.shape[-1]
     k = weight.shape[0] // H
@@ -174,17 +174,25 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     # matmul (u2 shared through a stride-0 view): z, then a = 1 - f (before the mask), o
     gates = torch.empty(k, T, B, H, dtype=x.dtype, device=x.device)
     torch.bmm(u2.expand(k, -1, -1), w.transpose(1, 2), out=gates.view(k, T * B, H))
-    z, a_raw = gates[0].tanh_(), gates[1].sigmoid_()
+    z = gates[0].tanh_()
+    if for_backward:  # the backward needs o: a and o (next to each other) in one pass
+        gates[1:].sigmoid_()
+    else:
+        gates[1].sigmoid_()
+    a_raw = gates[1]
     # a = 1 - f m = lerp(1, a_raw, m)
     a = a_raw if mult is None else torch.lerp(a_raw.new_ones(()), a_raw, mult)
-    # without a backward to come, c is written over z (the scan reads each z_t before it
-    # writes c_t there); h = c must be its own tensor, not a view of gates
-    c = lerp_scan(a, z, c0, out=z if output_gate and not for_backward else None)
-    c_last = c[-1].clone()
-    if output_gate:
-        h = torch.mul(c, gates[2].sigmoid_())
+    if for_backward:
+        c = lerp_scan(a, z, c0)
+        h = torch.mul(c, gates[2]) if output_gate else c
+    elif output_gate:  # c written over a (the scan reads a_t before it writes c_t there),
+        # next to G_o: h = c sigmoid(G_o) is one glu pass, and no (T, B, H) tensor for c
+        c = lerp_scan(a, z, c0, out=gates[1])
+        h = torch.empty_like(z)
+        torch.ops.aten.glu.out(gates[1:], 0, out=h.unsqueeze(0))
     else:
-        h = c
+        c = h = lerp_scan(a, z, c0)
+    c_last = c[-1].clone()
     saved = (u2, weight, gates, c, c0, mult, None if mult is None else a) if for_backward \
         else None
     return h, c_last, saved
