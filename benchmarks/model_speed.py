@@ -17,7 +17,8 @@ reference (``speed vs ref`` = ref time / model time: above 1 is faster).
     python benchmarks/model_speed.py --tables qrnn --keep-heap ...
                                           # no re-allocation page faults (see keep_heap)
     python benchmarks/model_speed.py --tables qrnn --processes 3 ...
-                                          # median ratios over 3 fresh processes
+                                          # median ratios over 3 fresh processes for
+                                          # each (batch, hidden): the figures to quote
 """
 from __future__ import annotations
 
@@ -191,50 +192,63 @@ def qrnn_table(a) -> str:
 
 
 def qrnn_processes(a, argv: List[str]) -> str:
-    """The QRNN table in ``a.processes`` fresh processes, one after the other: a
-    process's speed depends on where its buffers land (runs of the same command differ
-    by up to ~1.5x at hidden 64), so one run's ratios are not a figure to quote. Returns
-    the median ratio and its range over the runs per (batch, hidden), then each run's
+    """The QRNN table with every (batch, hidden) configuration in ``a.processes`` fresh
+    processes of its own, one after the other. A process's speed depends on where its
+    buffers land: runs of the same command differ by up to ~1.5x at hidden 64, and a
+    configuration measured after others in the same process inherits their heap (glibc
+    raises its mmap threshold after large frees: nn.LSTM at hidden 64, batch 16 then
+    re-faults no pages and runs ~1.4x faster than in a process of its own). A user's
+    process trains one model, so each configuration gets fresh processes. Returns the
+    median ratio and its range over the processes per (batch, hidden), then each run's
     tables; the plot shows the medians with the ranges."""
-    drop = {"--processes": 1, "--out": 1}
+    drop = {"--processes": 1, "--out": 1, "--qrnn-batches": None, "--qrnn-hidden": None}
     child, i = [], 0
     while i < len(argv):
         if argv[i] in drop:
-            i += 1 + drop[argv[i]]
+            n = drop[argv[i]]
+            i += 1
+            if n is None:  # a list of values: up to the next option
+                while i < len(argv) and not argv[i].startswith("--"):
+                    i += 1
+            else:
+                i += n
             continue
         child.append(argv[i])
         i += 1
-    runs, texts = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(a.processes):
-            js = Path(tmp) / f"run{r}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), *child, "--no-plot",
-                   "--json", str(js)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                raise RuntimeError(f"run {r} failed:\n{res.stderr[-2000:]}")
-            runs.append(json.loads(js.read_text()))
-            texts.append(f"**run {r + 1} of {a.processes}**\n\n" + res.stdout.strip())
-            print(texts[-1] + "\n", flush=True)
     rows = ["| batch | hidden | window 1: median (range) | window 2: median (range) | "
             "load averages |", "|---:|---:|---|---|---|"]
-    summary = []
-    for j, first in enumerate(runs[0]):
-        pts = [run[j] for run in runs]
-        agg = dict(batch=first["batch"], hidden=first["hidden"])
-        cells = []
-        for w in ("w1", "w2"):
-            vals = sorted(p[w] for p in pts)
-            agg[w], agg[w + "_range"] = statistics.median(vals), (vals[0], vals[-1])
-            cells.append(f"{agg[w]:.2f}x ({vals[0]:.2f}-{vals[-1]:.2f})")
-        loads = [x for p in pts for x in p["load"]]
-        summary.append(agg)
-        rows.append(f"| {agg['batch']} | {agg['hidden']} | {cells[0]} | {cells[1]} | "
-                    f"{min(loads):.1f}-{max(loads):.1f} |")
+    summary, texts = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for B in a.qrnn_batches:
+            for H in a.qrnn_hidden:
+                pts = []
+                for r in range(a.processes):
+                    js = Path(tmp) / f"b{B}_h{H}_run{r}.json"
+                    cmd = [sys.executable, str(Path(__file__).resolve()), *child, "--no-plot",
+                           "--qrnn-batches", str(B), "--qrnn-hidden", str(H), "--json", str(js)]
+                    res = subprocess.run(cmd, capture_output=True, text=True)
+                    if res.returncode != 0:
+                        raise RuntimeError(f"batch {B}, hidden {H}, run {r} failed:\n"
+                                           f"{res.stderr[-2000:]}")
+                    pts.append(json.loads(js.read_text())[0])
+                    table_text = res.stdout.strip().split("\n\n", 1)[-1]  # without the header
+                    texts.append(f"**batch {B}, hidden {H}: process {r + 1} of "
+                                 f"{a.processes}**\n\n" + table_text)
+                    print(texts[-1] + "\n", flush=True)
+                agg = dict(batch=B, hidden=H)
+                cells = []
+                for w in ("w1", "w2"):
+                    vals = sorted(p[w] for p in pts)
+                    agg[w], agg[w + "_range"] = statistics.median(vals), (vals[0], vals[-1])
+                    cells.append(f"{agg[w]:.2f}x ({vals[0]:.2f}-{vals[-1]:.2f})")
+                loads = [x for p in pts for x in p["load"]]
+                summary.append(agg)
+                rows.append(f"| {B} | {H} | {cells[0]} | {cells[1]} | "
+                            f"{min(loads):.1f}-{max(loads):.1f} |")
     if not a.no_plot:
         plot_qrnn(summary, a)
     head = (f"**QRNN speed vs nn.LSTM (LSTM time / QRNN time), median over "
-            f"{a.processes} processes**")
+            f"{a.processes} fresh processes per configuration**")
     return "\n".join([head, "", *rows]) + "\n\n" + "\n\n".join(texts)
 
 
