@@ -79,11 +79,14 @@ def test_scan_writes_into_out():
 
 @pytest.mark.parametrize("T", LENGTHS + [64, 70])
 def test_scans_in_place_over_their_input(T):
-    """``out`` may be the input it is computed from (the QRNN writes ``c`` over ``z`` and
+    """``out`` may be an input it is computed from (the QRNN writes ``c`` over ``a`` and
     ``dc`` over ``dL/dc``): same result as into a fresh tensor, chunked and looped steps."""
     g = torch.Generator().manual_seed(T)
     a, b, c0 = torch.rand(T, 3, 4, generator=g), torch.randn(T, 3, 4, generator=g), \
         torch.randn(3, 4, generator=g)
+    a_in = a.clone()  # the no-grad QRNN writes c over a
+    got = lerp_scan(a_in, b, c0, out=a_in)
+    torch.testing.assert_close(got, lerp_loop(a, b, c0), rtol=1e-12, atol=1e-12)
     for scan, ref in ((lambda b_, **kw: lerp_scan(a, b_, c0, **kw), lerp_loop(a, b, c0)),
                       (lambda b_, **kw: chunked_scan(a, b_, c0, **kw),
                        linear_scan(a, b, c0, method="loop")),
@@ -183,16 +186,30 @@ def test_qrnn_layer_time_reversed_input(window):
     assert_close_grads(outs[0], outs[1], rtol=1e-14)
 
 
-def test_qrnn_layer_no_grad_forward_equals_graph_forward():
+@pytest.mark.parametrize("window", [1, 2])
+@pytest.mark.parametrize("output_gate", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mult", [False, True])
+@pytest.mark.parametrize("T", [20, 70])
+def test_qrnn_layer_no_grad_forward_equals_graph_forward(window, output_gate, bias, mult, T):
+    """Without a graph the layer takes its own path (c written over a, one glu pass, no
+    autograd node): bit for bit the graph path's values, and its inputs are untouched."""
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(20, 2, 3, generator=g, requires_grad=True)
-    weight = torch.randn(12, 6, generator=g, requires_grad=True)
-    x_prev, c0 = torch.randn(2, 3, generator=g), torch.randn(2, 4, generator=g)
+    k = 3 if output_gate else 2
+    x = torch.randn(T, 2, 3, generator=g, requires_grad=True)
+    # a transposed (non-contiguous) weight, as a user's own parameter layout might give
+    weight = torch.randn(window * 3, k * 4, generator=g).t().requires_grad_()
+    b = torch.randn(k * 4, generator=g, requires_grad=True) if bias else None
+    x_prev = torch.randn(2, 3, generator=g) if window == 2 else None
+    c0 = torch.randn(2, 4, generator=g)
+    m = (torch.rand(T, 2, 4, generator=g) > 0.3).double() if mult else None
+    before = [t.clone() for t in (x, weight, c0)]
     with torch.no_grad():
-        h0, c_0 = qrnn_layer(x, weight, None, c0, None, True, x_prev)
-    h1, c_1 = qrnn_layer(x, weight, None, c0, None, True, x_prev)
+        h0, c_0 = qrnn_layer(x, weight, b, c0, m, output_gate, x_prev)
+    h1, c_1 = qrnn_layer(x, weight, b, c0, m, output_gate, x_prev)
     assert h1.requires_grad and not h0.requires_grad
     assert torch.equal(h0, h1.detach()) and torch.equal(c_0, c_1.detach())
+    assert all(torch.equal(t0, t.detach()) for t0, t in zip(before, (x, weight, c0)))
 
 
 def test_qrnn_layer_errors():

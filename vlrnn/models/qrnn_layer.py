@@ -15,7 +15,8 @@ recurrence's step count, are most of a QRNN's time at hidden sizes up to a few h
 so this node keeps them few:
 
 - each gate is its own contiguous ``(T, B, H)`` matmul output (element-wise ops on
-  column slices of one matmul output run several times slower);
+  column slices of one matmul output run several times slower), all from one batched
+  matmul over the shared input rows (forwards, and for the weight gradient);
 - the bias is a last column of the weight, over a column of ones in the input rows: the
   matmul adds it almost for free (``addmm`` or an add per gate is a full pass each), and
   its gradient is that column of the weight gradient (no sum over ``T * B`` rows);
@@ -23,8 +24,11 @@ so this node keeps them few:
   and the recurrence ``c_t = a_t c_{t-1} + (1 - a_t) z_t`` is one ``torch.lerp`` per step
   of the chunked scan (:func:`vlrnn.models.qrnn_scan.lerp_scan`): no ``1 - f`` or
   ``f z`` tensors; ``a (1 - a) = f (1 - f)`` serves the backward as well;
-- the output gate and ``h = o c`` are one ``glu`` pass, and its backward gives ``dL/dc``
-  through ``h`` and ``dL/dG_o`` in one pass;
+- with a graph, ``o = sigmoid(G_o)`` is kept for the backward (three light passes there;
+  torch's ``glu_backward`` recomputes the sigmoid and took 3x as long); without one (the
+  engine's forward pass), ``c`` is written over ``a`` and ``h = c sigmoid(G_o)`` is one
+  ``glu`` pass: no ``c`` or ``o`` tensors, and no autograd node at all;
+- the scans write in place: ``dL/dc`` over ``dL/dh o``, then ``dG_z`` over ``dL/dc``;
 - window 2 builds ``[x_{t-1}, x_t]`` with one copy and sends its gradient back to ``x``
   and ``x_{-1}`` in one pass;
 - the backward writes every gate's gradient in place into one buffer.
@@ -167,7 +171,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     k = weight.shape[0] // H
     u2 = _window_input(x, x_prev, bias is not None)
     # a small (k H, F_u) copy of the weight with the f rows negated: the matmul gives -G_f
-    w = torch.cat([weight, bias.unsqueeze(1)], 1) if bias is not None else weight.clone()
+    w = torch.cat([weight, bias.unsqueeze(1)], 1) if bias is not None \
+        else weight.clone(memory_format=torch.contiguous_format)
     w = w.view(k, H, -1)
     w[1].neg_()
     # gates[g]: gate g's own contiguous (T, B, H) matmul output, all from one batched

@@ -59,7 +59,8 @@ def lerp_scan(a: torch.Tensor, z: torch.Tensor, c0: torch.Tensor,
     ``a = 1 - f``), one ``torch.lerp`` per step. Not differentiable.
 
     ``a``, ``z``: ``(T, *S)``; ``c0``: ``(*S)``; ``out``: ``None`` or a contiguous
-    ``(T, *S)`` tensor to write into, which may be ``z`` itself. Returns ``c`` ``(T, *S)`` (``out`` if given)."""
+    ``(T, *S)`` tensor to write into, which may be ``a`` or ``z`` itself (both are read at
+    step ``t`` before ``c_t`` is written). Returns ``c`` ``(T, *S)`` (``out`` if given)."""
     return _forward(a, z, c0, lerp=True, out=out)
 
 
