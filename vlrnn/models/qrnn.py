@@ -9,8 +9,8 @@ element-wise recurrence over time, the "forget-mult"::
     h_t = o_t * c_t            (fo-pooling; h_t = c_t without the output gate)
 
 where ``u_t`` is ``x_t`` or ``[x_{t-1}, x_t]``. A layer over a block is one autograd
-node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`): one matmul per gate, in-place
-activations, the recurrence solved by a chunked scan (:mod:`vlrnn.models.qrnn_scan`:
+node (:func:`vlrnn.models.qrnn_layer.qrnn_layer`; no node at all without a graph): one
+batched matmul for all gates, in-place activations, the recurrence solved by a chunked scan (:mod:`vlrnn.models.qrnn_scan`:
 about ``3 sqrt(T)`` tensor ops instead of ``T``, no division), and a hand-written backward.
 
 Packed batches run on a padded ``(T, B, ·)`` view of the block (vectorised index ops);

@@ -33,9 +33,10 @@ so this node keeps them few:
   and ``x_{-1}`` in one pass;
 - the backward writes every gate's gradient in place into one buffer.
 
-Where the time goes (hidden 64, batch 16, 256 steps, one CPU thread): about 45% in the
-matmuls, 20% in the two scans and 35% in the element-wise passes (about 0.5 ns per
-element each: the activations are compute-bound, the rest mostly memory-bound).
+Where the time goes (2 layers, hidden 64, batch 16, blocks of 256 steps through the
+engine, one CPU thread): about 28% in the matmuls, 31% in the element-wise passes (about
+0.5 ns per element each: the activations are compute-bound, the rest mostly
+memory-bound), 17% in the scans and 18% in Python (these nodes and the engine).
 
 The scans use products of ``a`` in ``[0, 1]`` and sums only (no division, no logs), so
 they are as stable as the step-by-step loop.
