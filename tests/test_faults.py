@@ -231,11 +231,12 @@ def assert_equal_run(final: dict, reference) -> None:
 
 
 def assert_final_folder(ckpt: Path, reference) -> None:
-    """The finished run's folder: last.pt at the last epoch, best.pt at the best one,
-    no temporary files left."""
+    """The finished run's folder: last.pt at the last epoch, last.prev.pt one epoch
+    before it (rotation), best.pt at the best one, no temporary files left."""
     _, hist = reference
-    assert sorted(p.name for p in ckpt.iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.pt", "last.prev.pt", "last.pt"]
     assert torch.load(ckpt / ckpt_io.LAST, weights_only=True)["epoch"] == EPOCHS
+    assert torch.load(ckpt / ckpt_io.PREV, weights_only=True)["epoch"] == EPOCHS - 1
     best = torch.load(ckpt / ckpt_io.BEST, weights_only=True)
     assert best["epoch"] == int(hist["val_loss"].idxmin()) + 1
 

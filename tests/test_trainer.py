@@ -233,7 +233,7 @@ def test_checkpoint_files_are_complete_and_no_temp_files_remain(tmp_path):
     cfg = {"hidden": 6, "cell": "lstm"}
     tr = trainer(lstm_model(), checkpoint_dir=tmp_path, config=cfg, scaler_state={"m": 1.5})
     tr.fit(batches(2), batches(1, seed=4), epochs=2)
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.prev.pt", "last.pt"]
     data = ckpt_io.load(tmp_path)
     assert data["epoch"] == 2 and data["config"] == cfg and data["scaler_state"] == {"m": 1.5}
     assert data["vlrnn_version"] == vlrnn.__version__

@@ -15,13 +15,14 @@ from . import memory
 from .engine import (SCHEDULES, BlockLossOutput, Blockwise, Plan, TimeBlock, block_backward,
                      block_loss, block_outputs, full_backward, full_loss, full_outputs, plan,
                      split_packed)
-from .training import TrainedModel, Trainer, pack_and_train
+from .training import CheckpointError, TrainedModel, Trainer, pack_and_train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockLossOutput",
     "Blockwise",
+    "CheckpointError",
     "Plan",
     "SCHEDULES",
     "TimeBlock",

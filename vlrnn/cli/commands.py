@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, metavar="DIR",
                      help="output and checkpoint folder (default: runs/<data file stem>)")
     run.add_argument("--resume", action="store_true",
-                     help="continue from the last checkpoint in --out")
+                     help="continue from the last checkpoint in --out (verified; a damaged "
+                          "last.pt falls back to last.prev.pt, one epoch earlier)")
+    run.add_argument("--trust-file", action="store_true",
+                     help="allow full unpickling of the --resume checkpoint, which can run "
+                          "code it holds: only for files you trust (vlrnn's never need it)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-tensorboard", action="store_true",
                      help="no TensorBoard logs in --out (written when tensorboard is installed)")
@@ -149,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--evaluate", action="store_true",
                     help="also print the scores against DATA's targets and a naive baseline")
     pr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    pr.add_argument("--trust-file", action="store_true",
+                    help="allow full unpickling of MODEL and importing the cell class it "
+                         "names, which can run code: only for files you trust")
     pr.set_defaults(func=cmd_predict)
 
     dm = sub.add_parser("demo", parents=[common],
@@ -246,7 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
-        resume=out if args.resume else None, checkpoint_dir=out,
+        resume=out if args.resume else None, trusted=args.trust_file, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")
     hist = result.history
@@ -284,7 +291,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not model_path.is_file():
         raise FileNotFoundError(f"model file {model_path} does not exist (vlrnn train writes "
                                 "model.pt in its --out folder)")
-    model = TrainedModel.load(model_path, device=args.device)
+    model = TrainedModel.load(model_path, device=args.device, trusted=args.trust_file)
     df = read_table(data)
     cfg = model.config
     if args.forecast:

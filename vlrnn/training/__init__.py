@@ -3,7 +3,8 @@
 
 ``trainer`` (the options and the fit loop), ``epochs`` (one training and one validation
 pass), ``predict`` (streamed inference), ``checkpointing`` (the Trainer's checkpoints and
-exact resume) over ``checkpoint_files`` (atomic writes, loading, random-number state),
+exact resume) over ``checkpoint_files`` (atomic, checksummed writes, safe verified loads, rotation,
+random-number state; the checksum and :class:`CheckpointError` in ``_integrity``),
 ``guards`` (non-finite losses and gradients), ``placement`` and ``distributed`` (devices,
 ranks, each rank's batches), ``tensorboard`` (the scalars of ``Trainer(log_dir=...)``),
 ``helpers`` (seeding, batches, out-of-memory messages). From a frame: ``pipeline``
@@ -12,8 +13,9 @@ ranks, each rank's batches), ``tensorboard`` (the scalars of ``Trainer(log_dir=.
 frame to the dataset of a task), ``losses`` (per-row losses that leave missing targets
 out) and ``metrics`` (accuracy, MAE, RMSE and baselines).
 """
+from ._integrity import CheckpointError
 from .pipeline import pack_and_train
 from .trained import TrainedModel
 from .trainer import Trainer
 
-__all__ = ["TrainedModel", "Trainer", "pack_and_train"]
+__all__ = ["CheckpointError", "TrainedModel", "Trainer", "pack_and_train"]

@@ -14,6 +14,13 @@ from .helpers import _config_diff, _loader_generators, _short
 CHECKPOINT_FORMAT = "vlrnn.Trainer/1"
 
 
+def _is_trainer_file(data: Dict[str, Any], path: Path) -> None:
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise ckpt_io.CheckpointError(
+            f"{path} is not a vlrnn Trainer checkpoint (format {data.get('format')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r}; a saved model is read by TrainedModel.load)")
+
+
 class CheckpointMixin:
     """The checkpoint half of :class:`vlrnn.Trainer` (it reads the trainer's fields)."""
 
@@ -61,17 +68,19 @@ class CheckpointMixin:
         if self.is_main:
             if improved:
                 ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.BEST)
+            # the previous last.pt stays as last.prev.pt: a damaged last.pt costs one epoch
+            ckpt_io.rotate(self.checkpoint_dir / ckpt_io.LAST)
             ckpt_io.save_atomic(data, self.checkpoint_dir / ckpt_io.LAST)
         dd.barrier()
 
-    def _resume(self, where: Union[str, Path], loader: Any) -> int:
+    def _resume(self, where: Union[str, Path], loader: Any, trusted: bool = False) -> int:
         """Restore the run from a checkpoint; returns its epoch. In a distributed run
         every rank loads it, and all ranks raise together if one cannot (rather than
         the others waiting for it in the next collective)."""
         if not self.distributed:
-            return self._load_run(where, loader)
+            return self._load_run(where, loader, trusted)
         try:
-            epoch, problem = self._load_run(where, loader), None
+            epoch, problem = self._load_run(where, loader, trusted), None
         except Exception as err:  # reported to every rank below, then raised
             epoch, problem = -1, err
         seen = dd.all_gather_object((epoch, None if problem is None
@@ -87,12 +96,9 @@ class CheckpointMixin:
                                "every rank must read the same checkpoint")
         return epoch
 
-    def _load_run(self, where: Union[str, Path], loader: Any) -> int:
-        path = ckpt_io.resolve(where)
-        data = ckpt_io.load(path)
-        if data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a vlrnn Trainer checkpoint (format "
-                             f"{data.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    def _load_run(self, where: Union[str, Path], loader: Any, trusted: bool = False) -> int:
+        ckpt_io.resolve(where)  # FileNotFoundError when there is nothing at all
+        data, path = ckpt_io.load_newest_intact(where, trusted=trusted, check=_is_trainer_file)
         saved_cfg = data.get("config")
         if self.config is not None and saved_cfg is not None and saved_cfg != self.config:
             raise ValueError(f"checkpoint {path} was written by a run with another config: "

@@ -154,7 +154,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    epochs: Optional[int] = None, lr: Optional[float] = None,
                    val_fraction: float = 0.2, seed: int = 0, scale: bool = True,
                    class_weight: Any = "auto", pool: Sequence[str] = DEFAULT_POOL,
-                   resume: Union[str, Path, None] = None, **trainer_options: Any
+                   resume: Union[str, Path, None] = None, trusted: bool = False,
+                   **trainer_options: Any
                    ) -> TrainedModel:
     """Train a recurrent model on a long-format frame for the task the arguments name.
 
@@ -204,7 +205,10 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         class_weight: ``"auto"`` (balanced weights when the largest class has at least
             twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.
         pool: what a series task's head reads, a subset of ``("last", "mean", "max")``.
-        resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from.
+        resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
+            (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
+        trusted: allow full unpickling of the ``resume`` file (it can run code the file
+            holds); only for files you trust. vlrnn's own files never need it.
         **trainer_options: passed to :class:`vlrnn.Trainer` (``checkpoint_dir``,
             ``progress``, ``device``, ``clip_grad_norm``, ``early_stopping_patience``,
             ``monitor``, ``scheduler``, ``log_dir`` for TensorBoard scalars, ...).
@@ -295,7 +299,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                       scaler_state=scalers.state_dict(), sequence_loss_fn=sequence_loss_fn,
                       reduction="observed" if loss_fn is not None else "mean",
                       **trainer_options)
-    history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume)
+    history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume,
+                          trusted=trusted)
     return TrainedModel(trainer.model, history, scalers, config, trainer)
 
 

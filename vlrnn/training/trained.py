@@ -58,8 +58,29 @@ def cell_name(cell: Any) -> str:
                      f"cell(input_size, hidden_size), got {cell!r}")
 
 
-def _cell_class(name: str) -> type:
+# Cell classes a saved config may name and loading builds without being told: torch's
+# own cells. Looked up in this table, never imported by the name a file gives.
+KNOWN_CELLS: Dict[str, type] = {f"{c.__module__}:{c.__qualname__}": c
+                                for c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell)}
+
+
+def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
+    """The cell class for a config's ``module:qualname``. A file never chooses which code
+    runs: a known cell (:data:`KNOWN_CELLS`), the class the caller passes (checked against
+    the recorded name), or, only with ``trusted=True``, the class the name imports."""
     module, _, qualname = name.partition(":")
+    if cell_class is None and name in KNOWN_CELLS:
+        return KNOWN_CELLS[name]
+    if cell_class is not None:
+        if getattr(cell_class, "__qualname__", None) != qualname:
+            raise ValueError(f"the file records the cell {name!r}, but cell_class is "
+                             f"{getattr(cell_class, '__qualname__', cell_class)!r}: pass the "
+                             "class the model was trained with")
+        return cell_class
+    if not trusted:
+        raise ValueError(f"the model uses the custom cell {name!r}: pass the class "
+                         "(TrainedModel.load(path, cell_class=...)); vlrnn does not import "
+                         "code a file names, unless you trust the file (trusted=True)")
     try:
         obj: Any = importlib.import_module(module)
         for part in qualname.split("."):
@@ -67,24 +88,30 @@ def _cell_class(name: str) -> type:
     except (ImportError, AttributeError):
         raise ValueError(f"cannot import the model's cell class {name!r}; import the module "
                          "that defines it (at top level) before loading") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ValueError(f"the file's cell {name!r} is not an nn.Module class "
+                         f"(it is {type(obj).__name__}); refusing to call it")
     return obj
 
 
-def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> nn.Module:
+def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
+                trusted: bool = False) -> nn.Module:
     """The model a config describes, in the current default dtype: ``rnn + Linear`` per
     step (:class:`~vlrnn.models.WithHead`), or for series tasks (``level="series"``) a
     :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``.
 
     Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; a
-    :class:`~vlrnn.models.StackedRNN` of the cell class otherwise (``cell_class``, or
-    imported by the ``module:qualname`` the config records).
+    :class:`~vlrnn.models.StackedRNN` of a custom cell class otherwise: ``cell_class``
+    (its name must match the ``module:qualname`` the config records), or with
+    ``trusted=True`` the class that name imports.
     """
     cell, n_in, hidden = config["cell"], config["n_features"], config["hidden_size"]
     layers = config["num_layers"]
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
     else:
-        rnn = StackedRNN(n_in, hidden, num_layers=layers, cell=cell_class or _cell_class(cell))
+        rnn = StackedRNN(n_in, hidden, num_layers=layers,
+                         cell=_cell_class(cell, cell_class, trusted))
     if config.get("level") == "series":
         return SequenceModel(rnn, hidden, config["n_targets"], pool=config["pool"])
     return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))
@@ -335,18 +362,31 @@ class TrainedModel:
             "history": self.history.to_dict("records")}, path)
 
     @classmethod
-    def load(cls, path: Union[str, Path], device: Union[str, torch.device, None] = None
-             ) -> "TrainedModel":
-        """Read a file written by :meth:`save`; the model goes to ``device`` (default CPU)."""
+    def load(cls, path: Union[str, Path], device: Union[str, torch.device, None] = None, *,
+             cell_class: Optional[type] = None, trusted: bool = False) -> "TrainedModel":
+        """Read a file written by :meth:`save`; the model goes to ``device`` (default CPU).
+
+        Nothing in the file runs: it loads with ``weights_only=True`` and its checksum is
+        verified. A model of a custom cell needs ``cell_class=`` (the class it was trained
+        with); ``trusted=True`` instead imports the class the file names, and allows
+        full unpickling: only for files whose source you trust.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            vlrnn.CheckpointError: (a ``ValueError``) the file is damaged, truncated, not
+                a vlrnn model, from an unknown version, or needs full unpickling.
+        """
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no saved model at {p}")
-        data = ckpt_io.load(p)
+        data = ckpt_io.load(p, trusted=trusted)
         if data.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{p} is not a saved vlrnn TrainedModel (format "
-                             f"{data.get('format')!r}, expected {MODEL_FORMAT!r})")
+            raise ckpt_io.CheckpointError(
+                f"{p} is not a saved vlrnn TrainedModel (format {data.get('format')!r}, "
+                f"expected {MODEL_FORMAT!r}; a Trainer checkpoint resumes with --resume)")
         config = _upgrade(data["config"])
-        model = build_model(config).to(dtype=getattr(torch, config.get("dtype", "float32")))
+        model = build_model(config, cell_class, trusted=trusted).to(
+            dtype=getattr(torch, config.get("dtype", "float32")))
         try:
             model.load_state_dict(data["model"])
         except RuntimeError as err:

@@ -258,7 +258,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS + list(dict.fromkeys(extra)))
 
     def fit(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
-            epochs: int = 10, resume: Union[str, Path, None] = None) -> pd.DataFrame:
+            epochs: int = 10, resume: Union[str, Path, None] = None, *,
+            trusted: bool = False) -> pd.DataFrame:
         """Train until ``epochs`` epochs are done in all (or early stopping).
 
         Args:
@@ -272,6 +273,12 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
                 optimizer, scheduler, history and random-number state, and continue with
                 the next epoch; the result equals that of an uninterrupted run. A finished
                 run (all epochs done, or stopped early) returns its history untrained.
+                Every checkpoint is verified (checksum, version); a damaged ``last.pt``
+                falls back, with a ``RuntimeWarning``, to ``last.prev.pt`` (one epoch
+                earlier), never to silently changed weights.
+            trusted: allow full unpickling of the resume file (it can run code the file
+                holds): only for a file whose source you trust. Off by default: files
+                vlrnn writes never need it.
 
         Returns:
             the history (also ``self.history``). Each call without ``resume`` starts a new
@@ -293,7 +300,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             # leftovers of a writer killed between writing and renaming: nobody writes now
             ckpt_io.remove_stale_temp(self.checkpoint_dir)
         if resume is not None:
-            done = self._resume(resume, train_loader)
+            done = self._resume(resume, train_loader, trusted)
             if self.stopped_early or done >= epochs:
                 self._finish()
                 return self.history
