@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 # Raised for bad input (files, columns, values) rather than bugs: shown as one line.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError,
+USER_ERRORS = (ValueError, KeyError, OSError,
                FloatingPointError, ImportError)
 
 DESCRIPTION = """\

@@ -90,14 +90,27 @@ def save_atomic(obj: Dict[str, Any], path: PathLike) -> Path:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(err, OSError):
-            why = "no space left on device" if err.errno == errno.ENOSPC else \
-                (err.strerror or str(err) or type(err).__name__)
-            raise OSError(err.errno, f"could not write {path}: {why}; the file that was there "
-                          "is unchanged (free some space, or write to another folder)") from err
-        raise
+        os_err = _os_error_in(err)
+        if os_err is None:
+            raise
+        why = "no space left on device" if os_err.errno == errno.ENOSPC else \
+            (os_err.strerror or str(os_err) or type(os_err).__name__)
+        raise OSError(os_err.errno, f"could not write {path}: {why}; the file that was there "
+                      "is unchanged (free some space, or write to another folder)") from err
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
+
+
+def _os_error_in(err: BaseException) -> "OSError | None":
+    """The ``OSError`` behind ``err``: torch.save reports a failed write (a full disk) as
+    a ``RuntimeError`` of its zip writer, with the ``OSError`` as its context."""
+    seen = 0
+    e: "BaseException | None" = err
+    while e is not None and seen < 8:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def rotate(path: PathLike) -> None:
@@ -193,33 +206,37 @@ def load(path: PathLike, name: str = LAST, *, trusted: bool = False) -> Dict[str
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p} is empty (0 bytes): the write that made it never finished; "
                               "use an earlier checkpoint or write it again")
+    with open(p, "rb") as f:
+        is_zip = f.read(2) == b"PK"  # torch.save writes a zip archive
+    if not is_zip and not trusted:
+        raise CheckpointError(f"{p} is not a vlrnn file (not the zip archive torch.save "
+                              "writes); point at a checkpoint or model file vlrnn wrote")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise _unreadable(p, err) from None
         if not trusted:
             raise CheckpointError(
                 f"{p} was refused: it holds objects that only full unpickling can load, and "
                 "unpickling can run any code the file contains (vlrnn never writes such "
                 f"files); {TRUST_HINT}") from None
-        obj = torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:
+            raise _unreadable(p, err, is_zip) from None
     except Exception as err:  # torch raises RuntimeError, EOFError, zipfile/OSError kinds
-        raise _unreadable(p, err) from None
+        raise _unreadable(p, err, is_zip) from None
     if trusted and isinstance(obj, dict) and CHECKSUM_KEY not in obj and VERSION_KEY not in obj:
         return obj
     return verify(obj, str(p))
 
 
-def _unreadable(p: Path, err: BaseException) -> CheckpointError:
-    with open(p, "rb") as f:
-        head = f.read(4)
+def _unreadable(p: Path, err: BaseException, is_zip: bool) -> CheckpointError:
     detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if head.startswith(b"PK"):  # a zip archive, as torch.save writes: cut short or damaged
+    if is_zip:  # an archive cut short or damaged
         return CheckpointError(f"{p} is truncated or damaged ({detail}): its write or copy did "
                                "not finish; use an earlier checkpoint or copy it again")
-    return CheckpointError(f"{p} is not a vlrnn file (not an archive torch.save writes: "
-                           f"{detail}); point at a checkpoint or model file vlrnn wrote")
+    return CheckpointError(f"{p} is not a vlrnn file (torch cannot read it: {detail}); point "
+                           "at a checkpoint or model file vlrnn wrote")
 
 
 def load_newest_intact(path: PathLike, *, trusted: bool = False,
