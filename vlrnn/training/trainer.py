@@ -418,3 +418,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             self.tensorboard.close()
         if self.patience is not None and self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if self.distributed:
+            # every rank has written what it writes: a script may now tear the group down
+            # (or just exit, which gloo survives more reliably than destroy_process_group)
+            dd.barrier()
