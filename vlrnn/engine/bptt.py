@@ -70,6 +70,21 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     Returns:
         :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
         (each sequence's state at its own last step, caller's batch order).
+
+    Example (a loss on the final state may be added; the gradient stays exact):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(3, 8)
+    >>> x, y = torch.randn(100, 2, 3), torch.randn(100, 2, 8)
+    >>> out = vlrnn.block_loss(lstm, nn.MSELoss(reduction="none"), x, y, block_len=32)
+    >>> out.n_blocks
+    4
+    >>> h, c = out.state
+    >>> (out.loss + h.pow(2).mean()).backward()   # reverse block pass; fills .grad
+    >>> lstm.weight_hh_l0.grad.shape
+    torch.Size([32, 8])
     """
     block_len, schedule, keep_last = _configure(
         model, loss_fn, x, target, block_len, schedule, memory_budget, state, reduction,
@@ -135,7 +150,17 @@ def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target
                    **options) -> BlockLossOutput:
     """``block_loss(...)`` followed by ``.loss.backward()``; returns the output with the
     loss detached. Parameter gradients accumulate into ``.grad`` as with
-    ``loss.backward()``."""
+    ``loss.backward()``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> gru = nn.GRU(2, 4)
+    >>> x, y = torch.randn(50, 3, 2), torch.randn(50, 3, 4)
+    >>> out = vlrnn.block_backward(gru, nn.MSELoss(reduction="none"), x, y, block_len=16)
+    >>> out.loss.requires_grad, gru.weight_ih_l0.grad is not None
+    (False, True)
+    """
     out = block_loss(model, loss_fn, x, target, **options)
     if out.loss.requires_grad:
         out.loss.backward()
@@ -177,6 +202,18 @@ def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: An
         ``batch_sizes``/``sorted_indices``/``unsorted_indices``, or dense with ``x``'s
         time and batch dims); ``final_state`` each sequence's state after its own last
         step, in the caller's batch order.
+
+    Example (a loss that couples all steps: softmax attention over time):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(3, 6)
+    >>> y, (h, c) = vlrnn.block_outputs(lstm, torch.randn(80, 2, 3), block_len=20)
+    >>> w = torch.softmax(y.sum(-1), dim=0)           # (T, B) weights over time
+    >>> (w.unsqueeze(-1) * y).sum(0).pow(2).sum().backward()
+    >>> y.shape, lstm.weight_hh_l0.grad is not None
+    (torch.Size([80, 2, 6]), True)
     """
     y, finals = joined_outputs([(model, state, reverse)], x, block_len=block_len,
                                batch_first=batch_first, state_batch_dim=state_batch_dim,
@@ -305,7 +342,21 @@ def _full_blockwise(call: _Call) -> BlockLossOutput:
 def full_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
                   **options) -> BlockLossOutput:
     """Plain BPTT: :func:`full_loss` then ``.loss.backward()``; the reference the engine
-    must match. Returns the output with the loss detached."""
+    must match. Returns the output with the loss detached.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> torch.manual_seed(0) and None
+    >>> rnn = nn.RNN(2, 3).double()
+    >>> x, y = torch.randn(30, 2, 2).double(), torch.randn(30, 2, 3).double()
+    >>> mse = nn.MSELoss(reduction="none")
+    >>> _ = vlrnn.block_backward(rnn, mse, x, y, block_len=7)
+    >>> exact = rnn.weight_hh_l0.grad.clone(); rnn.zero_grad()
+    >>> _ = vlrnn.full_backward(rnn, mse, x, y)
+    >>> torch.allclose(exact, rnn.weight_hh_l0.grad, rtol=1e-10)
+    True
+    """
     out = full_loss(model, loss_fn, x, target, **options)
     if out.loss.requires_grad:
         out.loss.backward()
