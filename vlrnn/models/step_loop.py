@@ -5,7 +5,7 @@ on dim 0; these helpers rebuild a state of the same kind from its tensors.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ def _narrow(s: CellState, n: int) -> CellState:
     return _same_kind(s, [t[:n] for t in s])
 
 
-def step_loop(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
+def step_loop(cell: Callable[[torch.Tensor, CellState], CellState], steps: Sequence[torch.Tensor], sizes: Sequence[int],
                h: CellState) -> Tuple[List[torch.Tensor], CellState]:
     """One layer over all steps, one cell call per step (any cell).
 
