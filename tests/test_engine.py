@@ -365,7 +365,6 @@ def test_stacked_rnn_against_plain(cell, block_len):
     ("flat", 64, 2 * 64 - 1),
     ("two_level", 2 * 8 + 2, 3 * 64),
     ("revolve", 8 + 1, 201),  # s = log2(64) + 2; 201 = the binomial optimum for 8 states
-    ("recursive", 8 + 1, 201),  # an alias of revolve now (bisection: 313 calls, 8 states)
 ])
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
@@ -514,7 +513,7 @@ def test_state_unlike_the_first_is_kept_exactly():
     lf = mse_head(head)
     x, y = torch.randn(9, 3, 3), torch.randn(9, 3, 2)
     params = list(model.parameters()) + list(head.parameters())
-    for schedule in ("flat", "recursive"):
+    for schedule in ("flat", "revolve"):
         ref, got, r, o = run_both(
             params,
             lambda: vlrnn.full_backward(model, lf, x, y, block_len=2),

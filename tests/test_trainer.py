@@ -377,8 +377,8 @@ def test_schedule_is_passed_to_the_engine(monkeypatch):
     monkeypatch.setattr(trainer_mod, "block_loss", spy)
     flat, rec = lstm_model(), lstm_model()
     trainer(flat).fit(batches(2), epochs=2)
-    trainer(rec, schedule="recursive", block_len=3).fit(batches(2), epochs=2)
-    assert seen == ["flat"] * 4 + ["recursive"] * 4
+    trainer(rec, schedule="revolve", block_len=3).fit(batches(2), epochs=2)
+    assert seen == ["flat"] * 4 + ["revolve"] * 4
     for a, b in zip(flat.state_dict().values(), rec.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)  # exact gradient either way
     with pytest.raises(ValueError, match="unknown schedule"):

@@ -22,7 +22,7 @@ from .graph import graph_leaves, next_node_number, unique_tensors
 from .loss import LossFn, block_loss_value, finish_loss
 from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .planner import plan
-from .schedules import get_schedule
+from .schedules import Streaming, get_schedule
 from .state import assemble_final
 
 
@@ -52,11 +52,11 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         batch_first: dense ``x`` is ``(B, T, ...)``; ``None`` follows ``model.batch_first``.
         state_batch_dim: batch dim of the state tensors; default 1 for ``nn.RNNBase``,
             else ``model.state_batch_dim``, else 0.
-        schedule: which block boundaries to keep (:data:`vlrnn.schedules.SCHEDULES`):
+        schedule: which block boundaries to keep (:data:`vlrnn.SCHEDULES`):
             ``"flat"`` keeps all (one extra forward pass), ``"two_level"`` O(sqrt(K))
             of the K boundaries (two extra), ``"revolve"`` binomial checkpointing with
             ceil(log2 K) + 2 states (the fewest recomputations for its memory; a callable
-            ``n_blocks -> Schedule`` such as ``vlrnn.schedules.revolve_with(s)`` sets ``s``).
+            ``n_blocks -> Schedule`` such as ``vlrnn.engine.revolve_with(s)`` sets ``s``).
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         memory_budget: bytes or a size (``"2GB"``) for the engine's working memory.
             With ``block_len="auto"`` (default budget: half the free memory) the
@@ -233,9 +233,9 @@ def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_l
     get_schedule(schedule or "flat", 1)  # an unknown name is refused either way
     calls, engines = [], []
     for model, state, reverse in runs:
-        # streaming: "recursive" keeps no boundary states, and nothing is recomputed
+        # without grad: stream, keeping no boundary states (nothing is ever recomputed)
         call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
-                     batch_first, state_batch_dim, (schedule or "flat") if grad else "recursive")
+                     batch_first, state_batch_dim, (schedule or "flat") if grad else Streaming)
         if reverse:
             call.layout = TimeReversed(call.layout)
         calls.append(call)

@@ -9,7 +9,7 @@ then picks the fastest configuration whose predicted memory fits the budget:
 - else, over block lengths and schedules (``flat``, ``two_level``, and ``revolve`` with
   every number of states ``s`` that fits), the plan with the least predicted time whose
   memory fits; time counts block forward calls exactly (``revolve``: the binomial
-  optimum, :func:`vlrnn.schedules.revolve_calls`) plus a fixed cost per block call;
+  optimum, :func:`vlrnn.engine.revolve_calls`) plus a fixed cost per block call;
 - memory the budget leaves over keeps the graphs of the last blocks from the forward
   pass, so those blocks are not recomputed (more budget, less recompute, smoothly).
 

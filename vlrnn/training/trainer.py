@@ -82,7 +82,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
             ``accuracy`` are maximised, the others minimised.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
-            ``"revolve"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
+            ``"revolve"``; :data:`vlrnn.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
         early_stopping_patience: stop after this many epochs without a better
