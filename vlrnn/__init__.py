@@ -31,6 +31,7 @@ __all__ = [
     "full_backward",
     "full_loss",
     "full_outputs",
+    "memory",
     "pack_and_train",
     "plan",
     "split_packed",

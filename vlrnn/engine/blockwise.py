@@ -37,19 +37,19 @@ act on the wrapped module itself.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch, check_rnn_state
 from .blocks import check_block_len
 from .bptt import block_outputs, full_outputs, joined_outputs
 from .directions import DirectionView
 from .schedules import get_schedule
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class Blockwise(nn.Module):
@@ -253,27 +253,7 @@ def _map_state(state, fn):
 
 
 def _check_rnn_state(m: nn.RNNBase, state, x: Batch) -> None:
-    """The initial state a torch RNN expects, or a clear error."""
-    n_lay = m.num_layers * (2 if m.bidirectional else 1)
+    """The initial state a torch RNN expects, or a clear error (one rule: ``_common``)."""
     n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
         x.shape[0 if m.batch_first else 1]
-    h_out = getattr(m, "proj_size", 0) or m.hidden_size
-    name = type(m).__name__
-    if isinstance(m, nn.LSTM):
-        want = [(n_lay, n_batch, h_out), (n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
-            isinstance(t, torch.Tensor) for t in state)
-        got = list(state) if ok else None
-    else:
-        want = [(n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, torch.Tensor)
-        got = [state] if ok else None
-    expected = " and ".join(str(s) for s in want)
-    if not ok:
-        raise ValueError(f"initial state of {name}: expected "
-                         f"{'a pair (h_0, c_0)' if len(want) == 2 else 'one tensor h_0'} "
-                         f"of shape {expected}, got {type(state).__name__}")
-    for i, (t, s) in enumerate(zip(got, want)):
-        if tuple(t.shape) != s:
-            raise ValueError(f"initial state of {name}: expected shape {expected}, got "
-                             f"tensor {i} of shape {tuple(t.shape)}")
+    check_rnn_state(m, state, n_batch)

@@ -16,7 +16,8 @@ from torch import nn
 
 from .backward import _BlockBPTT, _Engine
 from .blocks import check_block_len
-from .call import Batch, BlockLossOutput, _Call
+from .._common import Batch
+from .call import BlockLossOutput, _Call
 from .directions import TimeReversed
 from .graph import graph_leaves, next_node_number, unique_tensors
 from .loss import LossFn, block_loss_value, finish_loss

@@ -8,7 +8,7 @@ is what every entry point returns (final state back in the caller's batch order)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -24,7 +24,6 @@ from .rng import cuda_devices
 from .runner import BlockRunner
 from .schedules import get_schedule
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 @dataclass

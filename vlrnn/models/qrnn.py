@@ -20,7 +20,7 @@ padding steps get ``f = 0`` (so ``c_t = c_{t-1}``), which freezes a finished seq
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,26 +31,13 @@ from .head import WithHead
 from .inputs import dense_time_major
 from .qrnn_layer import qrnn_layer
 from .scan import METHODS, linear_scan
+from .._common import Batch
+from .._common import positive_int as _positive_int
+from .._common import probability as _probability
 
 __all__ = ["QRNN"]
 
-Batch = Union[torch.Tensor, PackedSequence]
 LayerState = Tuple[torch.Tensor, ...]  # (c,) for window 1, (c, x_prev) for window 2
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-    return float(value)
 
 
 class QRNN(nn.Module):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import positive_int as _positive_int
 from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
@@ -35,14 +36,6 @@ _CELLS = {
     "gru": nn.GRUCell,
     "rnn": lambda n_in, n_hid: nn.RNNCell(n_in, n_hid, nonlinearity="tanh"),
 }
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _cell_factory(cell: CellSpec) -> Callable[[int, int], nn.Module]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
 __all__ = ["step_loop"]
 

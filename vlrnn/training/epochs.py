@@ -6,15 +6,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
-from torch.nn.utils.rnn import PackedSequence
 
 from . import distributed as dd
 from .helpers import _is_oom, _move, _n_observed, _n_rows, _n_seqs, _oom_error
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class EpochMixin:

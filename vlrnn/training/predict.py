@@ -5,15 +5,14 @@ block's activations at a time, the outputs kept.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
 from ..engine.bptt import block_outputs
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: int = 256,

@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
 from ..engine.blocks import check_block_len
 from ..engine.bptt import block_loss
@@ -32,8 +31,8 @@ from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _se
 from .placement import PlacementMixin
 from .predict import predict_blocks
 from .tensorboard import TensorBoardLogger
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
 __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
