@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .backward import _BlockBPTT, _Engine
+from .backward import LossEngine, _BlockBPTT
 from .blocks import check_block_len
 from .._common import Batch
 from .call import BlockLossOutput, _Call
@@ -120,8 +120,8 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 1, n, state1,
                                       None if first.loss is None else first.loss.detach())
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
-    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared,
-                     keep_last=keep_last)
+    engine = LossEngine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared,
+                        keep_last=keep_last)
     del first  # with more than one block its graph is not needed again
     state0 = call.state0 or []
     outs = _BlockBPTT.apply(engine, lay.x_data, lay.y_data, len(state0), *state0, *params)
