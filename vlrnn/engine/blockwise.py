@@ -149,9 +149,11 @@ class Blockwise(nn.Module):
         return y, new_state
 
     def _run(self, model: nn.Module, x: Batch, state: Any, reverse: bool = False):
-        run = full_outputs if self.plain else block_outputs
-        return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
-                   reverse=reverse)
+        if self.plain:  # the reference: plain autograd has no schedule
+            return full_outputs(model, x, block_len=self.block_len, state=state,
+                                reverse=reverse)
+        return block_outputs(model, x, block_len=self.block_len, state=state,
+                             schedule=self.schedule, reverse=reverse)
 
     def _view_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
         """A model with direction views (NOTE [direction views]): each layer's directions

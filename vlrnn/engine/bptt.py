@@ -18,12 +18,13 @@ from .backward import LossEngine, _BlockBPTT
 from .blocks import check_block_len
 from .._common import Batch
 from .call import BlockLossOutput, _Call
+from .options import Options
 from .directions import TimeReversed
 from .graph import graph_leaves, next_node_number, unique_tensors
 from .loss import LossFn, block_loss_value, finish_loss
 from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .planner import plan
-from .schedules import Streaming, get_schedule
+from .schedules import Streaming
 from .state import assemble_final
 
 
@@ -87,16 +88,15 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     >>> lstm.weight_hh_l0.grad.shape
     torch.Size([32, 8])
     """
-    block_len, schedule, keep_last = _configure(
-        model, loss_fn, x, target, block_len, schedule, memory_budget, state, reduction,
-        batch_first, state_batch_dim)
-    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim, schedule)
+    if block_len is None:  # (full_loss takes None: one call over the whole batch)
+        raise TypeError("block_len must be a positive int or 'auto', got None")
+    opts = Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                   offload=offload, reduction=reduction, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)
+    opts, keep_last = _configure(model, loss_fn, x, target, state, opts)
+    call = _Call(model, loss_fn, x, target, state, opts)
     lay = call.layout
     runner = call.runner()
-    if offload not in (None, "cpu"):
-        raise ValueError(f"unknown offload {offload!r}; expected None or 'cpu'")
-    runner.offload = offload
     n = len(call.blocks)
     if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, runner.boundary[0], None)
@@ -128,23 +128,20 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     return call.output(outs[0], list(outs[1:]), runner.spec)
 
 
-def _configure(model, loss_fn, x, target, block_len, schedule, memory_budget, state,
-               reduction, batch_first, state_batch_dim):
-    """(block_len, schedule, keep_last): as given, or planned from the memory budget."""
-    if block_len is None:  # (full_loss takes None: one call over the whole batch)
-        raise TypeError("block_len must be a positive int or 'auto', got None")
-    auto = isinstance(block_len, str)
-    if auto and block_len != "auto":
-        raise ValueError(f"block_len must be a positive int or 'auto', got {block_len!r}")
-    if not auto and memory_budget is None:
-        return block_len, schedule or "flat", 1
+def _configure(model, loss_fn, x, target, state, opts: Options) -> Tuple[Options, int]:
+    """``(opts with block_len and schedule fixed, keep_last)``: as given, or planned from
+    the memory budget (``block_len="auto"`` or a ``memory_budget``)."""
+    auto = opts.block_len == "auto"
+    if not auto and opts.memory_budget is None:
+        return opts.replace(schedule=opts.schedule or "flat"), 1
     if not torch.is_grad_enabled():  # streaming evaluation holds one block: no plan needed
-        return (1024 if auto else block_len), schedule or "flat", 1
-    p = plan(model, x, None, memory_budget if memory_budget is not None else "auto",
-             loss_fn=loss_fn, target=target, state=state, reduction=reduction,
-             batch_first=batch_first, state_batch_dim=state_batch_dim, schedule=schedule,
-             block_len=None if auto else check_block_len(block_len))
-    return p.block_len, p.schedule_arg(), p.keep_last
+        return opts.replace(block_len=1024 if auto else opts.block_len,
+                            schedule=opts.schedule or "flat"), 1
+    p = plan(model, x, None, opts.memory_budget if opts.memory_budget is not None else "auto",
+             loss_fn=loss_fn, target=target, state=state, reduction=opts.reduction,
+             batch_first=opts.batch_first, state_batch_dim=opts.state_batch_dim,
+             schedule=opts.schedule, block_len=None if auto else opts.block_len)
+    return opts.replace(block_len=p.block_len, schedule=p.schedule_arg()), p.keep_last
 
 
 def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
@@ -231,12 +228,13 @@ def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_l
     adds every model's dL/dx into one buffer. Returns ``(y_data, [final state per
     run])``; ``y_data`` is ``x.data``'s rows for a ``PackedSequence``, else dense."""
     grad = torch.is_grad_enabled()
-    get_schedule(schedule or "flat", 1)  # an unknown name is refused either way
+    opts = Options(block_len=check_block_len(block_len), schedule=schedule or "flat",
+                   batch_first=batch_first, state_batch_dim=state_batch_dim)
+    if not grad:  # stream, keeping no boundary states (nothing is ever recomputed)
+        opts = opts.replace(schedule=Streaming)
     calls, engines = [], []
     for model, state, reverse in runs:
-        # without grad: stream, keeping no boundary states (nothing is ever recomputed)
-        call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
-                     batch_first, state_batch_dim, (schedule or "flat") if grad else Streaming)
+        call = _Call(model, None, x, None, state, opts)
         if reverse:
             call.layout = TimeReversed(call.layout)
         calls.append(call)
@@ -269,10 +267,11 @@ def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
     ``block_len`` the model is called block by block exactly as the engine calls it
     (same shapes, same random draws), the states chained in the graph. ``reverse`` as in
     :func:`block_outputs`."""
+    opts = Options(block_len=block_len, schedule=schedule, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)  # checked; the schedule changes nothing here
     if block_len is None and not reverse:
         return model(x, state)
-    call = _Call(model, None, x, None, check_block_len(block_len or 2**62), state, "mean",
-                 batch_first, state_batch_dim, schedule)
+    call = _Call(model, None, x, None, state, opts.replace(block_len=block_len or 2**62))
     if reverse:
         call.layout = TimeReversed(call.layout)
     lay = call.layout
@@ -300,13 +299,16 @@ def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Opt
     With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
     caller's order). With ``block_len`` it is called block by block exactly as the engine
     calls it (same shapes, same random draws), chaining the states in the graph.
-    ``schedule``, ``memory_budget`` and ``offload`` are accepted (so both take the same
-    arguments), but plain autograd has none of them; ``block_len="auto"`` means one call.
+    ``schedule``, ``memory_budget`` and ``offload`` are checked as :func:`block_loss`
+    checks them (so both take the same arguments), and change nothing here: plain
+    autograd keeps the whole graph. ``block_len="auto"`` means one call.
     """
     if block_len == "auto":
         block_len = None
-    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim, schedule)
+    opts = Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                   offload=offload, reduction=reduction, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)
+    call = _Call(model, loss_fn, x, target, state, opts)
     if block_len is not None:
         return _full_blockwise(call)
     lay = call.layout

@@ -2,23 +2,11 @@
 block runs rather than by an error from deep inside torch."""
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
 from .._common import check_rnn_state
 from .layout import Layout
-
-
-def check_state_batch_dim(d) -> int:
-    """``state_batch_dim`` as an int >= 0, or a clear error."""
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-        raise TypeError(f"state_batch_dim must be an int >= 0 (the batch dimension of the "
-                        f"state tensors) or None, got {d!r} ({type(d).__name__})")
-    if d < 0:
-        raise ValueError(f"state_batch_dim must be >= 0, got {d}")
-    return int(d)
 
 
 def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,

@@ -17,10 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..engine.blocks import check_block_len
 from ..engine.bptt import block_loss
 from ..engine.loss import check_reduction
-from ..engine.schedules import SCHEDULES
+from ..engine.options import Options
 from . import checkpoint_files as ckpt_io
 from . import distributed as dd
 from .checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
@@ -60,6 +59,9 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             (and the schedule too, with ``schedule=None``).
         memory_budget: bytes or a size (``"4GB"``) for the engine's working memory, as in
             ``block_loss``; with ``block_len="auto"``, default half the free memory.
+        offload: ``"cpu"`` keeps the engine's boundary states in (pinned) host memory
+            during training, as in ``block_loss``; ``None`` (default) keeps them where
+            the model runs.
         reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``; or
             ``"observed"``: the sum of the per-row losses divided by the number of
             observed (finite) target values of the batch, for targets with NaN where
@@ -156,7 +158,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
                  checkpoint_dir: Union[str, Path, None] = None, progress: bool = True,
                  seed: int = 0, device: Union[str, torch.device, None] = None,
                  scaler_state: Any = None, config: Optional[Dict[str, Any]] = None,
-                 memory_budget: Union[int, str, None] = None, skip_nonfinite: bool = False,
+                 memory_budget: Union[int, str, None] = None, offload: Optional[str] = None,
+                 skip_nonfinite: bool = False,
                  distributed: Optional[bool] = None,
                  sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
                  metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
@@ -179,9 +182,10 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         self.metrics = metrics
         self.monitor = monitor
         self._maximise = monitor.endswith("accuracy")
-        if schedule is not None and not callable(schedule) and schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; expected one of "
-                             + ", ".join(repr(k) for k in SCHEDULES))
+        # the engine's options, checked once (vlrnn.engine.options); "observed" is the
+        # Trainer's own reduction, run as the engine's "sum"
+        Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                offload=offload)
         self.schedule = schedule
         if early_stopping_patience is not None and (
                 isinstance(early_stopping_patience, bool)
@@ -192,8 +196,6 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
-        if block_len != "auto":
-            check_block_len(block_len)  # a clear error now rather than at the first batch
         self.distributed = self._want_distributed(distributed, device)
         self.rank, self.world_size = dd.get_rank(), dd.get_world_size()
         self.is_main = self.rank == 0
@@ -215,6 +217,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             self.sequence_loss_fn = sequence_loss_fn.to(self.device)
         self.block_len = block_len
         self.memory_budget = memory_budget
+        self.offload = offload
         self.skip_nonfinite = bool(skip_nonfinite)
         self.clip_grad_norm = clip_grad_norm
         self.patience = early_stopping_patience
@@ -390,7 +393,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
                          block_len=self.block_len, reduction=reduction,
                          schedule=self.schedule if train else None,
-                         memory_budget=self.memory_budget if train else None)
+                         memory_budget=self.memory_budget if train else None,
+                         offload=self.offload if train else None)
         loss = out.loss
         if self.loss_fn is not None and self.reduction == "observed":
             loss = loss / max(_n_observed(steps_y), 1)
