@@ -190,7 +190,7 @@ def test_attributes_of_the_wrapped_module():
     assert wrapped.hidden_size == N_HID and wrapped.bidirectional and wrapped.num_layers == 2
     assert wrapped.module is rnn
     with pytest.raises(AttributeError):
-        wrapped.no_such_attribute
+        _ = wrapped.no_such_attribute
 
 
 def test_state_dict_is_the_wrapped_modules():

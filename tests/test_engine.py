@@ -95,9 +95,9 @@ def test_dense_with_state_and_input_grad(batch_first, kind, block_len):
     for reduction in ("sum", "mean", "seq_mean"):
         ref, got, r, o = run_both(
             tensors,
-            lambda: vlrnn.full_backward(model, lf, x, y, state=h0, reduction=reduction),
+            lambda: vlrnn.full_backward(model, lf, x, y, state=h0, reduction=reduction),  # noqa: B023 (run within this iteration)
             lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len, state=h0,
-                                         reduction=reduction))
+                                         reduction=reduction))  # noqa: B023 (run within this iteration)
         assert_close_grads(ref, got)
         assert torch.allclose(r.loss, o.loss, rtol=1e-12)
 
@@ -457,7 +457,7 @@ def test_kept_states_share_one_buffer_per_leaf(monkeypatch, schedule, offload):
         ref, got, r, o = run_both(
             params,
             lambda: vlrnn.full_backward(model, lf, x, y),
-            lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len,
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len,  # noqa: B023 (run within this iteration)
                                          schedule=schedule, offload=offload))
         assert_close_grads(ref, got)
         for a, b in zip(flat_state(r.state), flat_state(o.state)):
@@ -517,7 +517,7 @@ def test_state_unlike_the_first_is_kept_exactly():
         ref, got, r, o = run_both(
             params,
             lambda: vlrnn.full_backward(model, lf, x, y, block_len=2),
-            lambda: vlrnn.block_backward(model, lf, x, y, block_len=2, schedule=schedule))
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=2, schedule=schedule))  # noqa: B023 (run within this iteration)
         assert_close_grads(ref, got)
         assert torch.allclose(r.state[0], o.state[0], rtol=1e-12, atol=1e-14)
         assert torch.equal(r.state[1], o.state[1]) and o.state[1].shape == (1, 3, 2)

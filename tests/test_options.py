@@ -2,6 +2,8 @@
 same bad values with the same message, and the Trainer takes offload like block_loss."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -38,7 +40,7 @@ def test_every_entry_point_refuses_the_same_bad_option(kw, err, msg):
 
 def test_options_are_frozen_and_replace_checks_again():
     o = Options(block_len=8)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         o.block_len = 9  # type: ignore[misc]
     assert o.replace(block_len=16).block_len == 16
     with pytest.raises(ValueError, match="unknown offload"):

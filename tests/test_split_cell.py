@@ -3,7 +3,6 @@ StackedRNN: the same outputs, states and gradients (float64) as the plain step l
 same cell, through the engine, packed and dense, with dropout, residual and layer norm."""
 from __future__ import annotations
 
-import copy
 from typing import Tuple
 
 import pytest

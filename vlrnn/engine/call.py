@@ -74,11 +74,12 @@ class _Call:
             st.check_batch(leaves, self.batch_dim, self.layout.n_batch, "initial state")
         check_torch_rnn(model, self.layout, state, leaves, self.batch_dim,
                         opts.block_len is not None)
-        if state is not None:
+        if leaves is not None:
             self.state0 = [self.layout.to_sorted(t, self.batch_dim) for t in leaves]
 
     def runner(self) -> BlockRunner:
         lay = self.layout
+        assert self.blocks is not None, "a call without block_len runs no BlockRunner"
         r = BlockRunner(self.model, self.loss_fn, lay, self.blocks, self.reduction,
                         self.batch_dim, cuda_devices(lay.x_data, lay.y_data), self.schedule,
                         offload=self.opts.offload)
@@ -87,7 +88,7 @@ class _Call:
         return r
 
     def modules_params(self) -> List[torch.Tensor]:
-        params = []
+        params: List[torch.Tensor] = []
         for obj in (self.model, self.loss_fn):
             if isinstance(obj, nn.Module):
                 params.extend(p for p in obj.parameters() if p.requires_grad)
