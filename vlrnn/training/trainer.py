@@ -24,10 +24,10 @@ from . import checkpoint_files as ckpt_io
 from . import distributed as dd
 from .checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
 from .epochs import EpochMixin
-from .guards import GuardsMixin
+from .guards import Guards
 from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _set_epoch,
                       seed_everything)
-from .placement import PlacementMixin
+from .placement import Placement
 from .predict import predict_blocks
 from .tensorboard import TensorBoardLogger
 from .._common import Batch
@@ -39,7 +39,7 @@ __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
+class Trainer(EpochMixin, CheckpointMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -196,12 +196,12 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
-        self.distributed = self._want_distributed(distributed, device)
-        self.rank, self.world_size = dd.get_rank(), dd.get_world_size()
-        self.is_main = self.rank == 0
+        self.placement = Placement(distributed, device)  # process group, rank, device
+        self.distributed, self.device = self.placement.distributed, self.placement.device
+        self.rank, self.world_size = self.placement.rank, self.placement.world_size
+        self.is_main = self.placement.is_main
         self.seed = int(seed)
         seed_everything(self.seed)
-        self.device = self._pick_device(device)
         ddp_cls = nn.parallel.DistributedDataParallel
         train_model: Optional[nn.Module] = None
         if isinstance(model, ddp_cls):  # wrapped by the caller: train through it as it is
@@ -230,6 +230,9 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             log_dir, write=self.is_main)
         self._global_step = 0  # batches since the start of the run (TensorBoard's x axis)
         self.params = self._trainable()
+        self.guards = Guards(self.skip_nonfinite, self.distributed, self.params,
+                             [("", self.model), ("loss_fn.", self.loss_fn),
+                              ("sequence_loss_fn.", self.sequence_loss_fn)])
         if optimizer is None:
             if not self.params:
                 raise ValueError("model has no trainable parameters")
@@ -308,8 +311,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
                 return self.history
         if self.tensorboard is not None:
             self.tensorboard.open()
-        train_batches = self._share(train_loader, "pad")
-        val_batches = None if val_loader is None else self._share(val_loader, None)
+        train_batches = self.placement.share(train_loader, "pad")
+        val_batches = None if val_loader is None else self.placement.share(val_loader, None)
         for epoch in range(done + 1, epochs + 1):
             t0 = time.perf_counter()
             lr = float(self.optimizer.param_groups[0]["lr"])
@@ -363,7 +366,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         rank evaluates its share of ``loader`` (unpadded) and the sums are all-reduced:
         call it on every rank.
         """
-        return self._evaluate(self._share(loader, None))
+        return self._evaluate(self.placement.share(loader, None))
 
     def predict(self, x: Batch, state: Any = None, block_len: Optional[int] = None
                 ) -> Tuple[Batch, Any]:
