@@ -116,8 +116,10 @@ def split_packed(x: PackedSequence, block_len: int) -> List[TimeBlock]:
     >>> import torch
     >>> from torch.nn.utils.rnn import pack_sequence
     >>> x = pack_sequence([torch.randn(5, 1), torch.randn(2, 1)], enforce_sorted=False)
-    >>> [(b.start, b.stop, b.active.tolist(), b.ends.tolist()) for b in split_packed(x, 3)]
-    [(0, 3, [True, True], [False, True]), (3, 5, [True, False], [True, False])]
+    >>> for b in split_packed(x, 3):
+    ...     print(b.start, b.stop, "active", tuple(b.active.tolist()), "ends", tuple(b.ends.tolist()))
+    0 3 active (True, True) ends (False, True)
+    3 5 active (True, False) ends (True, False)
     """
     if not isinstance(x, PackedSequence):
         raise TypeError(f"split_packed expects a PackedSequence, got {type(x).__name__}")
