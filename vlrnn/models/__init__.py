@@ -12,3 +12,6 @@ __all__ += ["QRNN", "linear_scan"]
 from .pooled import POOLS, SequenceModel  # noqa: E402
 
 __all__ += ["POOLS", "SequenceModel"]
+from .min_rnn import MinGRU, MinLSTM  # noqa: E402
+
+__all__ += ["MinGRU", "MinLSTM"]
