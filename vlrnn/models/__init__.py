@@ -15,3 +15,6 @@ __all__ += ["POOLS", "SequenceModel"]
 from .min_rnn import MinGRU, MinLSTM  # noqa: E402
 
 __all__ += ["MinGRU", "MinLSTM"]
+from .lru import LRU  # noqa: E402
+
+__all__ += ["LRU"]
