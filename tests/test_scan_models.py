@@ -16,8 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 import vlrnn
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 from test_block_outputs import N_CLS, N_IN, batch, coupled_loss, inputs_of
-from vlrnn.models import LRU, MinGRU, MinLSTM
-Mamba = None  # TEMP
+from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 
 N_HID = 4
 LAYOUTS = ["packed_sorted", "packed_unsorted", "time_major", "batch_first"]
@@ -25,6 +24,8 @@ MAKERS = {
     "mingru": lambda layers, **kw: MinGRU(N_IN, N_HID, layers, **kw),
     "minlstm": lambda layers, **kw: MinLSTM(N_IN, N_HID, layers, **kw),
     "lru": lambda layers, **kw: LRU(N_IN, N_HID, layers, state_size=3, **kw),
+    "mamba": lambda layers, **kw: Mamba(N_IN, N_HID, layers, state_size=3, conv_size=3,
+                                        **kw),
 }
 KINDS = sorted(MAKERS)
 
@@ -222,7 +223,7 @@ def test_long_float32_run_is_finite_and_close_to_float64(kind):
         assert (b.double() - a).abs().max() <= 2e-3 * a.abs().max()
 
 
-@pytest.mark.parametrize("cls", [MinGRU, MinLSTM, LRU])
+@pytest.mark.parametrize("cls", [MinGRU, MinLSTM, LRU, Mamba])
 def test_docstring_example_runs(cls):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)

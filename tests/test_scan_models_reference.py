@@ -4,17 +4,16 @@ states and every gradient (parameters, inputs, initial state), packed unsorted i
 one sequence and one step at a time, so they share no code with the models."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from helpers import assert_close_grads, flat_state, run_both
-from vlrnn.models import LRU, MinGRU, MinLSTM
+from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 from vlrnn.models.lti_scan import lti_scan
 from vlrnn.models.qrnn_scan import lerp_scan
+from vlrnn.models.selective_scan import selective_scan
 
 N_IN, N_HID = 3, 4
 LENGTHS = [9, 3, 14, 6, 14, 1]
@@ -66,10 +65,44 @@ def ref_lru(model, seqs, h0):
     return outs, torch.stack([torch.stack(f) for f in finals])
 
 
+def ref_mamba(model, seqs, state):
+    """Deep Mamba, step by step: the convolution over an explicit window of the last K
+    inputs, the state h (D, N) updated once per step; ``state`` ``(conv, h)``."""
+    conv0, h0 = state
+    K, N, R = model.conv_size, model.state_size, model.layers[0].dt_rank
+    outs, f_conv, f_h = [], [[] for _ in model.layers], [[] for _ in model.layers]
+    for j, xs in enumerate(seqs):
+        u = [model.encoder(x_t) for x_t in xs.unbind(0)]
+        for l, lay in enumerate(model.layers):
+            window = list(conv0[l, j].unbind(0))  # oldest first
+            h = h0[l, j]
+            A = -torch.exp(lay.A_log)
+            nxt = []
+            for u_t in u:
+                x, z = (lay.in_proj.weight @ lay.norm(u_t)).chunk(2)
+                window.append(x)
+                win = torch.stack(window[-K:], 1)                   # (D, K)
+                x = F.silu((win * lay.conv_weight).sum(1) + lay.conv_bias)
+                proj = lay.x_proj.weight @ x
+                dt = F.softplus(lay.dt_proj.weight @ proj[:R] + lay.dt_proj.bias)
+                b, c = proj[R:R + N], proj[R + N:]
+                h = torch.exp(dt[:, None] * A) * h + (dt * x)[:, None] * b[None, :]
+                y = (h @ c + lay.D * x) * F.silu(z)
+                nxt.append(u_t + lay.out_proj.weight @ y)
+            f_conv[l].append(torch.stack(window[len(window) - (K - 1):]))
+            f_h[l].append(h)
+            u = nxt
+        outs.append(torch.stack([model.norm(u_t) for u_t in u]))
+    return outs, (torch.stack([torch.stack(f) for f in f_conv]),
+                  torch.stack([torch.stack(f) for f in f_h]))
+
+
 CASES = {
     "mingru": (lambda layers: MinGRU(N_IN, N_HID, layers), ref_min_rnn),
     "minlstm": (lambda layers: MinLSTM(N_IN, N_HID, layers), ref_min_rnn),
     "lru": (lambda layers: LRU(N_IN, N_HID, layers, state_size=5, r_min=0.3), ref_lru),
+    "mamba": (lambda layers: Mamba(N_IN, N_HID, layers, state_size=3, conv_size=3,
+                                   dt_rank=2), ref_mamba),
 }
 
 
@@ -176,3 +209,47 @@ def test_lti_scan_matches_loop_every_chunking(T):
     want = torch.stack(loop)
     for chunk in (None, 1, 4, 7):
         torch.testing.assert_close(lti_scan(log_lam, b, x0, chunk), want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged):
+    """Mamba's recurrence alone: values, final states at each sequence's own last step
+    and all gradients, with sub-blocks of 1 and 3 steps (the backward's recompute)."""
+    T, B, D, N = 8, 3, 4, 2
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, D, generator=g).requires_grad_()
+    dt = (torch.rand(T, B, D, generator=g) + 0.1).requires_grad_()
+    A = (-torch.rand(D, N, generator=g) - 0.2).requires_grad_()
+    Bm = torch.randn(T, B, N, generator=g).requires_grad_()
+    Cm = torch.randn(T, B, N, generator=g).requires_grad_()
+    h0 = torch.randn(B, D, N, generator=g).requires_grad_()
+    ends = [7, 2, 4] if ragged else [T - 1] * B
+    last = torch.tensor([t * B + b for b, t in enumerate(ends)]) if ragged else None
+    w = torch.randn(T, B, D, generator=g)
+    wh = torch.randn(B, D, N, generator=g)
+    tensors = [x, dt, A, Bm, Cm, h0]
+
+    def ref():
+        h, ys, fin = h0, [], [None] * B
+        for t in range(T):
+            h = torch.exp(dt[t, :, :, None] * A) * h + (dt[t] * x[t])[..., None] * Bm[t, :, None]
+            ys.append((h * Cm[t, :, None]).sum(-1))
+            for b in range(B):
+                if ends[b] == t:
+                    fin[b] = h[b]
+        y, fin = torch.stack(ys), torch.stack(fin)
+        mask = (torch.arange(T)[:, None] <= torch.tensor(ends)[None]).unsqueeze(-1)
+        ((y * w * mask).sum() + (fin * wh).sum()).backward()
+        return y * mask, fin
+
+    def got():
+        y, fin = selective_scan(x, dt, A, Bm, Cm, h0, last, chunk)
+        mask = (torch.arange(T)[:, None] <= torch.tensor(ends)[None]).unsqueeze(-1)
+        ((y * w * mask).sum() + (fin * wh).sum()).backward()
+        return y * mask, fin
+
+    r, g_, (yr, fr), (yg, fg) = run_both(tensors, ref, got)
+    torch.testing.assert_close(yg, yr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fg, fr, atol=1e-12, rtol=0)
+    assert_close_grads(r, g_, rtol=1e-10)

@@ -18,3 +18,6 @@ __all__ += ["MinGRU", "MinLSTM"]
 from .lru import LRU  # noqa: E402
 
 __all__ += ["LRU"]
+from .mamba import Mamba  # noqa: E402
+
+__all__ += ["Mamba"]

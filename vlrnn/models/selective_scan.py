@@ -1,0 +1,149 @@
+"""Mamba's selective scan on a block, as one autograd node (CPU-friendly, chunked in time).
+
+For inputs ``x``, step sizes ``dt`` ``(T, B, D)``, ``A`` ``(D, N)`` (negative) and
+input-dependent ``B_t``, ``C_t`` ``(T, B, N)``, the state ``h`` ``(B, D, N)`` runs::
+
+    h_t = exp(dt_t A) * h_{t-1} + (dt_t x_t) B_t        (outer product over d, n)
+    y_t = h_t C_t                                       (sum over n)
+
+The state is ``N`` times larger than the input, so the ``(T, B, D, N)`` tensors of a
+whole block would dominate memory. The node runs the block in sub-blocks of ``ts`` steps
+(about ``2**21`` state elements each): every sub-block forms ``exp(dt A)`` and the inputs
+in two vectorised passes, runs the recurrence with the chunked scan of
+:mod:`vlrnn.models.qrnn_scan` (products of ``exp(dt A)`` in ``(0, 1]`` and sums: stable
+over any length), and keeps only ``y`` and its entry state. The backward walks the
+sub-blocks last to first, recomputes each one's states from its entry state, runs the
+adjoint scan backwards in time and reduces every gradient with batched matmuls.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from .qrnn_scan import chunked_scan
+
+__all__ = ["selective_scan"]
+
+SUB_ELEMENTS = 2 ** 21
+
+
+def _sub_len(T: int, B: int, D: int, N: int, chunk: Optional[int]) -> int:
+    if chunk is not None:
+        return max(1, min(T, chunk))
+    return max(1, min(T, SUB_ELEMENTS // max(1, B * D * N)))
+
+
+def _states(x, dt, A, Bm, h_start):
+    """``exp(dt A)`` and every ``h`` of a sub-block ``(ts, B, D, N)``, and ``dt x``."""
+    dA = torch.mul(dt.unsqueeze(-1), A).exp_()
+    dtx = dt * x
+    h = torch.mul(dtx.unsqueeze(-1), Bm.unsqueeze(-2))
+    chunked_scan(dA, h, h_start, out=h)
+    return dA, h, dtx
+
+
+def _ends(t_last: Optional[torch.Tensor], t0: int, t1: int):
+    """Sequences whose last step is in ``[t0, t1)``: (their batch rows, their steps - t0)."""
+    if t_last is None:
+        return None
+    rows = ((t_last >= t0) & (t_last < t1)).nonzero().squeeze(1)
+    return rows, t_last.index_select(0, rows) - t0
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, Bm, Cm, h0, t_last, chunk):
+        T, B, D = x.shape
+        N = A.shape[1]
+        ts = _sub_len(T, B, D, N, chunk)
+        y = x.new_empty(T, B, D)
+        h_last = h0.clone() if t_last is not None else None
+        starts: List[torch.Tensor] = []
+        h_prev = h0
+        for t0 in range(0, T, ts):
+            t1 = min(T, t0 + ts)
+            starts.append(h_prev)
+            _, h, _ = _states(x[t0:t1], dt[t0:t1], A, Bm[t0:t1], h_prev)
+            n = t1 - t0
+            torch.bmm(h.view(n * B, D, N), Cm[t0:t1].reshape(n * B, N, 1),
+                      out=y[t0:t1].view(n * B, D, 1))
+            ends = _ends(t_last, t0, t1)
+            if ends is not None and ends[0].numel():
+                h_last[ends[0]] = h[ends[1], ends[0]]
+            h_prev = h[n - 1].clone()
+        if h_last is None:
+            h_last = h_prev
+        ctx.ts = ts
+        ctx.save_for_backward(x, dt, A, Bm, Cm, t_last, *starts)
+        return y, h_last
+
+    @staticmethod
+    def backward(ctx, dy, dh_last):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the selective scan has first derivatives only")
+        x, dt, A, Bm, Cm, t_last, *starts = ctx.saved_tensors
+        T, B, D = x.shape
+        N = A.shape[1]
+        ts = ctx.ts
+        dx, ddt = torch.empty_like(x), torch.empty_like(dt)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        dAp = torch.zeros_like(A)
+        if dy is None:
+            dy = torch.zeros_like(x)
+        if dh_last is None:
+            dh_last = torch.zeros_like(starts[0])
+        # carry: dL/dh at the last step of the sub-block being processed, from later ones
+        carry = dh_last if t_last is None else torch.zeros_like(dh_last)
+        for i in range(len(starts) - 1, -1, -1):
+            t0 = i * ts
+            t1 = min(T, t0 + ts)
+            n = t1 - t0
+            sl = slice(t0, t1)
+            dA, h, dtx = _states(x[sl], dt[sl], A, Bm[sl], starts[i])
+            torch.bmm(h.view(n * B, D, N).transpose(1, 2), dy[sl].reshape(n * B, D, 1),
+                      out=dC[sl].view(n * B, N, 1))
+            # dL/dh_t from y_t (and from the final state at each sequence's last step)
+            g = torch.mul(dy[sl].unsqueeze(-1), Cm[sl].unsqueeze(-2))
+            ends = _ends(t_last, t0, t1)
+            if ends is not None and ends[0].numel():
+                g[ends[1], ends[0]] += dh_last.index_select(0, ends[0])
+            chunked_scan(dA, g, carry, reverse=True, out=g)
+            # d(dt A) = dL/dh_t h_{t-1} exp(dt A)
+            ddA = torch.empty_like(g)
+            torch.mul(g[1:], h[:-1], out=ddA[1:])
+            torch.mul(g[0], starts[i], out=ddA[0])
+            del h
+            ddA.mul_(dA)
+            carry = dA[0] * g[0]
+            dAp.add_(torch.mul(ddA, dt[sl].unsqueeze(-1)).sum((0, 1)))
+            ddt_a = ddA.mul_(A).sum(-1)                           # (n, B, D)
+            # (dt x) B_t: gradients by batched matmuls over n and d
+            d_dtx = torch.bmm(g.view(n * B, D, N), Bm[sl].reshape(n * B, N, 1)).view(n, B, D)
+            torch.bmm(g.view(n * B, D, N).transpose(1, 2), dtx.reshape(n * B, D, 1),
+                      out=dB[sl].view(n * B, N, 1))
+            torch.mul(d_dtx, dt[sl], out=dx[sl])
+            torch.addcmul(ddt_a, d_dtx, x[sl], out=ddt[sl])
+        return dx, ddt, dAp, dB, dC, carry, None, None
+
+
+def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
+                   Cm: torch.Tensor, h0: torch.Tensor, last: Optional[torch.Tensor] = None,
+                   chunk: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mamba's selective state-space recurrence over a block.
+
+    Args:
+        x, dt: ``(T, B, D)`` inputs and (positive) step sizes.
+        A: ``(D, N)`` state matrix (diagonal per channel; negative for decay).
+        Bm, Cm: ``(T, B, N)`` input and output projections of each step.
+        h0: ``(B, D, N)`` state before step 0.
+        last: ``None`` or ``(B,)`` flat indices into ``T * B`` of each sequence's last
+            step (NOTE [scan model state]); the returned state is read there.
+        chunk: steps per sub-block (default: about ``2**21`` state elements).
+
+    Returns:
+        ``y`` ``(T, B, D)`` (without the ``D x`` skip) and each sequence's last state
+        ``(B, D, N)``; differentiable w.r.t. ``x``, ``dt``, ``A``, ``Bm``, ``Cm``, ``h0``.
+    """
+    t_last = None if last is None else torch.div(last, x.shape[1], rounding_mode="floor")
+    return _SelectiveScan.apply(x, dt, A, Bm, Cm, h0, t_last, chunk)
