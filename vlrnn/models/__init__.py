@@ -21,3 +21,6 @@ __all__ += ["LRU"]
 from .mamba import Mamba  # noqa: E402
 
 __all__ += ["Mamba"]
+from .registry import MODELS, build_named_model  # noqa: E402
+
+__all__ += ["MODELS", "build_named_model"]
