@@ -15,7 +15,8 @@ max_phase]``, and ``gamma = sqrt(1 - |lam|^2)`` (trained as ``gamma_log``) norma
 the input so that the state's variance does not blow up as ``|lam| -> 1``. The model
 is ``Linear(input_size, H)``, then the layers, then a final ``LayerNorm``. Everything
 but the recurrence acts on each step alone, and the recurrence is run by
-:func:`vlrnn.models.lti_scan.lti_scan` (chunked, stable over any length).
+:func:`vlrnn.models.lti_scan.lti_scan` (a fused complex multiply-add per step,
+stable over any length).
 """
 from __future__ import annotations
 
@@ -65,16 +66,19 @@ class LRULayer(nn.Module):
 
     def forward(self, u: torch.Tensor, x0: torch.Tensor, last: Optional[torch.Tensor]
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        T, B, H = u.shape
         N = self.state_size
         v = self.norm(u)
-        bu = F.linear(v, torch.cat([self.B_re, self.B_im]))              # (T, B, 2N)
-        gamma = torch.exp(self.gamma_log)
-        b = torch.complex(bu[..., :N] * gamma, bu[..., N:] * gamma)
-        x = lti_scan(self.log_lambda(), b, torch.complex(x0[:, :N], x0[:, N:]))
+        # gamma * (B v) with [Re, Im] of each state unit interleaved: the matmul's output
+        # rows are complex numbers as they are (a view, no copy)
+        gamma = torch.exp(self.gamma_log).unsqueeze(1)
+        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
+        x = lti_scan(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]))
+        # Re(C x) = C_re Re x - C_im Im x: one matmul over the interleaved [Re x, Im x]
         xr = torch.view_as_real(x)                                        # (T, B, N, 2)
-        # Re(C x) = C_re Re x - C_im Im x: one matmul over [Re x, Im x]
-        c = torch.stack([self.C_re, -self.C_im], -1).reshape(self.hidden_size, 2 * N)
-        y = F.linear(xr.reshape(*x.shape[:2], 2 * N), c) + self.D * v
+        w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
+        y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
         y = F.dropout(F.glu(self.mlp(y), -1), self.dropout, self.training)
         x_last = at_last(xr, last)                                        # (B, N, 2)

@@ -1,70 +1,72 @@
-"""A diagonal linear time-invariant recurrence ``x_t = lam * x_{t-1} + b_t`` over dim 0
-(the LRU's), for a whole block in a few tensor operations, differentiable by autograd.
+"""A diagonal complex linear time-invariant recurrence ``x_t = lam * x_{t-1} + b_t`` over
+dim 0 (the LRU's), as one autograd node with a hand-written backward.
 
-With ``lam`` the same at every step, a chunk of ``k`` steps is a small Toeplitz matrix
-per channel, ``L[n, j, s] = lam_n^(j - s)`` (``s <= j``), so:
-
-1. every chunk from a zero start: one batched matmul ``L @ b`` over all chunks;
-2. the value entering each chunk (its "carry"): a loop over the ``m = T / k`` chunks,
-   ``carry_{i+1} = lam^k carry_i + end_i``;
-3. every step: ``x[i, j] = local[i, j] + lam^(j + 1) carry_i``, one broadcast pass.
-
-Powers are formed as ``exp(p log lam)`` with ``log lam = -exp(nu) + i exp(theta)`` given
-(never by repeated multiplication or division), ``p <= k``, and ``|lam| <= 1``; the carry
-loop is the plain recurrence over chunks, so the scan is as stable as the step loop over
-any length (no long products, no ``1 / lam``).
+The loop runs one fused complex multiply-add per step (``torch.addcmul`` on a contiguous
+``(B, N)`` slice, written into the output): with ``lam`` the same at every step there is
+nothing to precompute, and ``T`` such ops cost less than the copies a chunked or
+matmul formulation needs for its layouts. The backward is the adjoint recurrence
+backwards in time with ``conj(lam)`` (torch's convention for complex gradients of a real
+loss: ``dL/dx_{t-1} = conj(lam) dL/dx_t``), then ``dL/dlam = sum_t dL/dx_t conj(x_{t-1})``
+in one pass. Only products with ``|lam| <= 1`` and sums appear: as stable as it gets
+over any length (no powers of ``lam``, no division).
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 __all__ = ["lti_scan"]
 
-MAX_CHUNK = 64
+
+def _forward_loop(lam: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, out: torch.Tensor
+                  ) -> torch.Tensor:
+    prev = x0
+    for t in range(b.shape[0]):
+        prev = torch.addcmul(b[t], lam, prev, out=out[t])
+    return out
 
 
-def _chunk(T: int) -> int:
-    k = 1
-    while k * k < T and k < MAX_CHUNK:
-        k *= 2
-    return k
+class _LTIScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, lam, b, x0):
+        x = _forward_loop(lam, b, x0, torch.empty_like(b, memory_format=torch.contiguous_format))
+        ctx.save_for_backward(lam, x, x0)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():
+            raise RuntimeError("lti_scan has first derivatives only")
+        lam, x, x0 = ctx.saved_tensors
+        T = x.shape[0]
+        lam_c = lam.conj().resolve_conj()
+        d = torch.empty_like(x)
+        nxt = torch.clone(g[T - 1], memory_format=torch.contiguous_format)
+        d[T - 1] = nxt
+        for t in range(T - 2, -1, -1):
+            nxt = torch.addcmul(g[t], lam_c, nxt, out=d[t])
+        dlam = dx0 = None
+        need_lam, _, need_x0 = ctx.needs_input_grad
+        if need_lam:
+            dlam = (d[1:] * x[:-1].conj()).sum((0, 1)) + (d[0] * x0.conj()).sum(0)
+        if need_x0:
+            dx0 = lam_c * d[0]
+        return dlam, d, dx0
 
 
-def lti_scan(log_lam: torch.Tensor, b: torch.Tensor, x0: torch.Tensor,
-             chunk: Optional[int] = None) -> torch.Tensor:
+def lti_scan(lam: torch.Tensor, b: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """Solve ``x_t = lam * x_{t-1} + b_t`` (``t = 0 .. T-1``, ``x_{-1} = x0``).
 
     Args:
-        log_lam: ``(N,)`` complex, ``log lam`` (real part <= 0 for a stable recurrence).
+        lam: ``(N,)`` complex multipliers (``|lam| <= 1`` for a stable recurrence).
         b: ``(T, B, N)`` complex inputs.
         x0: ``(B, N)`` complex state before step 0.
-        chunk: steps per chunk (default: about ``sqrt(T)``, at most 64).
 
     Returns:
-        ``x`` ``(T, B, N)`` complex; differentiable w.r.t. ``log_lam``, ``b``, ``x0``.
+        ``x`` ``(T, B, N)`` complex; differentiable w.r.t. ``lam``, ``b`` and ``x0``
+        (first derivatives).
     """
-    T, B, N = b.shape
-    k = chunk or _chunk(T)
-    m = -(-T // k)
-    if m * k != T:  # zero inputs after the end: computed, then cut off
-        b = torch.cat([b, b.new_zeros(m * k - T, B, N)])
-    steps = torch.arange(k, dtype=log_lam.real.dtype, device=b.device)
-    diff = steps[:, None] - steps[None, :]                              # (k, k): j - s
-    lower = diff >= 0
-    # L[n, j, s] = lam_n^(j-s) on and below the diagonal, 0 above
-    L = torch.exp(diff.clamp_min(0)[None] * log_lam[:, None, None]) * lower
-    # 1. local[i, j] = sum_{s <= j} lam^(j-s) b[i, s]: (N, k, k) @ (N, k, m B)
-    bv = b.view(m, k, B, N).permute(3, 1, 0, 2).reshape(N, k, m * B)
-    local = torch.matmul(L, bv).view(N, k, m, B).permute(2, 1, 3, 0)  # (m, k, B, N)
-    # 2. carries: the value before each chunk
-    lam_k = torch.exp(k * log_lam)
-    carry = [x0]
-    for i in range(m - 1):
-        carry.append(lam_k * carry[-1] + local[i, k - 1])
-    carries = torch.stack(carry)                                        # (m, B, N)
-    # 3. x[i, j] = local[i, j] + lam^(j+1) carry[i]
-    powers = torch.exp((steps + 1)[:, None] * log_lam[None, :])         # (k, N)
-    x = local + powers[None, :, None, :] * carries[:, None]
-    return x.reshape(m * k, B, N)[:T]
+    if b.shape[0] == 0:
+        return b.new_zeros(b.shape)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (lam, b, x0)):
+        return _LTIScan.apply(lam, b, x0)
+    return _forward_loop(lam, b, x0, torch.empty_like(b, memory_format=torch.contiguous_format))
