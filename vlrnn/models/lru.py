@@ -80,7 +80,10 @@ class LRULayer(nn.Module):
         w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
-        y = F.dropout(F.glu(self.mlp(y), -1), self.dropout, self.training)
+        # GLU as a product with a sigmoid: torch's glu_backward recomputes the sigmoid
+        # and was the slowest pass of the layer's backward
+        lin, gate = self.mlp(y).chunk(2, -1)
+        y = F.dropout(lin * torch.sigmoid(gate), self.dropout, self.training)
         x_last = at_last(xr, last)                                        # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 

@@ -20,8 +20,9 @@ __all__ = ["lti_scan"]
 def _forward_loop(lam: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, out: torch.Tensor
                   ) -> torch.Tensor:
     prev = x0
-    for t in range(b.shape[0]):
-        prev = torch.addcmul(b[t], lam, prev, out=out[t])
+    # unbind: all the per-step views in one call (T selects cost as much as the math)
+    for b_t, o_t in zip(b.unbind(0), out.unbind(0)):
+        prev = torch.addcmul(b_t, lam, prev, out=o_t)
     return out
 
 
@@ -40,10 +41,11 @@ class _LTIScan(torch.autograd.Function):
         T = x.shape[0]
         lam_c = lam.conj().resolve_conj()
         d = torch.empty_like(x)
-        nxt = torch.clone(g[T - 1], memory_format=torch.contiguous_format)
-        d[T - 1] = nxt
+        d[T - 1] = g[T - 1]
+        nxt = d[T - 1]
+        g_t, d_t = g.unbind(0), d.unbind(0)
         for t in range(T - 2, -1, -1):
-            nxt = torch.addcmul(g[t], lam_c, nxt, out=d[t])
+            nxt = torch.addcmul(g_t[t], lam_c, nxt, out=d_t[t])
         dlam = dx0 = None
         need_lam, _, need_x0 = ctx.needs_input_grad
         if need_lam:
