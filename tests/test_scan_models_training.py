@@ -53,3 +53,26 @@ def test_cli_train_with_a_scan_model(tmp_path):
     loaded = TrainedModel.load(out / "model.pt")
     assert loaded.config["cell"] == "minlstm"
     assert isinstance(loaded.model.rnn, vlrnn.models.MinLSTM)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "lru", "mamba"])
+def test_series_task_reads_the_last_output(cell):
+    """A series task (pool last, mean, max): MinGRU's last output is its state; LRU's and
+    Mamba's is carried by SequenceModel. The "last" feature equals the model's output at
+    each sequence's last step, through the engine's blocks."""
+    df = ragged_frame(5)
+    labels = pd.Series(["a", "b", "a", "b", "a"], index=[f"s{i}" for i in range(5)])
+    res = vlrnn.pack_and_train(df, series_target=labels, epochs=1, val_fraction=0,
+                               cell=cell, **{**OPTS, "target_cols": None})
+    out = res.predict(df)
+    assert len(out) == 5 and set(out["prediction"]) <= {"a", "b"}
+    model = res.model
+    n_in = model.rnn.input_size
+    seqs = [torch.randn(n, n_in, dtype=torch.float64) for n in (9, 3, 14)]
+    model.double()
+    x = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    state = vlrnn.block_loss(model, None, x, None, block_len=4).state
+    last = model.features(state)[:, :model.hidden_size]
+    for j, s in enumerate(seqs):
+        y, _ = model.rnn(s.unsqueeze(1))
+        torch.testing.assert_close(last[j], y[-1, 0], rtol=1e-10, atol=1e-12)

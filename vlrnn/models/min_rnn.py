@@ -62,6 +62,13 @@ class _MinRNN(ScanModel):
             s += ", batch_first=True"
         return s
 
+    state_holds_output = True
+
+    def last_hidden(self, state: torch.Tensor) -> torch.Tensor:
+        """The last layer's ``h`` ``(B, H)`` from a state ``(num_layers, B, H)``: the
+        output at each sequence's last step."""
+        return state[-1]
+
     def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
         return [("h", (self.hidden_size,))]
 

@@ -46,6 +46,9 @@ class ScanModel(nn.Module):
     :meth:`_run`."""
 
     state_batch_dim = 1
+    #: whether the last layer's output at a sequence's last step can be read from its
+    #: state (:class:`~vlrnn.models.SequenceModel` carries it itself when not)
+    state_holds_output = False
 
     def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
         """``(name, rest)`` of each state tensor ``(num_layers, B, *rest)``."""
