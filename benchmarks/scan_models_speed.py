@@ -20,16 +20,15 @@ import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_speed import dense, engine_step, interleaved  # noqa: E402
+from model_speed import dense, engine_step, interleaved
 
-from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM  # noqa: E402
+from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 
 MODELS = ("MinGRU", "MinLSTM", "LRU", "Mamba")
 
@@ -81,7 +80,7 @@ def profile(a) -> None:
             print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--steps", type=int, default=4096)

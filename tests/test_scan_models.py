@@ -10,12 +10,12 @@ import doctest
 
 import pytest
 import torch
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
+from test_block_outputs import N_CLS, N_IN, batch, coupled_loss, inputs_of
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
-from test_block_outputs import N_CLS, N_IN, batch, coupled_loss, inputs_of
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 
 N_HID = 4
@@ -86,7 +86,7 @@ def test_block_loss_training_dropout_replayed(kind, layers):
     h0 = random_state(model, 6)
     tensors = [*model.parameters(), *head.parameters(), x.data, *flat_state(h0)]
     for block_len in (1, 5):
-        def seeded(fn, seed=11):
+        def seeded(fn, seed=11, block_len=block_len):
             return seeded_total(fn, model, lossy(head), x, y, seed=seed, block_len=block_len,
                                 state=h0, reduction="seq_mean")
         r, g, lr, lg = run_both(tensors, lambda: seeded(vlrnn.full_loss),
@@ -147,7 +147,7 @@ def test_blockwise_drop_in(kind):
             return y, s
         return run
 
-    r, g, (yr, sr), (yg, sg) = run_both(tensors, go(model), go(wrapped))
+    r, g, (yr, _), (yg, _) = run_both(tensors, go(model), go(wrapped))
     assert isinstance(yg, PackedSequence)
     torch.testing.assert_close(yg.data, yr.data, rtol=1e-12, atol=1e-13)
     assert_close_grads(r, g)

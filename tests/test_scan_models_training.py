@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from test_pipeline import OPTS, ragged_frame
 
 import vlrnn
-from test_pipeline import OPTS, ragged_frame
 from vlrnn.cli import commands
 from vlrnn.models import MODELS, build_named_model
 from vlrnn.training.pipeline import TrainedModel
@@ -43,6 +43,7 @@ def test_unknown_cell_names_the_models():
 
 def test_cli_train_with_a_scan_model(tmp_path):
     from test_cli import TRAIN
+
     from vlrnn import cli
     csv = tmp_path / "d.csv"
     ragged_frame(4).rename(columns={"y": "target"}).to_csv(csv, index=False)

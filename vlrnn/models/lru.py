@@ -21,7 +21,6 @@ stable over any length).
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +63,8 @@ class LRULayer(nn.Module):
         """``log lam = -exp(nu_log) + i exp(theta_log)``, ``(N,)`` complex."""
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
-    def forward(self, u: torch.Tensor, x0: torch.Tensor, last: Optional[torch.Tensor]
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         T, B, H = u.shape
         N = self.state_size
         v = self.norm(u)
@@ -132,7 +131,7 @@ class LRU(ScanModel):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, *, state_size: Optional[int] = None,
+                 dropout: float = 0.0, *, state_size: int | None = None,
                  r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * math.pi,
                  batch_first: bool = False):
         super().__init__()
@@ -162,11 +161,11 @@ class LRU(ScanModel):
                 f"state_size={self.state_size}, dropout={self.dropout}, r_min={self.r_min}, "
                 f"r_max={self.r_max}, batch_first={self.batch_first}")
 
-    def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [("h", (2 * self.state_size,))]
 
-    def _run(self, inp: torch.Tensor, states: List[torch.Tensor],
-             last: Optional[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
+             last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         u = self.encoder(inp)
         finals = []
         for l, layer in enumerate(self.layers):

@@ -18,7 +18,6 @@ final ``RMSNorm``. The recurrence is :func:`vlrnn.models.selective_scan.selectiv
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +37,7 @@ class MambaLayer(nn.Module):
     ``A_log`` ``(D, N)``, ``D`` ``(D,)``, ``out_proj`` ``(H, D)``."""
 
     def __init__(self, hidden_size: int, state_size: int, conv_size: int, expand: int,
-                 dropout: float, dt_rank: Optional[int] = None, dt_min: float = 1e-3,
+                 dropout: float, dt_rank: int | None = None, dt_min: float = 1e-3,
                  dt_max: float = 0.1):
         super().__init__()
         H, N, K = hidden_size, state_size, conv_size
@@ -64,8 +63,8 @@ class MambaLayer(nn.Module):
         self.out_proj = nn.Linear(Di, H, bias=False)
 
     def forward(self, u: torch.Tensor, conv0: torch.Tensor, h0: torch.Tensor,
-                last: Optional[torch.Tensor]
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                last: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         T, B, _ = u.shape
         K, N, R = self.conv_size, self.state_size, self.dt_rank
         x, z = self.in_proj(self.norm(u)).chunk(2, -1)
@@ -135,7 +134,7 @@ class Mamba(ScanModel):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  state_size: int = 16, conv_size: int = 4, expand: int = 2,
-                 dropout: float = 0.0, *, dt_rank: Optional[int] = None,
+                 dropout: float = 0.0, *, dt_rank: int | None = None,
                  batch_first: bool = False):
         super().__init__()
         self.input_size = positive_int("input_size", input_size)
@@ -167,12 +166,12 @@ class Mamba(ScanModel):
                 f"state_size={self.state_size}, conv_size={self.conv_size}, "
                 f"expand={self.expand}, dropout={self.dropout}, batch_first={self.batch_first}")
 
-    def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [("conv", (self.conv_size - 1, self.inner_size)),
                 ("h", (self.inner_size, self.state_size))]
 
-    def _run(self, inp: torch.Tensor, states: List[torch.Tensor],
-             last: Optional[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
+             last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         u = self.encoder(inp)
         convs, hs = [], []
         for l, layer in enumerate(self.layers):

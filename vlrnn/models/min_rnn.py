@@ -18,7 +18,6 @@ that forms no long products and takes no logs, so it is as stable in float32 ove
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,11 +68,11 @@ class _MinRNN(ScanModel):
         output at each sequence's last step."""
         return state[-1]
 
-    def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [("h", (self.hidden_size,))]
 
-    def _run(self, inp: torch.Tensor, states: List[torch.Tensor],
-             last: Optional[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
+             last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h0 = states[0]
         finals = []
         for l, lin in enumerate(self.layers):

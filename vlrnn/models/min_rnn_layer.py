@@ -18,8 +18,6 @@ buffer, then the two matmuls.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 
 from .qrnn_layer import _window_input
@@ -126,9 +124,9 @@ class _MinRNNLayer(torch.autograd.Function):
         return dx, dw, db, dh0, None, None
 
 
-def min_rnn_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  h0: torch.Tensor, last: Optional[torch.Tensor] = None, kind: str = "gru"
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+def min_rnn_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  h0: torch.Tensor, last: torch.Tensor | None = None, kind: str = "gru"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """A minGRU (``kind="gru"``) or minLSTM (``kind="lstm"``) layer over a block.
 
     Args:

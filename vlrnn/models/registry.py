@@ -4,7 +4,7 @@
 ``hidden_size`` output features under vlrnn's ``(x, state) -> (y, state)`` contract."""
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 from torch import nn
 
@@ -16,7 +16,7 @@ from .qrnn import QRNN
 __all__ = ["MODELS", "build_named_model"]
 
 #: name -> model class, each called as ``cls(input_size, hidden_size, num_layers=...)``
-MODELS: Dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "qrnn": QRNN, "mingru": MinGRU, "minlstm": MinLSTM, "lru": LRU, "mamba": Mamba}
 
 

@@ -15,7 +15,8 @@ dropped and receive no gradient).
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,12 +28,11 @@ from .qrnn import _packed_to_padded, _positive_int, _probability
 
 __all__ = ["ScanModel", "at_last", "positive_int", "probability"]
 
-Batch = Union[torch.Tensor, PackedSequence]
 positive_int = _positive_int
 probability = _probability
 
 
-def at_last(t: torch.Tensor, last: Optional[torch.Tensor]) -> torch.Tensor:
+def at_last(t: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
     """Each sequence's row at its own last step: ``t`` ``(T, B, *S)`` -> ``(B, *S)``
     (``t[T - 1]`` when ``last`` is ``None``: dense input, every sequence ``T`` long)."""
     if last is None:
@@ -50,12 +50,12 @@ class ScanModel(nn.Module):
     #: state (:class:`~vlrnn.models.SequenceModel` carries it itself when not)
     state_holds_output = False
 
-    def state_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, rest)`` of each state tensor ``(num_layers, B, *rest)``."""
         raise NotImplementedError
 
-    def _run(self, inp: torch.Tensor, states: List[torch.Tensor],
-             last: Optional[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
+             last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """All layers over a padded block ``inp`` ``(T, B, F)`` (sorted order) from
         ``states`` (one ``(num_layers, B, *rest)`` tensor per :meth:`state_shapes` entry):
         ``y`` ``(T, B, output_size)`` and the new states, read at ``last``."""
@@ -66,14 +66,14 @@ class ScanModel(nn.Module):
         return WithHead(self, nn.Linear(self.output_size, positive_int("n_out", n_out),
                                         bias=bias))
 
-    def initial_state(self, batch_size: int, device: Optional[torch.device] = None,
-                      dtype: Optional[torch.dtype] = None) -> Any:
+    def initial_state(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> Any:
         """The state used for ``state=None``: zeros (see ``state`` in the class docs)."""
         out = [torch.zeros((self.num_layers, batch_size) + rest, device=device, dtype=dtype)
                for _, rest in self.state_shapes()]
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _check_state(self, state: Any, n_batch: int) -> List[torch.Tensor]:
+    def _check_state(self, state: Any, n_batch: int) -> list[torch.Tensor]:
         shapes = self.state_shapes()
         names = ", ".join(n for n, _ in shapes)
         leaves = [state] if isinstance(state, torch.Tensor) and len(shapes) == 1 else state
@@ -89,7 +89,7 @@ class ScanModel(nn.Module):
                                  f"{tuple(t.shape)}, expected {want} (num_layers, batch, ...)")
         return list(leaves)
 
-    def forward(self, x: Batch, state: Any = None) -> Tuple[Batch, Any]:
+    def forward(self, x: torch.Tensor | PackedSequence, state: Any = None) -> tuple[torch.Tensor | PackedSequence, Any]:
         """Run all layers over ``x`` from ``state``; see the class docstring for shapes."""
         packed = isinstance(x, PackedSequence)
         if packed:

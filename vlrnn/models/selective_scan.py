@@ -17,8 +17,6 @@ adjoint scan backwards in time and reduces every gradient with batched matmuls.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 
 from .qrnn_scan import chunked_scan
@@ -28,7 +26,7 @@ __all__ = ["selective_scan"]
 SUB_ELEMENTS = 2 ** 21
 
 
-def _sub_len(T: int, B: int, D: int, N: int, chunk: Optional[int]) -> int:
+def _sub_len(T: int, B: int, D: int, N: int, chunk: int | None) -> int:
     if chunk is not None:
         return max(1, min(T, chunk))
     return max(1, min(T, SUB_ELEMENTS // max(1, B * D * N)))
@@ -43,7 +41,7 @@ def _states(x, dt, A, Bm, h_start):
     return dA, h, dtx
 
 
-def _ends(t_last: Optional[torch.Tensor], t0: int, t1: int):
+def _ends(t_last: torch.Tensor | None, t0: int, t1: int):
     """Sequences whose last step is in ``[t0, t1)``: (their batch rows, their steps - t0)."""
     if t_last is None:
         return None
@@ -59,7 +57,7 @@ class _SelectiveScan(torch.autograd.Function):
         ts = _sub_len(T, B, D, N, chunk)
         y = x.new_empty(T, B, D)
         h_last = h0.clone() if t_last is not None else None
-        starts: List[torch.Tensor] = []
+        starts: list[torch.Tensor] = []
         h_prev = h0
         for t0 in range(0, T, ts):
             t1 = min(T, t0 + ts)
@@ -128,8 +126,8 @@ class _SelectiveScan(torch.autograd.Function):
 
 
 def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                   Cm: torch.Tensor, h0: torch.Tensor, last: Optional[torch.Tensor] = None,
-                   chunk: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   Cm: torch.Tensor, h0: torch.Tensor, last: torch.Tensor | None = None,
+                   chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective state-space recurrence over a block.
 
     Args:
