@@ -254,3 +254,10 @@ def test_bad_input_and_state_named(kind):
         type(model)(N_IN, 0)
     with pytest.raises(ValueError, match=r"dropout must be a probability"):
         type(model)(N_IN, N_HID, 2, dropout=1.5)
+
+
+def test_mamba_engine_with_the_per_step_scan(monkeypatch):
+    import vlrnn.models.selective_scan as sel
+    monkeypatch.setattr(sel, "STEP_BYTES", 0)
+    test_block_loss_equals_one_plain_call("mamba", "packed_unsorted")
+    test_block_loss_training_dropout_replayed("mamba", 3)

@@ -226,7 +226,8 @@ def test_lti_scan_gradients_equal_the_loop():
 
 @pytest.mark.parametrize("chunk", [None, 1, 3])
 @pytest.mark.parametrize("ragged", [False, True])
-def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged):
+@pytest.mark.parametrize("method", ["steps", "blocks"])
+def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged, method):
     """Mamba's recurrence alone: values, final states at each sequence's own last step
     and all gradients, with sub-blocks of 1 and 3 steps (the backward's recompute)."""
     T, B, D, N = 8, 3, 4, 2
@@ -257,7 +258,7 @@ def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged):
         return y * mask, fin
 
     def got():
-        y, fin = selective_scan(x, dt, A, Bm, Cm, h0, last, chunk)
+        y, fin = selective_scan(x, dt, A, Bm, Cm, h0, last, chunk, method)
         mask = (torch.arange(T)[:, None] <= torch.tensor(ends)[None]).unsqueeze(-1)
         ((y * w * mask).sum() + (fin * wh).sum()).backward()
         return y * mask, fin
@@ -266,3 +267,10 @@ def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged):
     torch.testing.assert_close(yg, yr, atol=1e-12, rtol=0)
     torch.testing.assert_close(fg, fr, atol=1e-12, rtol=0)
     assert_close_grads(r, g_, rtol=1e-10)
+
+
+def test_mamba_matches_step_loop_with_the_per_step_scan(monkeypatch):
+    """The model's default for large states (one step at a time), forced on small ones."""
+    import vlrnn.models.selective_scan as sel
+    monkeypatch.setattr(sel, "STEP_BYTES", 0)
+    test_matches_step_loop("mamba", 2)
