@@ -7,13 +7,21 @@ input-dependent ``B_t``, ``C_t`` ``(T, B, N)``, the state ``h`` ``(B, D, N)`` ru
     y_t = h_t C_t                                       (sum over n)
 
 The state is ``N`` times larger than the input, so the ``(T, B, D, N)`` tensors of a
-whole block would dominate memory. The node runs the block in sub-blocks of ``ts`` steps
-(about ``2**21`` state elements each): every sub-block forms ``exp(dt A)`` and the inputs
-in two vectorised passes, runs the recurrence with the chunked scan of
-:mod:`vlrnn.models.qrnn_scan` (products of ``exp(dt A)`` in ``(0, 1]`` and sums: stable
-over any length), and keeps only ``y`` and its entry state. The backward walks the
-sub-blocks last to first, recomputes each one's states from its entry state, runs the
-adjoint scan backwards in time and reduces every gradient with batched matmuls.
+whole block would dominate memory: the node keeps only ``y`` and the state entering
+every ``ts``-th step, and its backward walks these sub-blocks last to first, recomputing
+each one's states from its entry state before running the adjoint recurrence backwards
+in time. Two ways to run a sub-block:
+
+- ``"steps"`` (states of ``STEP_BYTES`` or more, the usual case): one step at a time,
+  five fused ops forwards and about a dozen backwards on the ``(B, N, D)`` state, which
+  stays in cache (``N`` outer, so the inner loops run over the ``D`` channels); outer
+  products and reductions over ``N`` or ``D`` are batched matmuls.
+- ``"blocks"`` (small states, where per-op overhead dominates): ``exp(dt A)`` and the
+  inputs of the whole sub-block in vectorised passes, the recurrence by the chunked scan
+  of :mod:`vlrnn.models.qrnn_scan`.
+
+Only products of ``exp(dt A)`` in ``(0, 1]`` and sums appear (no division, no logs): as
+stable as the step loop over any length.
 """
 from __future__ import annotations
 
@@ -28,10 +36,12 @@ SUB_ELEMENTS = 2 ** 21
 STEP_BYTES = 32 * 1024
 
 
-def _sub_len(T: int, B: int, D: int, N: int, chunk: int | None) -> int:
+def _sub_len(T: int, B: int, D: int, N: int, chunk: int | None, steps: bool = False) -> int:
     if chunk is not None:
         return max(1, min(T, chunk))
-    return max(1, min(T, SUB_ELEMENTS // max(1, B * D * N)))
+    # one step at a time, the backward's recomputed states should stay in cache (~1 MB)
+    budget = SUB_ELEMENTS // 8 if steps else SUB_ELEMENTS
+    return max(1, min(T, budget // max(1, B * D * N)))
 
 
 def _states(x, dt, A, Bm, h_start):
@@ -137,7 +147,7 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, x, dt, A, Bm, Cm, h0, t_last, chunk, steps):
         T, B, D = x.shape
         N = A.shape[1]
-        ts = _sub_len(T, B, D, N, chunk)
+        ts = _sub_len(T, B, D, N, chunk, steps)
         ctx.ts, ctx.steps = ts, steps
         if steps:
             y, h_last, starts = _forward_steps(x, dt, A, Bm, Cm, h0, t_last, ts, True)
@@ -229,7 +239,8 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch
         h0: ``(B, D, N)`` state before step 0.
         last: ``None`` or ``(B,)`` flat indices into ``T * B`` of each sequence's last
             step (NOTE [scan model state]); the returned state is read there.
-        chunk: steps per sub-block (default: about ``2**21`` state elements).
+        chunk: steps per sub-block (default: about ``2**18`` state elements for
+            ``"steps"``, ``2**21`` for ``"blocks"``).
         method: ``"steps"`` (five fused ops per step on the ``(B, D, N)`` state, which
             stays in cache; the default for states of ``STEP_BYTES`` or more), or
             ``"blocks"`` (each sub-block's ``(ts, B, D, N)`` tensors in a few vectorised
