@@ -76,6 +76,7 @@ class _MinRNN(ScanModel):
         h0 = states[0]
         finals = []
         for l, lin in enumerate(self.layers):
+            assert isinstance(lin, nn.Linear)
             inp, h_last = min_rnn_layer(inp, lin.weight, lin.bias, h0[l], last, self._kind)
             finals.append(h_last)
             if l < self.num_layers - 1 and self.training and self.dropout > 0:

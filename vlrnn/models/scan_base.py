@@ -46,9 +46,17 @@ class ScanModel(nn.Module):
     :meth:`_run`."""
 
     state_batch_dim = 1
+    input_size: int
+    num_layers: int
+    batch_first: bool
     #: whether the last layer's output at a sequence's last step can be read from its
     #: state (:class:`~vlrnn.models.SequenceModel` carries it itself when not)
     state_holds_output = False
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``y``."""
+        raise NotImplementedError
 
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, rest)`` of each state tensor ``(num_layers, B, *rest)``."""
@@ -69,7 +77,7 @@ class ScanModel(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> Any:
         """The state used for ``state=None``: zeros (see ``state`` in the class docs)."""
-        out = [torch.zeros((self.num_layers, batch_size) + rest, device=device, dtype=dtype)
+        out = [torch.zeros((self.num_layers, batch_size, *rest), device=device, dtype=dtype)
                for _, rest in self.state_shapes()]
         return out[0] if len(out) == 1 else tuple(out)
 
@@ -79,49 +87,54 @@ class ScanModel(nn.Module):
         leaves = [state] if isinstance(state, torch.Tensor) and len(shapes) == 1 else state
         if not isinstance(leaves, (tuple, list)) or len(leaves) != len(shapes) or not all(
                 isinstance(t, torch.Tensor) for t in leaves):
-            want = "one tensor" if len(shapes) == 1 else f"a tuple ({names}) of tensors"
-            raise ValueError(f"state of {type(self).__name__} must be {want}, got "
+            form = "one tensor" if len(shapes) == 1 else f"a tuple ({names}) of tensors"
+            raise ValueError(f"state of {type(self).__name__} must be {form}, got "
                              f"{type(state).__name__}")
         for (name, rest), t in zip(shapes, leaves):
-            want = (self.num_layers, n_batch) + rest
+            want = (self.num_layers, n_batch, *rest)
             if tuple(t.shape) != want:
                 raise ValueError(f"state of {type(self).__name__}: {name} has shape "
                                  f"{tuple(t.shape)}, expected {want} (num_layers, batch, ...)")
         return list(leaves)
 
-    def forward(self, x: torch.Tensor | PackedSequence, state: Any = None) -> tuple[torch.Tensor | PackedSequence, Any]:
+    def forward(self, x: torch.Tensor | PackedSequence, state: Any = None
+                ) -> tuple[torch.Tensor | PackedSequence, Any]:
         """Run all layers over ``x`` from ``state``; see the class docstring for shapes."""
-        packed = isinstance(x, PackedSequence)
-        if packed:
-            if x.data.dim() != 2:
+        px = x if isinstance(x, PackedSequence) else None
+        last: torch.Tensor | None = None
+        if px is not None:
+            if px.data.dim() != 2:
                 raise ValueError(f"PackedSequence data must be (N, F), got shape "
-                                 f"{tuple(x.data.shape)}")
-            inp, _, last, rows = _packed_to_padded(x)
+                                 f"{tuple(px.data.shape)}")
+            inp, _, last, rows = _packed_to_padded(px)
+            shape = tuple(px.data.shape)
         else:
             inp = dense_time_major(x, self.batch_first)
-            last, rows = None, None
+            shape = tuple(inp.shape)
         T, B, n_feat = inp.shape
         if n_feat != self.input_size:
             raise ValueError(f"input feature size mismatch: expected input_size="
                              f"{self.input_size}, got {n_feat} features (input shape "
-                             f"{tuple(x.data.shape if packed else x.shape)})")
+                             f"{shape})")
         if state is None:
-            states = [torch.zeros((self.num_layers, B) + rest, device=inp.device,
+            states = [torch.zeros((self.num_layers, B, *rest), device=inp.device,
                                   dtype=inp.dtype) for _, rest in self.state_shapes()]
         else:
             states = self._check_state(state, B)
-            if packed and x.sorted_indices is not None:
-                states = [t.index_select(1, x.sorted_indices) for t in states]
+            if px is not None and px.sorted_indices is not None:
+                states = [t.index_select(1, px.sorted_indices) for t in states]
+        finals: Sequence[torch.Tensor]
         if T == 0:
             y = inp.new_zeros(0, B, self.output_size)
-            finals: Sequence[torch.Tensor] = states
+            finals = states
         else:
             y, finals = self._run(inp, states, last)
-        if packed:
-            y = PackedSequence(y.reshape(T * B, -1).index_select(0, rows), x.batch_sizes,
-                               x.sorted_indices, x.unsorted_indices)
-            if x.unsorted_indices is not None:
-                finals = [t.index_select(1, x.unsorted_indices) for t in finals]
-        elif self.batch_first:
-            y = y.transpose(0, 1)
-        return y, (finals[0] if len(finals) == 1 else tuple(finals))
+        out: torch.Tensor | PackedSequence
+        if px is not None:
+            out = PackedSequence(y.reshape(T * B, -1).index_select(0, rows), px.batch_sizes,
+                                 px.sorted_indices, px.unsorted_indices)
+            if px.unsorted_indices is not None:
+                finals = [t.index_select(1, px.unsorted_indices) for t in finals]
+        else:
+            out = y.transpose(0, 1) if self.batch_first else y
+        return out, (finals[0] if len(finals) == 1 else tuple(finals))

@@ -92,7 +92,7 @@ def _forward_steps(x, dt, A, Bm, Cm, h0, t_last, ts: int, keep: bool):
         torch.mul(dt_s[t].unsqueeze(1), At, out=dA).exp_()
         h.mul_(dA).baddbmm_(b_s[t].unsqueeze(-1), dtx_s[t].unsqueeze(1))
         torch.bmm(c_s[t].unsqueeze(1), h, out=y_s[t].unsqueeze(1))
-        if t in ends:
+        if h_last is not None and t in ends:
             h_last.index_copy_(0, ends[t], h.index_select(0, ends[t]))
     last = h if h_last is None else h_last
     return y, last.transpose(1, 2).contiguous(), starts
