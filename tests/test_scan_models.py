@@ -23,6 +23,8 @@ LAYOUTS = ["packed_sorted", "packed_unsorted", "time_major", "batch_first"]
 MAKERS = {
     "mingru": lambda layers, **kw: MinGRU(N_IN, N_HID, layers, **kw),
     "minlstm": lambda layers, **kw: MinLSTM(N_IN, N_HID, layers, **kw),
+    "minlstm_norm_res": lambda layers, **kw: MinLSTM(N_IN, N_HID, layers, layer_norm=True,
+                                                     residual=layers > 1, **kw),
     "lru": lambda layers, **kw: LRU(N_IN, N_HID, layers, state_size=3, **kw),
     "mamba": lambda layers, **kw: Mamba(N_IN, N_HID, layers, state_size=3, conv_size=3,
                                         **kw),

@@ -37,7 +37,12 @@ def ref_min_rnn(model, seqs, h0):
                     h = f / (f + i) * h + i / (f + i) * g[2 * H:]
                 hs.append(h)
             finals[l].append(h)
-            inp = hs
+            up = hs
+            if model.layer_norm:
+                up = [model.norms[l](h_t) for h_t in up]
+            if model.residual and lin.in_features == H:
+                up = [u_t + x_t for u_t, x_t in zip(up, inp)]
+            inp = up
         outs.append(torch.stack(inp))
     return outs, torch.stack([torch.stack(f) for f in finals])
 
@@ -100,6 +105,8 @@ def ref_mamba(model, seqs, state):
 CASES = {
     "mingru": (lambda layers: MinGRU(N_IN, N_HID, layers), ref_min_rnn),
     "minlstm": (lambda layers: MinLSTM(N_IN, N_HID, layers), ref_min_rnn),
+    "mingru_norm_res": (lambda layers: MinGRU(N_IN, N_HID, layers, layer_norm=True,
+                                              residual=layers > 1), ref_min_rnn),
     "lru": (lambda layers: LRU(N_IN, N_HID, layers, state_size=5, r_min=0.3), ref_lru),
     "mamba": (lambda layers: Mamba(N_IN, N_HID, layers, state_size=3, conv_size=3,
                                    dt_rank=2), ref_mamba),

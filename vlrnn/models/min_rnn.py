@@ -33,7 +33,8 @@ class _MinRNN(ScanModel):
     _kind = "gru"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, batch_first: bool = False, bias: bool = True):
+                 dropout: float = 0.0, batch_first: bool = False, bias: bool = True,
+                 residual: bool = False, layer_norm: bool = False):
         super().__init__()
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
@@ -47,6 +48,19 @@ class _MinRNN(ScanModel):
         self.layers = nn.ModuleList(
             nn.Linear(self.input_size if l == 0 else self.hidden_size, k * self.hidden_size,
                       bias=bias) for l in range(self.num_layers))
+        # StackedRNN's options, with its meaning: what a layer passes up is
+        # LayerNorm(h) (+ the layer's input where the sizes match), then dropout
+        self.residual, self.layer_norm = bool(residual), bool(layer_norm)
+        self._residual_layers = frozenset(
+            l for l in range(self.num_layers) if self.residual
+            and (self.input_size if l == 0 else self.hidden_size) == self.hidden_size)
+        if self.residual and not self._residual_layers:
+            raise ValueError("residual=True needs a layer whose input and output sizes are "
+                             f"equal; input_size={self.input_size}, hidden_size="
+                             f"{self.hidden_size} and num_layers=1 have none")
+        if self.layer_norm:
+            self.norms = nn.ModuleList(nn.LayerNorm(self.hidden_size)
+                                       for _ in range(self.num_layers))
 
     @property
     def output_size(self) -> int:
@@ -57,15 +71,22 @@ class _MinRNN(ScanModel):
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
         if self.dropout:
             s += f", dropout={self.dropout}"
-        if self.batch_first:
-            s += ", batch_first=True"
+        for name in ("batch_first", "residual", "layer_norm"):
+            if getattr(self, name):
+                s += f", {name}=True"
         return s
 
-    state_holds_output = True
+    @property
+    def state_holds_output(self) -> bool:  # type: ignore[override]
+        """Whether ``y``'s last step is the last layer's ``h`` (no norm or residual on it)."""
+        return not self.layer_norm and self.num_layers - 1 not in self._residual_layers
 
     def last_hidden(self, state: torch.Tensor) -> torch.Tensor:
         """The last layer's ``h`` ``(B, H)`` from a state ``(num_layers, B, H)``: the
         output at each sequence's last step."""
+        if not self.state_holds_output:
+            raise ValueError("with layer_norm or a residual on the last layer, the output is "
+                             "not in the state")
         return state[-1]
 
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -77,10 +98,15 @@ class _MinRNN(ScanModel):
         finals = []
         for l, lin in enumerate(self.layers):
             assert isinstance(lin, nn.Linear)
-            inp, h_last = min_rnn_layer(inp, lin.weight, lin.bias, h0[l], last, self._kind)
+            h, h_last = min_rnn_layer(inp, lin.weight, lin.bias, h0[l], last, self._kind)
             finals.append(h_last)
+            if self.layer_norm:
+                h = self.norms[l](h)
+            if l in self._residual_layers:
+                h = h + inp
             if l < self.num_layers - 1 and self.training and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, True)
+                h = F.dropout(h, self.dropout, True)
+            inp = h
         return inp, [torch.stack(finals)]
 
 
@@ -94,6 +120,10 @@ _DOC = """{summary}
             (as ``nn.GRU``'s; replayed exactly by the block engine).
         batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
         bias: whether the gate matmul has a bias.
+        residual: add each layer's input to what it passes up, for every layer whose input
+            and output sizes match (as :class:`~vlrnn.models.StackedRNN`).
+        layer_norm: ``nn.LayerNorm`` on every layer's ``h`` before it is passed up (not
+            inside the recurrence: the state stays the cell's ``h``).
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
