@@ -22,7 +22,7 @@ def test_registry_names_and_errors():
     assert set(commands.CELLS) == {"lstm", "gru", "rnn"} | set(MODELS)
 
 
-@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru", "mamba"])
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru", "mamba", "qrnn"])
 def test_pack_and_train_by_name_then_save_and_load(cell, tmp_path):
     df = ragged_frame(4)
     torch.manual_seed(0)

@@ -84,7 +84,7 @@ class MambaLayer(nn.Module):
         end = torch.arange(T - 1, T, device=u.device) * B + torch.arange(B, device=u.device) \
             if last is None else last
         idx = end.unsqueeze(1) + B * torch.arange(1, K, device=u.device).unsqueeze(0)
-        conv_last = flat.index_select(0, idx.reshape(-1)).view(B, K - 1, -1)
+        conv_last = flat.index_select(0, idx.reshape(-1)).view(B, K - 1, self.inner_size)
         return out, conv_last, h_last
 
 
