@@ -12,6 +12,10 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
+# --cell: torch's fused RNNs, then vlrnn.models.MODELS by name (listed here, not imported:
+# the parser is built without importing torch; tests/test_scan_models_training.py checks)
+CELLS = ["lstm", "gru", "rnn", "lru", "mamba", "mingru", "minlstm", "qrnn"]
+
 # Raised for bad input (files, columns, values) rather than bugs: shown as one line.
 USER_ERRORS = (ValueError, KeyError, OSError,
                FloatingPointError, ImportError)
@@ -101,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--horizon", type=int, default=None, metavar="H",
                       help="forecast the next H steps of the target(s) at every step")
     model = tr.add_argument_group("model")
-    model.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"],
-                       help="recurrent cell (default: lstm)")
+    model.add_argument("--cell", default="lstm", choices=CELLS,
+                       help="recurrent cell or model (default: lstm; the others are "
+                            "vlrnn.models.MODELS)")
     model.add_argument("--hidden-size", type=int, default=64, metavar="N",
                        help="hidden units per layer (default: 64)")
     model.add_argument("--num-layers", type=int, default=2, metavar="N",

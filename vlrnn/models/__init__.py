@@ -1,17 +1,15 @@
 """Recurrent models that follow vlrnn's ``model(x, state) -> (y, state)`` contract."""
+from .head import WithHead
+from .lru import LRU
+from .mamba import Mamba
+from .min_rnn import MinGRU, MinLSTM
+from .pooled import POOLS, SequenceModel
+from .qrnn import QRNN
+from .registry import MODELS, build_named_model
+from .scan import linear_scan
+from .split_cell import SplitCell, is_split_cell
 from .stacked import StackedRNN
 
-__all__ = ["StackedRNN"]
-from .head import WithHead  # noqa: E402
-
-__all__ += ["WithHead"]
-from .qrnn import QRNN  # noqa: E402
-from .scan import linear_scan  # noqa: E402
-
-__all__ += ["QRNN", "linear_scan"]
-from .pooled import POOLS, SequenceModel  # noqa: E402
-
-__all__ += ["POOLS", "SequenceModel"]
-from .split_cell import SplitCell, is_split_cell  # noqa: E402
-
-__all__ += ["SplitCell", "is_split_cell"]
+__all__ = ["LRU", "MODELS", "POOLS", "Mamba", "MinGRU", "MinLSTM", "QRNN", "SequenceModel",
+           "SplitCell", "StackedRNN", "WithHead", "build_named_model", "is_split_cell",
+           "linear_scan"]

@@ -37,6 +37,8 @@ def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
     :class:`~vlrnn.models.StackedRNN` (and models with ``state_batch_dim = 0`` holding a
     list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``).
     """
+    if callable(getattr(rnn, "last_hidden", None)):  # the model says where it is
+        return rnn.last_hidden(state)
     if isinstance(rnn, nn.RNNBase):
         if getattr(rnn, "bidirectional", False):
             raise ValueError("SequenceModel: bidirectional rnn is not supported (the state "
@@ -50,6 +52,21 @@ def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
         raise TypeError("SequenceModel: cannot find the last layer's hidden state (B, H) in "
                         f"the rnn's state of type {type(state).__name__}")
     return s
+
+
+def _last_rows(y: Batch, batch_first: bool) -> torch.Tensor:
+    """``(B, H)``: each sequence's last output row of this block, batch in input order."""
+    if not isinstance(y, PackedSequence):
+        return y[:, -1] if batch_first else y[-1]
+    sizes = y.batch_sizes.to(y.data.device)
+    n = int(y.batch_sizes[0])
+    starts = torch.cumsum(sizes, 0) - sizes                      # first row of each step
+    j = torch.arange(n, device=y.data.device)
+    t_last = (sizes.unsqueeze(0) > j.unsqueeze(1)).sum(1) - 1    # (n,) sorted order
+    rows = y.data.index_select(0, starts.index_select(0, t_last) + j)
+    if y.unsorted_indices is not None:
+        rows = rows.index_select(0, y.unsorted_indices)
+    return rows
 
 
 def _pool_rows(data: torch.Tensor, seq: torch.Tensor, n: int
@@ -114,13 +131,20 @@ class SequenceModel(nn.Module):
         return bool(getattr(self.rnn, "batch_first", False))
 
     @property
+    def carries_last(self) -> bool:
+        """Whether the state carries each sequence's last output row: for a ``"last"``
+        pool over a model whose state does not hold its output (``state_holds_output =
+        False``, e.g. :class:`~vlrnn.models.LRU`, :class:`~vlrnn.models.Mamba`)."""
+        return "last" in self.pool and not getattr(self.rnn, "state_holds_output", True)
+
+    @property
     def carries_pools(self) -> bool:
-        return self.pool != ("last",)
+        return self.pool != ("last",) or self.carries_last
 
     def forward(self, x: Batch, state: Optional[Any] = None) -> Tuple[Batch, Any]:
         if not self.carries_pools:
             return self.rnn(x, state)
-        rnn_state, total, peak = (None, None, None) if state is None else state
+        rnn_state, total, peak = (None, None, None) if state is None else state[:3]
         y, new_rnn = self.rnn(x, rnn_state)
         bd = self.state_batch_dim
         if isinstance(y, PackedSequence):
@@ -138,18 +162,26 @@ class SequenceModel(nn.Module):
             blk_max = steps.amax(0)
         if bd == 1:
             add, blk_max = add.unsqueeze(0), blk_max.unsqueeze(0)
+        extra = ()
+        if self.carries_last:  # every sequence in x has its latest output row in this block
+            row = _last_rows(y, self.batch_first)
+            extra = (row.unsqueeze(0) if bd == 1 else row,)
         if total is None:
-            return y, (new_rnn, add, blk_max)
+            return y, (new_rnn, add, blk_max, *extra)
         seen = total[..., -1:] > 0  # a sequence's first block has nothing to compare with
         return y, (new_rnn, total + add, torch.where(seen, torch.maximum(peak, blk_max),
-                                                     blk_max))
+                                                     blk_max), *extra)
 
     def features(self, state: Any) -> torch.Tensor:
         """``(B, H * len(pool))``: the pools of each sequence from its final state."""
         rnn_state = state[0] if self.carries_pools else state
         parts: List[torch.Tensor] = []
         if "last" in self.pool:
-            parts.append(last_hidden(self.rnn, rnn_state))
+            if self.carries_last:
+                last = state[3]
+                parts.append(last[0] if self.state_batch_dim == 1 else last)
+            else:
+                parts.append(last_hidden(self.rnn, rnn_state))
         if self.carries_pools:
             total, peak = state[1], state[2]
             if self.state_batch_dim == 1:

@@ -182,8 +182,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         task: ``"classification"`` or ``"regression"``; ``None`` infers it from the dtype
             (integers are refused as ambiguous).
         horizon: forecast this many steps ahead.
-        cell, hidden_size, num_layers: recurrent model (``"lstm"``, ``"gru"``, ``"rnn"``
-            or an ``nn.Module`` cell class).
+        cell, hidden_size, num_layers: recurrent model (``"lstm"``, ``"gru"``, ``"rnn"``,
+            a model of :data:`vlrnn.models.MODELS`: ``"mingru"``, ``"minlstm"``,
+            ``"lru"``, ``"mamba"``, ``"qrnn"``, or an ``nn.Module`` cell class).
         block_len: time steps per block of the exact-BPTT engine.
         batch_size: series per batch (series of similar lengths are batched together).
         epochs: training epochs; ``None``: about 600 optimizer steps (10 to 100 epochs)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset, StandardScaler
-from ..models import SequenceModel, StackedRNN, WithHead
+from ..models import MODELS, SequenceModel, StackedRNN, WithHead, build_named_model
 from . import checkpoint_files as ckpt_io
 from .frames import task_dataset
 from .metrics import classification_scores, regression_scores
@@ -48,9 +48,10 @@ class Scalers:
 def cell_name(cell: Any) -> str:
     """How the cell is recorded in the config: a fused name or ``module:qualname``."""
     if isinstance(cell, str):
-        if cell.lower() not in FUSED:
-            raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(FUSED)} or an "
-                             "nn.Module cell class (run by vlrnn.models.StackedRNN)")
+        if cell.lower() not in FUSED and cell.lower() not in MODELS:
+            raise ValueError(f"unknown cell {cell!r}; expected one of "
+                             f"{sorted(FUSED) + sorted(MODELS)} or an nn.Module cell class "
+                             "(run by vlrnn.models.StackedRNN)")
         return cell.lower()
     if isinstance(cell, type) and issubclass(cell, nn.Module):
         return f"{cell.__module__}:{cell.__qualname__}"
@@ -100,7 +101,9 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
     step (:class:`~vlrnn.models.WithHead`), or for series tasks (``level="series"``) a
     :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``.
 
-    Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; a
+    Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; the named models of
+    :data:`vlrnn.models.MODELS` (``"mingru"``, ``"minlstm"``, ``"lru"``, ``"mamba"``,
+    ``"qrnn"``) with their defaults; a
     :class:`~vlrnn.models.StackedRNN` of a custom cell class otherwise: ``cell_class``
     (its name must match the ``module:qualname`` the config records), or with
     ``trusted=True`` the class that name imports.
@@ -109,6 +112,8 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
     layers = config["num_layers"]
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
+    elif cell in MODELS:  # a whole model by name (vlrnn.models.MODELS)
+        rnn = build_named_model(cell, n_in, hidden, num_layers=layers)
     else:
         rnn = StackedRNN(n_in, hidden, num_layers=layers,
                          cell=_cell_class(cell, cell_class, trusted))
