@@ -20,12 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import DataWarning, StandardScaler, make_loader, split_series
-from .frames import input_columns, nan_scaler, task_dataset
+from ..data import DataWarning, make_loader, split_series
+from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
-from .trained import Scalers, TrainedModel, build_model, cell_name
+from .task_scaling import Scalers, check_scale, default_scale
+from .trained import TrainedModel, build_model, cell_name
 from .trainer import Trainer
 
 __all__ = ["TrainedModel", "pack_and_train"]
@@ -241,17 +242,11 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     else:
         train, val = ds, None
     h = config["horizon"] or 1
-    scalers = Scalers(None, None)
-    if scale:
-        scalers = Scalers(StandardScaler().fit(train),
-                          None if kind != "regression" else nan_scaler(
-                              [y[:1] for y in train.ys] if level == "series" else train.ys,
-                              repeat=h))
-        train = scalers.features.transform(train)
-        val = None if val is None else scalers.features.transform(val)
-        if scalers.targets is not None:
-            train = scalers.targets.transform(train)
-            val = None if val is None else scalers.targets.transform(val)
+    mode = check_scale(scale, default_scale(config))
+    scalers = Scalers.fit(train, config, mode)
+    # targets first: series-scaled forecasts read the raw inputs (level and scale)
+    train = scalers.inputs(scalers.scale_targets(train, config), config)
+    val = None if val is None else scalers.inputs(scalers.scale_targets(val, config), config)
     n_classes = 0 if codes is None else len(codes.classes)
     n_out = n_classes or len(config["target_cols"]) * h or 1
     if lr is None:
@@ -261,7 +256,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         "classes": None if codes is None else list(codes.classes), "cell": name,
         "hidden_size": int(hidden_size), "num_layers": int(num_layers),
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
-        "val_fraction": float(val_fraction), "seed": int(seed), "scale": bool(scale),
+        "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
         "dtype": str(dtype).replace("torch.", ""),
         "pool": list(pool) if level == "series" else None,
         "label_col": series_target if isinstance(series_target, str) else None,

@@ -3,7 +3,6 @@ predict, forecast, evaluate and be saved: task, classes, scalers, horizon."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -13,36 +12,18 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
-from ..data import SeriesDataset, StandardScaler
+from ..data import SeriesDataset
 from ..models import SequenceModel, StackedRNN, WithHead
 from . import checkpoint_files as ckpt_io
 from .frames import task_dataset
 from .metrics import classification_scores, regression_scores
 from .predict import predict_blocks
+from .task_scaling import Scalers
 from .tasks import ClassCodes, extend_times, regular_step
 from .trainer import Trainer
 
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MODEL_FORMAT = "vlrnn.TrainedModel/1"
-
-
-@dataclass
-class Scalers:
-    """The scalers fitted on the training series (``None`` when ``scale=False``, and for
-    the targets of classification)."""
-
-    features: Optional[StandardScaler]
-    targets: Optional[StandardScaler]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"features": None if self.features is None else self.features.state_dict(),
-                "targets": None if self.targets is None else self.targets.state_dict()}
-
-    @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "Scalers":
-        f, t = state.get("features"), state.get("targets")
-        return cls(None if f is None else StandardScaler().load_state_dict(f),
-                   None if t is None else StandardScaler(targets=True).load_state_dict(t))
 
 
 def cell_name(cell: Any) -> str:
@@ -140,15 +121,14 @@ class TrainedModel:
                                  "pass evaluate(df, series_target=labels)")
         ds, _ = task_dataset(df, c, with_targets=with_targets, codes=codes,
                              series_target=series_target, min_length=1)
-        if self.scaler.features is not None:
-            ds = self.scaler.features.transform(ds)
-        return ds
+        return ds  # raw inputs: _outputs scales them
 
     def _outputs(self, ds: SeriesDataset, batch_size: Optional[int],
                  block_len: Optional[int]) -> List[torch.Tensor]:
         """The model's raw outputs per series, dataset order: ``(T_i, n_out)`` per step,
-        ``(n_out,)`` per series (head on the final state)."""
+        ``(n_out,)`` per series (head on the final state); ``ds`` holds raw inputs."""
         c = self.config
+        ds = self.scaler.inputs(ds, c)
         p = next(self.model.parameters())
         bs = int(batch_size or c["batch_size"])
         order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])  # similar lengths batched
@@ -174,10 +154,10 @@ class TrainedModel:
             self.model.train(was_training)
         return out  # type: ignore[return-value]
 
-    def _values(self, raw: torch.Tensor) -> torch.Tensor:
-        """Regression outputs in target units."""
-        t = self.scaler.targets
-        return raw if t is None else t.inverse_transform(raw)
+    def _values(self, raw: torch.Tensor, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Regression outputs in target units (``x``: the series' raw inputs ``(T, F)``,
+        which per-series scaled forecasts read their level and scale from)."""
+        return self.scaler.values(raw, x, self.config)
 
     # -- public --------------------------------------------------------------------------
     def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
@@ -205,7 +185,7 @@ class TrainedModel:
             cols = [f"{c['target_cols'][0]}_pred"] + [f"prob_{k}" for k in self.classes]
             values = [torch.cat([p.argmax(1, keepdim=True).double(), p], 1) for p in prob]
         else:
-            values = [self._values(o) for o in outs]
+            values = [self._values(o, x) for o, x in zip(outs, ds.xs)]
             cols = self._value_columns()
         n = len(df)
         mat = np.full((n, len(cols)), np.nan)
@@ -260,7 +240,7 @@ class TrainedModel:
         K = len(c["target_cols"])
         rows = []
         for i, sid in enumerate(ds.ids):
-            last = self._values(outs[i][-1:])[0].reshape(h, K).numpy()
+            last = self._values(outs[i], ds.xs[i])[-1].reshape(h, K).numpy()
             for k, when in enumerate(extend_times(ds.times[i], steps[i], h)):
                 rows.append([sid, when, *last[k]])
         return pd.DataFrame(rows, columns=[c["id_col"], c["time_col"], *c["target_cols"]])
@@ -297,7 +277,7 @@ class TrainedModel:
             pred = np.concatenate([o.argmax(1).numpy() for o in outs])
             true = np.concatenate([y[:, 0].double().numpy() for y in ds.ys])
             return self._class_scores(pred, true)
-        pred = np.concatenate([self._values(o).numpy() for o in outs])
+        pred = np.concatenate([self._values(o, x).numpy() for o, x in zip(outs, ds.xs)])
         true = np.concatenate([y.double().numpy() for y in ds.ys])
         base = np.concatenate([self._persistence(ds, i) for i in range(len(ds))])
         return {**regression_scores(pred, true), **regression_scores(base, true, "persistence_")}
@@ -314,10 +294,7 @@ class TrainedModel:
         if c.get("horizon"):
             K = len(c["target_cols"])
             cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
-            now = ds[i][0][:, cols].double()
-            if self.scaler.features is not None:
-                f = self.scaler.features
-                now = now * f.std[cols] + f.mean[cols]
+            now = ds[i][0][:, cols].double()  # raw inputs
             return np.tile(now.numpy(), (1, y.shape[1] // K))
         prev = pd.DataFrame(y).ffill().shift(1).to_numpy()
         return prev
@@ -364,5 +341,7 @@ def _upgrade(config: Dict[str, Any]) -> Dict[str, Any]:
     out.setdefault("level", "step")
     out.setdefault("horizon", None)
     out.setdefault("classes", None)
+    if isinstance(out.get("scale"), bool):  # saved before scale modes: True meant global
+        out["scale"] = "global" if out["scale"] else None
     return out
 
