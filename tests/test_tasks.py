@@ -164,7 +164,9 @@ def test_forecast_never_reads_the_future(forecaster):
 
 def test_forecast_evaluate_has_persistence_baseline(forecaster):
     scores = forecaster.evaluate(frame())
-    assert set(scores) == {"mae", "rmse", "persistence_mae", "persistence_rmse"}
+    assert set(scores) == {"mae", "rmse", "persistence_mae", "persistence_rmse", "mase",
+                           "smape", "persistence_mase", "persistence_smape", "drift_mase",
+                           "drift_smape"}
     assert all(np.isfinite(v) for v in scores.values())
     cols = forecaster.predict(frame()).columns.tolist()
     assert cols == ["y_h1", "y_h2", "y_h3"]

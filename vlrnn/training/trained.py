@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 from ..data import SeriesDataset
 from ..models import SequenceModel, StackedRNN, WithHead
 from . import checkpoint_files as ckpt_io
+from .forecast_metrics import drift_forecasts, naive_scale, scaled_scores
 from .frames import task_dataset
 from .metrics import classification_scores, regression_scores
 from .predict import predict_blocks
@@ -256,6 +257,11 @@ class TrainedModel:
         predicts the last observed value: the previous step's target (per-step), the
         value at the forecast's origin for every step ahead (horizon), and for a series
         regression, which has no earlier value, the training series' mean label.
+        Forecasts also get ``mase`` and ``smape`` with ``persistence_mase``,
+        ``persistence_smape``, ``drift_mase`` and ``drift_smape`` beside them (the ``h``
+        steps after every origin; drift = the last value plus the mean change since the
+        series' first value per step ahead; MASE divided by each series' own in-sample
+        one-step naive MAE, see :mod:`vlrnn.training.forecast_metrics`).
         Missing targets count nowhere.
 
         ``series_target``: the labels, for a model trained on labels given as a Series;
@@ -277,10 +283,31 @@ class TrainedModel:
             pred = np.concatenate([o.argmax(1).numpy() for o in outs])
             true = np.concatenate([y[:, 0].double().numpy() for y in ds.ys])
             return self._class_scores(pred, true)
-        pred = np.concatenate([self._values(o, x).numpy() for o, x in zip(outs, ds.xs)])
-        true = np.concatenate([y.double().numpy() for y in ds.ys])
-        base = np.concatenate([self._persistence(ds, i) for i in range(len(ds))])
-        return {**regression_scores(pred, true), **regression_scores(base, true, "persistence_")}
+        preds = [self._values(o, x).numpy() for o, x in zip(outs, ds.xs)]
+        trues = [y.double().numpy() for y in ds.ys]
+        bases = [self._persistence(ds, i) for i in range(len(ds))]
+        pred, true, base = (np.concatenate(v) for v in (preds, trues, bases))
+        scores = {**regression_scores(pred, true),
+                  **regression_scores(base, true, "persistence_")}
+        if c.get("horizon"):
+            scores.update(self._forecast_scores(ds, preds, trues, bases))
+        return scores
+
+    def _forecast_scores(self, ds: SeriesDataset, preds: List[np.ndarray],
+                         trues: List[np.ndarray], bases: List[np.ndarray]
+                         ) -> Dict[str, float]:
+        """MASE and sMAPE of the model, persistence and drift (every origin's ``h`` steps)."""
+        c = self.config
+        h, K = c["horizon"], len(c["target_cols"])
+        cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
+        now = [ds[i][0][:, cols].double().numpy() for i in range(len(ds))]
+        # the series' observed targets: origin values, then the last origin's h steps
+        seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
+        scales = [np.tile(naive_scale(v), h) for v in seen]
+        drift = [drift_forecasts(v, h) for v in now]
+        return {**scaled_scores(preds, trues, scales),
+                **scaled_scores(bases, trues, scales, "persistence_"),
+                **scaled_scores(drift, trues, scales, "drift_")}
 
     def _class_scores(self, pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:
         major = self.classes.index(self.config["majority_class"])
