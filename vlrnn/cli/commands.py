@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 1e-2; 3e-3 with --series-target)")
     train.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                        help="share of series held out for validation, 0 for none (default: 0.2)")
+    train.add_argument("--scale", choices=["default", "global", "series", "none"],
+                       default="default",
+                       help="global: one mean/std per column from the training series; "
+                            "series: each series by its own (past-only for per-step tasks "
+                            "and forecasts); none; default: the task's (series for "
+                            "--horizon, else global)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default=None,
                        help="cpu or cuda (default: cuda if available)")
@@ -246,6 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
+        scale={"default": True, "none": None}.get(args.scale, args.scale),
         resume=out if args.resume else None, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")
