@@ -12,3 +12,6 @@ __all__ += ["QRNN", "linear_scan"]
 from .pooled import POOLS, SequenceModel  # noqa: E402
 
 __all__ += ["POOLS", "SequenceModel"]
+from .conv_front import ConvFront, ConvThen  # noqa: E402
+
+__all__ += ["ConvFront", "ConvThen"]

@@ -35,8 +35,11 @@ def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
 
     ``nn.LSTM``: ``(h, c)`` with ``h`` ``(layers, B, H)``; ``nn.GRU``/``nn.RNN``: ``h``;
     :class:`~vlrnn.models.StackedRNN` (and models with ``state_batch_dim = 0`` holding a
-    list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``).
+    list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``); a model
+    with a ``last_hidden(state)`` method (e.g. :class:`~vlrnn.models.ConvThen`): its own.
     """
+    if hasattr(rnn, "last_hidden"):
+        return rnn.last_hidden(state)
     if isinstance(rnn, nn.RNNBase):
         if getattr(rnn, "bidirectional", False):
             raise ValueError("SequenceModel: bidirectional rnn is not supported (the state "
