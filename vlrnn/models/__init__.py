@@ -15,3 +15,6 @@ __all__ += ["POOLS", "SequenceModel"]
 from .conv_front import ConvFront, ConvThen  # noqa: E402
 
 __all__ += ["ConvFront", "ConvThen"]
+from .ensemble import MeanOfModels  # noqa: E402
+
+__all__ += ["MeanOfModels"]

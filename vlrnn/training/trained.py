@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
-from ..models import SequenceModel, StackedRNN, WithHead
+from ..models import (ConvFront, ConvThen, MeanOfModels, SequenceModel, StackedRNN,
+                      WithHead)
 from . import checkpoint_files as ckpt_io
 from .forecast_metrics import drift_forecasts, naive_scale, scaled_scores
 from .frames import task_dataset
@@ -52,6 +53,23 @@ def _cell_class(name: str) -> type:
     return obj
 
 
+#: ``front="conv"``: channels and kernel sizes of the convolutional front end
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3]}
+
+
+def front_config(front: Any) -> Optional[Dict[str, Any]]:
+    """``front=`` as the config records it: ``None`` or the conv front end's sizes."""
+    if front is None:
+        return None
+    if front == "conv":
+        return dict(CONV_FRONT)
+    if isinstance(front, dict) and set(front) == {"channels", "kernel_sizes"}:
+        return {"channels": int(front["channels"]),
+                "kernel_sizes": [int(k) for k in front["kernel_sizes"]]}
+    raise ValueError(f"front must be None, 'conv' or a dict with channels and kernel_sizes, "
+                     f"got {front!r}")
+
+
 def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> nn.Module:
     """The model a config describes, in the current default dtype: ``rnn + Linear`` per
     step (:class:`~vlrnn.models.WithHead`), or for series tasks (``level="series"``) a
@@ -61,12 +79,23 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> nn
     :class:`~vlrnn.models.StackedRNN` of the cell class otherwise (``cell_class``, or
     imported by the ``module:qualname`` the config records).
     """
+    n_members = int(config.get("ensemble", 1) or 1)
+    if n_members > 1:
+        one = {**config, "ensemble": 1}
+        return MeanOfModels([build_model(one, cell_class) for _ in range(n_members)],
+                            probabilities=config.get("task") == "classification")
     cell, n_in, hidden = config["cell"], config["n_features"], config["hidden_size"]
     layers = config["num_layers"]
+    front = config.get("front")
+    if front is not None:
+        conv = ConvFront(n_in, front["channels"], front["kernel_sizes"])
+        n_in = conv.channels
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
     else:
         rnn = StackedRNN(n_in, hidden, num_layers=layers, cell=cell_class or _cell_class(cell))
+    if front is not None:
+        rnn = ConvThen(conv, rnn)
     if config.get("level") == "series":
         return SequenceModel(rnn, hidden, config["n_targets"], pool=config["pool"])
     return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))

@@ -1,0 +1,50 @@
+"""The training recipe of :func:`vlrnn.pack_and_train`: budget, split, optimizer, schedule.
+
+Each default here was chosen by side-by-side runs on the development sets of issue 21
+(``benchmarks/real_data.py``; figures in docs/benchmarks.md, "Real data"):
+
+- the budget is counted in optimizer steps (``pipeline.AUTO_STEPS``), not epochs, so
+  that a set of 36 series trains as long as one of 3,000; a row budget
+  (``pipeline.AUTO_ROWS``) caps sets of few, very long series;
+- no validation split below :data:`MIN_VAL_SERIES` series: a split of a handful of
+  series is too noisy to choose epochs from and costs a fifth of the data; the last
+  weights of a cosine-annealed run are kept instead;
+- AdamW with decoupled weight decay, a cosine learning-rate decay per epoch to
+  ``1/100`` of the peak, gradient norm clipped to :data:`CLIP_NORM`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+import torch
+
+__all__ = ["CLIP_NORM", "MIN_VAL_SERIES", "WEIGHT_DECAY", "cosine_decay", "val_share"]
+
+#: fewest series for which ``val_fraction="auto"`` holds out a validation split
+MIN_VAL_SERIES = 300
+#: AdamW's decoupled weight decay of ``weight_decay=None``
+WEIGHT_DECAY = 1e-2
+#: gradient norm clipping of the default recipe
+CLIP_NORM = 1.0
+
+
+def val_share(val_fraction: Union[float, str], n_series: int) -> float:
+    """``val_fraction="auto"``: 0.2 from :data:`MIN_VAL_SERIES` series on, else 0."""
+    if val_fraction == "auto":
+        return 0.2 if n_series >= MIN_VAL_SERIES else 0.0
+    if isinstance(val_fraction, str) or not isinstance(val_fraction, (int, float)):
+        raise ValueError(f"val_fraction must be a number in [0, 1) or 'auto', got "
+                         f"{val_fraction!r}")
+    return float(val_fraction)
+
+
+def cosine_decay(epochs: int, floor: float = 0.01) -> Any:
+    """A callable ``optimizer -> LambdaLR``: the peak learning rate in epoch 1, decaying
+    along half a cosine to ``floor`` times it in the last epoch (stepped per epoch)."""
+    span = max(int(epochs) - 1, 1)
+
+    def factor(e: int) -> float:
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
