@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import real_sets  # noqa: E402
-import vlrnn  # noqa: E402
-from vlrnn.training.forecast_metrics import naive_scale, scaled_scores  # noqa: E402
+import real_sets
+
+import vlrnn
+from vlrnn.training.forecast_metrics import naive_scale, scaled_scores
 
 PANELS = {"fertility": (real_sets.fertility_panel, 5), "macro": (real_sets.macro_panel, 8)}
 
@@ -49,7 +50,7 @@ def _frames(split: real_sets.Split):
     return tr, te
 
 
-def run_vlrnn(split: real_sets.Split, options: Dict[str, Any], seed: int) -> Dict[str, Any]:
+def run_vlrnn(split: real_sets.Split, options: dict[str, Any], seed: int) -> dict[str, Any]:
     tr, te = _frames(split)
     t0 = time.perf_counter()
     res = vlrnn.pack_and_train(tr.frame, **tr.train_kwargs, seed=seed, progress=False,
@@ -60,14 +61,14 @@ def run_vlrnn(split: real_sets.Split, options: Dict[str, Any], seed: int) -> Dic
     return {"score": score, "seconds": sec, "epochs": len(res.history)}
 
 
-def _aeon_x(xs: List[np.ndarray]):
+def _aeon_x(xs: list[np.ndarray]):
     """aeon's collection format: ``(n, channels, length)`` or a list of ``(C, T_i)``."""
     if len({x.shape[0] for x in xs}) == 1:
         return np.stack([x.T for x in xs])
     return [np.ascontiguousarray(x.T) for x in xs]
 
 
-def run_peer(split: real_sets.Split, peer: str, seed: int) -> Dict[str, Any]:
+def run_peer(split: real_sets.Split, peer: str, seed: int) -> dict[str, Any]:
     if split.regression:
         from aeon.regression.convolution_based import MiniRocketRegressor
         from aeon.regression.distance_based import KNeighborsTimeSeriesRegressor
@@ -104,7 +105,7 @@ def published_inception(name: str) -> float:
 
 
 # -- forecasts ----------------------------------------------------------------------------
-def _series(frame: pd.DataFrame) -> Dict[Any, np.ndarray]:
+def _series(frame: pd.DataFrame) -> dict[Any, np.ndarray]:
     return {k: g.sort_values("t")["y"].to_numpy(float) for k, g in frame.groupby("id")}
 
 
@@ -128,7 +129,7 @@ def _peer_forecast(y: np.ndarray, h: int, peer: str) -> np.ndarray:
     raise ValueError(peer)
 
 
-def run_panel(name: str, options: Dict[str, Any], seed: int, peers: bool) -> List[Dict]:
+def run_panel(name: str, options: dict[str, Any], seed: int, peers: bool) -> list[dict]:
     make, h = PANELS[name]
     panel = make()
     train, test = real_sets.holdout(panel, h)
@@ -137,7 +138,7 @@ def run_panel(name: str, options: Dict[str, Any], seed: int, peers: bool) -> Lis
     scales = [naive_scale(hist[k][:, None]) for k in ids]
     rows = []
 
-    def score(method: str, fc: Dict[Any, np.ndarray], sec: float) -> None:
+    def score(method: str, fc: dict[Any, np.ndarray], sec: float) -> None:
         s = scaled_scores([fc[k] for k in ids], [truth[k] for k in ids], scales)
         rows.append({"set": name, "method": method, "mase": s["mase"], "smape": s["smape"],
                      "seconds": sec, "n": len(ids), "h": h})
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
             print(pd.DataFrame(fc_rows[-5:]).to_string(index=False), flush=True)
             continue
         split = real_sets.load(name)
-        row: Dict[str, Any] = {"set": name, "train/test": f"{len(split.X_train)}/"
+        row: dict[str, Any] = {"set": name, "train/test": f"{len(split.X_train)}/"
                                f"{len(split.X_test)}", "metric": "rmse" if split.regression
                                else "accuracy"}
         v = run_vlrnn(split, options, args.seed)

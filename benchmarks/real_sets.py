@@ -13,7 +13,6 @@ import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pandas as pd
@@ -30,9 +29,9 @@ REGRESSION = ("CardanoSentiment",)
 @dataclass
 class Split:
     name: str
-    X_train: List[np.ndarray]
+    X_train: list[np.ndarray]
     y_train: np.ndarray
-    X_test: List[np.ndarray]
+    X_test: list[np.ndarray]
     y_test: np.ndarray
 
     @property

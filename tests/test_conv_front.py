@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close_grads, ragged_batch, run_both
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import vlrnn
 from vlrnn.models import ConvFront, ConvThen, SequenceModel
-
-from helpers import assert_close_grads, ragged_batch, run_both
 
 
 def reference_front(front: ConvFront, x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +33,7 @@ def float64():
 @pytest.mark.parametrize("sorted_", [True, False])
 def test_blocks_give_the_whole_sequence_outputs(sorted_):
     torch.manual_seed(0)
-    front = ConvFront(3, channels=5, kernel_sizes=(4, 3, 1))
+    front = ConvFront(3, channels=5, kernel_sizes=(4, 3, 1), norm="layer")
     lengths = [9, 4, 13, 1, 7]
     xs = [torch.randn(n, 3) for n in lengths]
     if sorted_:
@@ -42,7 +41,7 @@ def test_blocks_give_the_whole_sequence_outputs(sorted_):
     x = pack_sequence(xs, enforce_sorted=sorted_)
     with torch.no_grad():
         y, _ = vlrnn.block_outputs(front, x, block_len=3)
-        padded, got_len = pad_packed_sequence(y)
+        padded, _ = pad_packed_sequence(y)
         for b, seq in enumerate(xs):
             want = reference_front(front, seq)
             torch.testing.assert_close(padded[:len(seq), b], want, rtol=1e-10, atol=1e-12)
@@ -69,8 +68,8 @@ def test_engine_gradient_equals_plain_bptt(sorted_):
 
 def test_pooled_series_readout_gradient_is_exact():
     torch.manual_seed(2)
-    rnn = ConvThen(ConvFront(2, 4, (5, 3)), nn.GRU(4, 6))
-    model = SequenceModel(rnn, 6, 3, pool=("last", "mean", "max"))
+    rnn = ConvThen(ConvFront(2, 4, (5, 3)), nn.GRU(4, 6), skip=True)
+    model = SequenceModel(rnn, 6 + 4, 3, pool=("mean", "max"))
     xs = [torch.randn(n, 2) for n in (11, 4, 8)]
     x = pack_sequence(xs, enforce_sorted=False)
     target = torch.tensor([0, 2, 1])
@@ -90,5 +89,7 @@ def test_pooled_series_readout_gradient_is_exact():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvFront(2, 4, ())
+    with pytest.raises(ValueError, match="norm must be"):
+        ConvFront(2, 4, norm="batch")
     with pytest.raises(ValueError, match="batch on dim 1"):
         ConvThen(ConvFront(2, 4), vlrnn.models.StackedRNN(4, 4))

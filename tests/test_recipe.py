@@ -87,7 +87,8 @@ def test_conv_front_per_step_and_bad_front():
     df["y"] = df["u"].shift(1, fill_value=0.0)
     res = vlrnn.pack_and_train(df[["id", "t", "u", "y"]], target_cols="y", epochs=2,
                                front={"channels": 4, "kernel_sizes": [3, 2]}, **OPTS)
-    assert res.config["front"] == {"channels": 4, "kernel_sizes": [3, 2]}
+    assert res.config["front"] == {"channels": 4, "kernel_sizes": [3, 2], "norm": None,
+                                   "skip": True}
     assert len(res.predict(df)) == len(df)
     with pytest.raises(ValueError, match="front must be None, 'conv'"):
         vlrnn.pack_and_train(df, series_target="kind", epochs=1, front="lstm", **OPTS)

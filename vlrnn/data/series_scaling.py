@@ -16,8 +16,6 @@ Every scale is floored so that a constant stretch (std 0) does not divide by zer
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 
 __all__ = ["causal_diff_scale", "causal_stats", "scale_series", "series_stats"]
@@ -41,7 +39,7 @@ def _floor(scale: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > tiny, scale, fallback)
 
 
-def series_stats(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def series_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (population) std of each column of one whole series.
 
     Args:
@@ -60,7 +58,7 @@ def series_stats(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return mean, _floor(var.sqrt(), mean)
 
 
-def causal_stats(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def causal_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Running mean and (population) std of each column over steps ``0..t``.
 
     Args:
@@ -106,7 +104,7 @@ def causal_diff_scale(x: torch.Tensor) -> torch.Tensor:
     return _floor(mad, loc)
 
 
-def scale_series(xs: List[torch.Tensor], *, causal: bool) -> List[torch.Tensor]:
+def scale_series(xs: list[torch.Tensor], *, causal: bool) -> list[torch.Tensor]:
     """Each series standardised by its own statistics: ``(x - loc) / scale``.
 
     Args:

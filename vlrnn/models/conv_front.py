@@ -6,15 +6,19 @@ under the block engine with the exact gradient, the convolutions are causal (out
 step ``t`` reads input steps ``t-k+1..t``) and their state is the last ``k - 1`` input
 rows of each layer (zeros before a sequence's first step), so a sequence cut into blocks
 gives exactly the output of the whole sequence at once. Each layer is
-``Conv1d -> LayerNorm (per step, over channels) -> ReLU``; normalising per step keeps
-every row independent of the batch and of the block cut (BatchNorm would not).
+``Conv1d -> ReLU``, or with ``norm="layer"`` ``Conv1d -> LayerNorm (per step, over
+channels) -> ReLU``; normalising per step keeps every row independent of the batch and
+of the block cut (BatchNorm would not).
 
-``ConvThen(front, rnn)`` chains the front end and a recurrent model as one model under
-vlrnn's ``(x, state) -> (y, state)`` contract.
+``ConvThen(front, rnn, skip=False)`` chains the front end and a recurrent model as one
+model under vlrnn's ``(x, state) -> (y, state)`` contract; with ``skip=True`` its output
+at each step is the rnn's output and the front end's side by side (``H + C`` features),
+so that a pooled head reads the convolution features directly too.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -27,8 +31,8 @@ __all__ = ["ConvFront", "ConvThen"]
 Batch = Union[torch.Tensor, PackedSequence]
 
 
-def _packed_rows(batch_sizes: torch.Tensor, sorted_indices: Optional[torch.Tensor]
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+def _packed_rows(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(t, b)`` of each ``.data`` row of a packed batch (``b`` in input order)."""
     sizes = batch_sizes.tolist()
     t = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
@@ -44,6 +48,7 @@ class ConvFront(nn.Module):
         input_size: features ``F`` of each step.
         channels: output channels of every layer (``C``; the output's feature size).
         kernel_sizes: one kernel size per layer, e.g. ``(7, 5, 3)``.
+        norm: ``None`` or ``"layer"`` (LayerNorm over the channels of each step).
 
     Inputs: ``x`` a ``PackedSequence`` (``.data`` ``(N, F)``) or dense time-major
     ``(T, B, F)``; ``state`` ``None`` (zeros) or a tuple with one tensor per layer,
@@ -55,22 +60,25 @@ class ConvFront(nn.Module):
     state_batch_dim = 1
 
     def __init__(self, input_size: int, channels: int = 64,
-                 kernel_sizes: Sequence[int] = (7, 5, 3)):
+                 kernel_sizes: Sequence[int] = (7, 5, 3), norm: Optional[str] = None):
         super().__init__()
         ks = [int(k) for k in kernel_sizes]
         if not ks or any(k < 1 for k in ks):
             raise ValueError(f"kernel_sizes must be one or more ints >= 1, got {kernel_sizes!r}")
+        if norm not in (None, "layer"):
+            raise ValueError(f"norm must be None or 'layer', got {norm!r}")
         self.input_size, self.channels, self.kernel_sizes = int(input_size), int(channels), ks
         widths = [self.input_size] + [self.channels] * len(ks)
         self.convs = nn.ModuleList(nn.Conv1d(widths[i], self.channels, k)
                                    for i, k in enumerate(ks))
-        self.norms = nn.ModuleList(nn.LayerNorm(self.channels) for _ in ks)
+        self.norms = nn.ModuleList((nn.LayerNorm(self.channels) if norm else nn.Identity())
+                                   for _ in ks)
 
-    def _layers(self, z: torch.Tensor, lengths: torch.Tensor, state: Optional[Sequence]
-                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def _layers(self, z: torch.Tensor, lengths: torch.Tensor, state: Sequence | None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """``z`` ``(T, B, F)`` padded, ``lengths`` ``(B,)`` valid steps -> outputs and tails."""
         T, B = z.shape[0], z.shape[1]
-        tails: List[torch.Tensor] = []
+        tails: list[torch.Tensor] = []
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             k = self.kernel_sizes[i]
             prev = None if state is None else state[i]
@@ -87,8 +95,8 @@ class ConvFront(nn.Module):
         assert z.shape[0] == T
         return z, tuple(tails)
 
-    def forward(self, x: Batch, state: Optional[Sequence[torch.Tensor]] = None
-                ) -> Tuple[Batch, Tuple[torch.Tensor, ...]]:
+    def forward(self, x: Batch, state: Sequence[torch.Tensor] | None = None
+                ) -> tuple[Batch, tuple[torch.Tensor, ...]]:
         if state is not None and len(state) != len(self.convs):
             raise ValueError(f"ConvFront state must hold {len(self.convs)} tensors (one per "
                              f"layer), got {len(state)}")
@@ -109,24 +117,31 @@ class ConvThen(nn.Module):
 
     Both parts must carry the batch on dim 1 of their states (``ConvFront`` and
     ``nn.LSTM``/``nn.GRU``/``nn.RNN`` do). ``last_hidden(state)`` gives the rnn's last
-    layer hidden state ``(B, H)`` (read by :class:`~vlrnn.models.SequenceModel`).
+    layer hidden state ``(B, H)`` (read by :class:`~vlrnn.models.SequenceModel`; with
+    ``skip=True`` the outputs are wider than that, so pool ``("mean", "max")`` only).
     """
 
     state_batch_dim = 1
 
-    def __init__(self, front: nn.Module, rnn: nn.Module):
+    def __init__(self, front: nn.Module, rnn: nn.Module, skip: bool = False):
         super().__init__()
+        self.skip = bool(skip)
         if int(getattr(rnn, "state_batch_dim", 1 if isinstance(rnn, nn.RNNBase) else 0)) != 1:
             raise ValueError("ConvThen needs an rnn whose state has the batch on dim 1 "
                              "(nn.LSTM, nn.GRU, nn.RNN)")
         self.front, self.rnn = front, rnn
 
-    def forward(self, x: Batch, state: Optional[Tuple[Any, Any]] = None) -> Tuple[Batch, Any]:
+    def forward(self, x: Batch, state: tuple[Any, Any] | None = None) -> tuple[Batch, Any]:
         f_state, r_state = (None, None) if state is None else state
         z, f_new = self.front(x, f_state)
         y, r_new = self.rnn(z, r_state)
+        if self.skip:
+            if isinstance(y, PackedSequence):
+                y = y._replace(data=torch.cat([y.data, z.data], dim=1))
+            else:
+                y = torch.cat([y, z], dim=-1)
         return y, (f_new, r_new)
 
-    def last_hidden(self, state: Tuple[Any, Any]) -> torch.Tensor:
+    def last_hidden(self, state: tuple[Any, Any]) -> torch.Tensor:
         from .pooled import last_hidden
         return last_hidden(self.rnn, state[1])

@@ -10,7 +10,8 @@ softmax of them gives the mean probability).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -52,8 +53,8 @@ class MeanOfModels(nn.Module):
     def batch_first(self) -> bool:
         return bool(getattr(self.members[0], "batch_first", False))
 
-    def forward(self, x: Batch, state: Optional[Tuple[Any, ...]] = None
-                ) -> Tuple[Batch, Tuple[Any, ...]]:
+    def forward(self, x: Batch, state: tuple[Any, ...] | None = None
+                ) -> tuple[Batch, tuple[Any, ...]]:
         states = [None] * len(self.members) if state is None else list(state)
         if len(states) != len(self.members):
             raise ValueError(f"MeanOfModels state must hold {len(self.members)} member "
@@ -70,7 +71,7 @@ class MeanOfModels(nn.Module):
             y = torch.stack(outs).mean(0)
         return y, tuple(new)
 
-    def readout(self, state: Tuple[Any, ...]) -> torch.Tensor:
+    def readout(self, state: tuple[Any, ...]) -> torch.Tensor:
         """``(B, n_out)``: the members' readouts averaged (see the class docstring)."""
         rows = torch.stack([m.readout(s) for m, s in zip(self.members, state)])
         if self.probabilities:

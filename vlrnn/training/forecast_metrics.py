@@ -11,7 +11,7 @@ Cells where the truth or the prediction is missing (NaN) count nowhere.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def drift_forecasts(now: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def scaled_scores(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray],
-                  scales: Sequence[np.ndarray], prefix: str = "") -> Dict[str, float]:
+                  scales: Sequence[np.ndarray], prefix: str = "") -> dict[str, float]:
     """``{prefix}mase`` and ``{prefix}smape`` over series.
 
     Args:
@@ -71,8 +71,8 @@ def scaled_scores(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray],
             (:func:`naive_scale`, tiled per step ahead); a NaN scale leaves the series'
             cells out of MASE only.
     """
-    mase: List[float] = []
-    smape: List[float] = []
+    mase: list[float] = []
+    smape: list[float] = []
     for p, t, s in zip(preds, trues, scales):
         p, t = np.asarray(p, dtype=float), np.asarray(t, dtype=float)
         seen = np.isfinite(p) & np.isfinite(t)

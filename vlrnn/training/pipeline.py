@@ -163,7 +163,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    epochs: Optional[int] = None, lr: Optional[float] = None,
                    val_fraction: Union[float, str] = 0.2, seed: int = 0,
                    scale: Union[bool, str, None] = True,
-                   class_weight: Any = "auto", pool: Sequence[str] = DEFAULT_POOL,
+                   class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
                    front: Optional[str] = None, steps: Optional[int] = None,
                    weight_decay: Optional[float] = None, recipe: str = "classic",
                    ensemble: int = 1,
@@ -224,7 +224,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             forecasts, ``"global"`` otherwise, where levels often carry the target).
         class_weight: ``"auto"`` (balanced weights when the largest class has at least
             twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.
-        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``.
+        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``;
+            ``None``: all three, or ``("mean", "max")`` with a front end whose features
+            go to the head too (``front`` ``skip``).
         front: ``"conv"``: causal convolutions before the recurrent layers
             (:class:`~vlrnn.models.ConvFront`, sizes in ``trained.CONV_FRONT``, or a dict
             ``{"channels": C, "kernel_sizes": [...]}``); ``None``: none.
@@ -288,6 +290,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     n_out = n_classes or len(config["target_cols"]) * h or 1
     if lr is None:
         lr = SERIES_LR if level == "series" else STEP_LR
+    fc = front_config(front)
     config.update({
         "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
         "classes": None if codes is None else list(codes.classes), "cell": name,
@@ -295,7 +298,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
         "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
         "dtype": str(dtype).replace("torch.", ""),
-        "pool": list(pool) if level == "series" else None, "front": front_config(front),
+        "pool": _pool(pool, fc) if level == "series" else None, "front": fc,
         "label_col": series_target if isinstance(series_target, str) else None,
     })
     config.update(_baselines(train, kind, level, codes, scalers))
@@ -359,6 +362,19 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     model = MeanOfModels(members, probabilities=kind == "classification")
     history = pd.concat(histories, ignore_index=True)
     return TrainedModel(model, history, scalers, config, trainer)
+
+
+def _pool(pool: Optional[Sequence[str]], front: Optional[Dict[str, Any]]) -> list:
+    """What a series head reads: ``pool``, default :data:`DEFAULT_POOL`, or
+    ``("mean", "max")`` when the front end's features go to the head too (``skip``)."""
+    skip = bool(front and front.get("skip"))
+    if pool is None:
+        return ["mean", "max"] if skip else list(DEFAULT_POOL)
+    if skip and "last" in pool:
+        raise ValueError("pool 'last' reads the rnn's final state, which is narrower than "
+                         "the outputs when the conv front end's features go to the head "
+                         "(front skip); use pool=('mean', 'max') or front={'skip': False}")
+    return list(pool)
 
 
 def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):

@@ -15,7 +15,7 @@ Each default here was chosen by side-by-side runs on the development sets of iss
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -29,7 +29,7 @@ WEIGHT_DECAY = 1e-2
 CLIP_NORM = 1.0
 
 
-def val_share(val_fraction: Union[float, str], n_series: int) -> float:
+def val_share(val_fraction: float | str, n_series: int) -> float:
     """``val_fraction="auto"``: 0.2 from :data:`MIN_VAL_SERIES` series on, else 0."""
     if val_fraction == "auto":
         return 0.2 if n_series >= MIN_VAL_SERIES else 0.0

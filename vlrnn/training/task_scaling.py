@@ -21,7 +21,7 @@ the raw inputs (``(T_i, F)``) and whose ``ys`` are the task's targets
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 
@@ -34,7 +34,7 @@ __all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
 SCALE_MODES = ("global", "series", None)
 
 
-def default_scale(config: Dict[str, Any]) -> str:
+def default_scale(config: dict[str, Any]) -> str:
     """The mode ``scale=True`` means for a task (measurements: docs/benchmarks.md,
     "Real data"): ``"series"`` for forecasts (panels whose series differ in level by
     orders of magnitude; the forecast is a change from the last value in the series'
@@ -46,7 +46,7 @@ def default_scale(config: Dict[str, Any]) -> str:
     return "global"
 
 
-def check_scale(scale: Any, default: Optional[str]) -> Optional[str]:
+def check_scale(scale: Any, default: str | None) -> str | None:
     """``scale=`` as a mode: ``True`` -> ``default`` (the task's), ``False`` -> ``None``."""
     if scale is True:
         return default
@@ -69,13 +69,13 @@ class Scalers:
         mode: ``"global"``, ``"series"`` or ``None``.
     """
 
-    features: Optional[StandardScaler]
-    targets: Optional[StandardScaler]
-    mode: Optional[str] = "global"
+    features: StandardScaler | None
+    targets: StandardScaler | None
+    mode: str | None = "global"
 
     @classmethod
-    def fit(cls, train: SeriesDataset, config: Dict[str, Any], mode: Optional[str]
-            ) -> "Scalers":
+    def fit(cls, train: SeriesDataset, config: dict[str, Any], mode: str | None
+            ) -> Scalers:
         """Fit on the raw training series for the task ``config`` describes."""
         if mode is None:
             return cls(None, None, None)
@@ -89,7 +89,7 @@ class Scalers:
         return cls(features, targets, mode)
 
     # -- inputs ---------------------------------------------------------------------------
-    def inputs(self, ds: SeriesDataset, config: Dict[str, Any]) -> SeriesDataset:
+    def inputs(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
         """The inputs as the model reads them."""
         if self.mode == "global" and self.features is not None:
             return self.features.transform(ds)
@@ -98,17 +98,17 @@ class Scalers:
         return ds
 
     # -- targets --------------------------------------------------------------------------
-    def _forecast_stats(self, x: torch.Tensor, config: Dict[str, Any], cols: List[int]):
+    def _forecast_stats(self, x: torch.Tensor, config: dict[str, Any], cols: list[int]):
         """``(loc, scale)`` ``(T, h * K)`` of one raw input series: the targets' last
         observed values and their causal mean absolute change, repeated per step ahead."""
         now = x[:, cols].double()
         h = config["horizon"]
         return now.repeat(1, h), causal_diff_scale(now).repeat(1, h)
 
-    def _per_step(self, config: Dict[str, Any]) -> bool:
+    def _per_step(self, config: dict[str, Any]) -> bool:
         return self.mode == "series" and bool(config.get("horizon"))
 
-    def scale_targets(self, ds: SeriesDataset, config: Dict[str, Any]) -> SeriesDataset:
+    def scale_targets(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
         """``ds`` (raw inputs) with its numeric targets in the units the loss sees."""
         if self._per_step(config):
             cols = _target_inputs(ds, config)
@@ -121,8 +121,8 @@ class Scalers:
             return self.targets.transform(ds)
         return ds
 
-    def values(self, raw: torch.Tensor, x: Optional[torch.Tensor],
-               config: Dict[str, Any]) -> torch.Tensor:
+    def values(self, raw: torch.Tensor, x: torch.Tensor | None,
+               config: dict[str, Any]) -> torch.Tensor:
         """Model outputs -> target units.
 
         Args:
@@ -140,13 +140,13 @@ class Scalers:
         return raw
 
     # -- saving ---------------------------------------------------------------------------
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"features": None if self.features is None else self.features.state_dict(),
                 "targets": None if self.targets is None else self.targets.state_dict(),
                 "mode": self.mode}
 
     @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "Scalers":
+    def from_state_dict(cls, state: dict[str, Any]) -> Scalers:
         f, t = state.get("features"), state.get("targets")
         mode = state.get("mode", "global" if f is not None else None)
         if mode not in SCALE_MODES:
@@ -156,14 +156,14 @@ class Scalers:
                    mode)
 
 
-def _target_inputs_cfg(config: Dict[str, Any]) -> List[int]:
+def _target_inputs_cfg(config: dict[str, Any]) -> list[int]:
     """Positions of the targets' own values among the inputs (forecasts: after the
     features, see :func:`vlrnn.training.frames.input_columns`)."""
     n_feat = len(config["feature_cols"])
     return [n_feat + j for j in range(len(config["target_cols"]))]
 
 
-def _target_inputs(ds: SeriesDataset, config: Dict[str, Any]) -> List[int]:
+def _target_inputs(ds: SeriesDataset, config: dict[str, Any]) -> list[int]:
     cols = _target_inputs_cfg(config)
     names = [ds.feature_cols[c] for c in cols]
     if names != list(config["target_cols"]):

@@ -53,20 +53,24 @@ def _cell_class(name: str) -> type:
     return obj
 
 
-#: ``front="conv"``: channels and kernel sizes of the convolutional front end
-CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3]}
+#: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
+#: the convolution features (measured in docs/benchmarks.md, "Real data")
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "norm": None, "skip": True}
 
 
 def front_config(front: Any) -> Optional[Dict[str, Any]]:
-    """``front=`` as the config records it: ``None`` or the conv front end's sizes."""
+    """``front=`` as the config records it: ``None`` or the conv front end's settings
+    (``"conv"`` = :data:`CONV_FRONT`; a dict overrides some of them)."""
     if front is None:
         return None
     if front == "conv":
         return dict(CONV_FRONT)
-    if isinstance(front, dict) and set(front) == {"channels", "kernel_sizes"}:
-        return {"channels": int(front["channels"]),
-                "kernel_sizes": [int(k) for k in front["kernel_sizes"]]}
-    raise ValueError(f"front must be None, 'conv' or a dict with channels and kernel_sizes, "
+    if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
+        out = {**CONV_FRONT, **front}
+        return {"channels": int(out["channels"]),
+                "kernel_sizes": [int(k) for k in out["kernel_sizes"]],
+                "norm": out["norm"], "skip": bool(out["skip"])}
+    raise ValueError(f"front must be None, 'conv' or a dict with some of {sorted(CONV_FRONT)}, "
                      f"got {front!r}")
 
 
@@ -88,14 +92,17 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> nn
     layers = config["num_layers"]
     front = config.get("front")
     if front is not None:
-        conv = ConvFront(n_in, front["channels"], front["kernel_sizes"])
+        conv = ConvFront(n_in, front["channels"], front["kernel_sizes"],
+                         norm=front.get("norm", "layer"))
         n_in = conv.channels
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
     else:
         rnn = StackedRNN(n_in, hidden, num_layers=layers, cell=cell_class or _cell_class(cell))
     if front is not None:
-        rnn = ConvThen(conv, rnn)
+        skip = bool(front.get("skip", False))
+        rnn = ConvThen(conv, rnn, skip=skip)
+        hidden += conv.channels if skip else 0
     if config.get("level") == "series":
         return SequenceModel(rnn, hidden, config["n_targets"], pool=config["pool"])
     return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))
