@@ -12,8 +12,8 @@ from vlrnn.models import MeanOfModels
 from vlrnn.training.pipeline import TrainedModel
 from vlrnn.training.recipe import MIN_VAL_SERIES, cosine_decay, val_share
 
-OPTS = dict(id_col="id", time_col="t", hidden_size=8, num_layers=1, block_len=8,
-            batch_size=4, progress=False, device="cpu")
+OPTS = {"id_col": "id", "time_col": "t", "hidden_size": 8, "num_layers": 1, "block_len": 8,
+        "batch_size": 4, "progress": False, "device": "cpu"}
 
 
 def frame(n_series: int = 10, seed: int = 0) -> pd.DataFrame:
@@ -31,7 +31,8 @@ def test_val_share_and_cosine_decay():
     assert val_share("auto", MIN_VAL_SERIES - 1) == 0.0
     assert val_share("auto", MIN_VAL_SERIES) == 0.2
     assert val_share(0.1, 5) == 0.1
-    with pytest.raises(ValueError, match="'auto'"):
+    assert val_share("auto", 5, "classic") == 0.2     # early stopping needs a split
+    with pytest.raises(TypeError, match="'auto'"):
         val_share("some", 5)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     sched = cosine_decay(5)(opt)
@@ -41,7 +42,7 @@ def test_val_share_and_cosine_decay():
         opt.step()
         sched.step()
     assert lrs[0] == 1.0 and lrs[-1] == pytest.approx(0.01)
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in zip(lrs[:-1], lrs[1:]))
 
 
 def test_steps_recipe_uses_adamw_cosine_and_keeps_the_last_weights():
@@ -55,7 +56,7 @@ def test_steps_recipe_uses_adamw_cosine_and_keeps_the_last_weights():
     assert lr[0] == pytest.approx(0.01) and (np.diff(lr) < 0).all()
     assert res.history["val_loss"].isna().all()     # 10 series: no validation split
     assert res.config["val_fraction"] == 0.0 and res.config["recipe"] == "steps"
-    with pytest.raises(ValueError, match="recipe must be"):
+    with pytest.raises(ValueError, match="recipe must be 'auto'"):
         vlrnn.pack_and_train(frame(), series_target="kind", epochs=1, recipe="fast", **OPTS)
 
 

@@ -13,8 +13,8 @@ from vlrnn.data.series_scaling import causal_diff_scale, causal_stats, series_st
 from vlrnn.training.forecast_metrics import drift_forecasts, naive_scale, scaled_scores
 from vlrnn.training.pipeline import TrainedModel
 
-OPTS = dict(id_col="id", time_col="t", hidden_size=8, num_layers=1, block_len=8,
-            batch_size=4, progress=False, device="cpu", epochs=2)
+OPTS = {"id_col": "id", "time_col": "t", "hidden_size": 8, "num_layers": 1, "block_len": 8,
+        "batch_size": 4, "progress": False, "device": "cpu", "epochs": 2}
 
 
 def frame(n_series: int = 8, seed: int = 0) -> pd.DataFrame:

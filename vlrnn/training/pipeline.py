@@ -25,7 +25,8 @@ from ..models import MeanOfModels
 from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
-from .recipe import CLIP_NORM, WEIGHT_DECAY, cosine_decay, val_share
+from .recipe import (CLIP_NORM, STEPS_BUDGET, STEPS_LR, STEPS_MAX_EPOCHS, WEIGHT_DECAY,
+                     cosine_decay, resolve, val_share)
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
 from .task_scaling import Scalers, check_scale, default_scale
 from .trained import TrainedModel, build_model, cell_name, front_config
@@ -53,14 +54,16 @@ AUTO_ROWS = 3_000_000
 MIN_EPOCHS, MAX_EPOCHS = 10, 100
 
 
-def auto_epochs(n_batches: int, n_rows: int, steps: Optional[int] = None) -> Tuple[int, bool]:
+def auto_epochs(n_batches: int, n_rows: int, steps: Optional[int] = None,
+                max_epochs: Optional[int] = None) -> Tuple[int, bool]:
     """Epochs for ``epochs=None``: about ``steps`` (default :data:`AUTO_STEPS`) optimizer
     steps (:data:`MIN_EPOCHS` to :data:`MAX_EPOCHS` epochs of ``n_batches``), but no
     more than :data:`AUTO_ROWS` training rows in all (``n_rows`` an epoch), and at least
     one epoch. Returns ``(epochs, row_budget_bound)``, the second true when the row
     budget cut the count."""
     want = AUTO_STEPS if steps is None else int(steps)
-    by_steps = min(max(math.ceil(want / max(n_batches, 1)), MIN_EPOCHS), MAX_EPOCHS)
+    by_steps = min(max(math.ceil(want / max(n_batches, 1)), MIN_EPOCHS),
+                   max_epochs or MAX_EPOCHS)
     by_rows = max(AUTO_ROWS // max(n_rows, 1), 1)
     return int(min(by_steps, by_rows)), by_rows < by_steps
 
@@ -161,11 +164,11 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    horizon: Optional[int] = None, cell: Any = "lstm", hidden_size: int = 64,
                    num_layers: int = 2, block_len: int = 256, batch_size: int = 16,
                    epochs: Optional[int] = None, lr: Optional[float] = None,
-                   val_fraction: Union[float, str] = 0.2, seed: int = 0,
+                   val_fraction: Union[float, str] = "auto", seed: int = 0,
                    scale: Union[bool, str, None] = True,
                    class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
-                   front: Optional[str] = None, steps: Optional[int] = None,
-                   weight_decay: Optional[float] = None, recipe: str = "classic",
+                   front: Any = "auto", steps: Optional[int] = None,
+                   weight_decay: Optional[float] = None, recipe: str = "auto",
                    ensemble: int = 1,
                    resume: Union[str, Path, None] = None, **trainer_options: Any
                    ) -> TrainedModel:
@@ -202,16 +205,20 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             but at most 3 million training rows in all (:func:`auto_epochs`; a task of
             few, long series would otherwise run 100 long epochs: the token-class
             example gets 11 epochs of 253,134 rows, not 100), with early stopping after
-            10 epochs without a lower validation loss, keeping the best epoch's weights.
-        lr: Adam learning rate; ``None``: 1e-2 for per-step tasks (forecasts included),
-            3e-3 for series tasks. Per-step 1e-2 over the former 1e-3, same runs side by
+            10 epochs without a lower validation loss, keeping the best epoch's weights
+            (``recipe="classic"``); with ``recipe="steps"`` about ``steps`` (default
+            :data:`~vlrnn.training.recipe.STEPS_BUDGET`) optimizer steps (10 to
+            :data:`~vlrnn.training.recipe.STEPS_MAX_EPOCHS` epochs), no early stopping.
+        lr: learning rate; ``None``: 1e-3 (AdamW) with ``recipe="steps"``; with
+            ``"classic"`` (Adam) 1e-2 for per-step tasks (forecasts included), 3e-3 for
+            series tasks. Per-step 1e-2 over the former 1e-3, same runs side by
             side (examples/results/tasks.md): token classes (30 files, 10 epochs)
             accuracy 0.706 vs 0.286 (3e-3: 0.436; context-free rule 0.598); fertility
             forecast MAE 0.054 vs 0.078 (mean of seeds 0-2; 3e-3: 0.055); CO2 per-step
             regression (60 epochs) RMSE 0.510 vs 0.611 ppm (3e-3: 0.579).
         val_fraction: share of whole series held out for validation (``0``: none;
-            ``"auto"``: 0.2 from :data:`~vlrnn.training.recipe.MIN_VAL_SERIES` series
-            on, else none).
+            ``"auto"``: 0.2 with ``recipe="classic"``; with ``"steps"`` 0.2 from
+            :data:`~vlrnn.training.recipe.MIN_VAL_SERIES` series on, else none).
         seed: seeds the split, the model's initialisation, shuffling and dropout.
         scale: ``"global"``: inputs and numeric targets standardised with the training
             series' statistics per column; ``"series"``: each series by its own
@@ -227,16 +234,19 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         pool: what a series task's head reads, a subset of ``("last", "mean", "max")``;
             ``None``: all three, or ``("mean", "max")`` with a front end whose features
             go to the head too (``front`` ``skip``).
-        front: ``"conv"``: causal convolutions before the recurrent layers
-            (:class:`~vlrnn.models.ConvFront`, sizes in ``trained.CONV_FRONT``, or a dict
-            ``{"channels": C, "kernel_sizes": [...]}``); ``None``: none.
-        steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``).
+        front: ``"conv"``: causal convolutions before the recurrent layers, their
+            features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
+            ``trained.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``"conv"`` for series tasks, ``None`` for per-step tasks.
+        steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
+            ``STEPS_BUDGET`` with ``recipe="steps"``).
         weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
             :data:`~vlrnn.training.recipe.WEIGHT_DECAY`).
         recipe: ``"classic"``: Adam, constant learning rate, early stopping on the
             validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
             the learning rate per epoch, gradient norm clipped to 1, the last weights
-            kept (:mod:`vlrnn.training.recipe`).
+            kept (:mod:`vlrnn.training.recipe`); ``"auto"``: ``"steps"`` for series
+            tasks, ``"classic"`` for per-step tasks (:func:`vlrnn.training.recipe.resolve`).
         ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
             split and average them (:class:`~vlrnn.models.MeanOfModels`; class
             probabilities for classification); their histories are stacked with a
@@ -273,9 +283,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
                       f"{config['target_cols']}: left out of the loss and the metrics "
                       "(their steps still feed the model)", DataWarning, stacklevel=2)
-    if recipe not in ("classic", "steps"):
-        raise ValueError(f"recipe must be 'classic' or 'steps', got {recipe!r}")
-    val_fraction = val_share(val_fraction, len(ds))
+    recipe, front = resolve(level, recipe, front)
+    watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
+    val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
     if val_fraction:
         train, val = split_series(ds, val_fraction, seed=seed)
     else:
@@ -289,7 +299,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     n_classes = 0 if codes is None else len(codes.classes)
     n_out = n_classes or len(config["target_cols"]) * h or 1
     if lr is None:
-        lr = SERIES_LR if level == "series" else STEP_LR
+        lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
     fc = front_config(front)
     config.update({
         "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
@@ -309,7 +319,10 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                                                       shuffle=False, per_series=per_series)
     if epochs is None:
         n_rows = int(sum(train.lengths))
-        epochs, cut = auto_epochs(len(train_loader), n_rows, steps)
+        steps_recipe = recipe == "steps"
+        epochs, cut = auto_epochs(len(train_loader), n_rows,
+                                  steps or (STEPS_BUDGET if steps_recipe else None),
+                                  STEPS_MAX_EPOCHS if steps_recipe else None)
         if cut and trainer_options.get("progress", True):
             print(f"vlrnn: epochs=None chose {epochs} epochs: {n_rows:,} training rows an "
                   f"epoch, {AUTO_ROWS:,} rows in all (pass epochs= for more)",

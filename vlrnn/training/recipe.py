@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CLIP_NORM", "MIN_VAL_SERIES", "WEIGHT_DECAY", "cosine_decay", "val_share"]
+__all__ = ["CLIP_NORM", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR", "STEPS_MAX_EPOCHS",
+           "WEIGHT_DECAY", "cosine_decay", "resolve", "val_share"]
 
 #: fewest series for which ``val_fraction="auto"`` holds out a validation split
 MIN_VAL_SERIES = 300
@@ -29,13 +30,18 @@ WEIGHT_DECAY = 1e-2
 CLIP_NORM = 1.0
 
 
-def val_share(val_fraction: float | str, n_series: int) -> float:
-    """``val_fraction="auto"``: 0.2 from :data:`MIN_VAL_SERIES` series on, else 0."""
-    if val_fraction == "auto":
+def val_share(val_fraction: Union[float, str], n_series: int, recipe: str = "steps"
+              ) -> float:
+    """``val_fraction="auto"``: for ``recipe="steps"`` 0.2 from :data:`MIN_VAL_SERIES`
+    series on, else 0; for ``"classic"`` (early stopping needs it; ``pack_and_train``
+    also passes it when ``early_stopping_patience`` is given) 0.2."""
+    if isinstance(val_fraction, str) and val_fraction == "auto":
+        if recipe == "classic":
+            return 0.2
         return 0.2 if n_series >= MIN_VAL_SERIES else 0.0
     if isinstance(val_fraction, str) or not isinstance(val_fraction, (int, float)):
-        raise ValueError(f"val_fraction must be a number in [0, 1) or 'auto', got "
-                         f"{val_fraction!r}")
+        raise TypeError(f"val_fraction must be a number in [0, 1) or 'auto', got "
+                        f"{val_fraction!r}")
     return float(val_fraction)
 
 
@@ -48,3 +54,24 @@ def cosine_decay(epochs: int, floor: float = 0.01) -> Any:
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
 
     return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+#: ``recipe="steps"``: optimizer steps ``epochs=None`` aims for, most epochs it gives, and
+#: the AdamW learning rate of ``lr=None``
+STEPS_BUDGET = 900
+STEPS_MAX_EPOCHS = 1000
+STEPS_LR = 1e-3
+
+
+def resolve(level: str, recipe: str, front: Any) -> Tuple[str, Any]:
+    """``recipe="auto"`` and ``front="auto"`` for a task level: series tasks get the
+    steps recipe and the convolutional front end (docs/benchmarks.md, "Real data");
+    per-step tasks keep the classic recipe and no front end (their figures in
+    examples/results/tasks.md were measured with it)."""
+    if recipe == "auto":
+        recipe = "steps" if level == "series" else "classic"
+    if recipe not in ("classic", "steps"):
+        raise ValueError(f"recipe must be 'auto', 'classic' or 'steps', got {recipe!r}")
+    if isinstance(front, str) and front == "auto":
+        front = "conv" if level == "series" else None
+    return recipe, front
