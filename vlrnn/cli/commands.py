@@ -253,7 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         series_target=args.series_target, task=args.task, horizon=args.horizon,
         feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, val_fraction="auto" if args.val_fraction is None else args.val_fraction, seed=args.seed,
+        epochs=args.epochs, lr=args.lr, seed=args.seed,
+        val_fraction="auto" if args.val_fraction is None else args.val_fraction,
         scale={"default": True, "none": None}.get(args.scale, args.scale),
         resume=out if args.resume else None, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
