@@ -16,8 +16,9 @@ from vlrnn.models import ConvFront, ConvThen, SequenceModel
 def reference_front(front: ConvFront, x: torch.Tensor) -> torch.Tensor:
     """One sequence ``(T, F)``, left zero padding, plain conv1d per layer."""
     z = x.t()[None]                                          # (1, F, T)
-    for conv, norm, k in zip(front.convs, front.norms, front.kernel_sizes):
-        z = conv(nn.functional.pad(z, (k - 1, 0)))
+    for conv, norm, k, d in zip(front.convs, front.norms, front.kernel_sizes,
+                                front.dilations):
+        z = conv(nn.functional.pad(z, ((k - 1) * d, 0)))
         z = torch.relu(norm(z.transpose(1, 2))).transpose(1, 2)
     return z[0].t()
 
@@ -33,7 +34,8 @@ def float64():
 @pytest.mark.parametrize("sorted_", [True, False])
 def test_blocks_give_the_whole_sequence_outputs(sorted_):
     torch.manual_seed(0)
-    front = ConvFront(3, channels=5, kernel_sizes=(4, 3, 1), norm="layer")
+    front = ConvFront(3, channels=5, kernel_sizes=(4, 3, 1), norm="layer",
+                      dilations=(1, 3, 2))
     lengths = [9, 4, 13, 1, 7]
     xs = [torch.randn(n, 3) for n in lengths]
     if sorted_:
@@ -54,8 +56,8 @@ def test_blocks_give_the_whole_sequence_outputs(sorted_):
 @pytest.mark.parametrize("sorted_", [True, False])
 def test_engine_gradient_equals_plain_bptt(sorted_):
     torch.manual_seed(1)
-    model = vlrnn.models.WithHead(ConvThen(ConvFront(2, 4, (3, 2)), nn.LSTM(4, 5, 2)),
-                                  nn.Linear(5, 2))
+    model = vlrnn.models.WithHead(ConvThen(ConvFront(2, 4, (3, 2), dilations=(2, 1)),
+                                           nn.LSTM(4, 5, 2)), nn.Linear(5, 2))
     x, y = ragged_batch([10, 3, 7, 12], 2, 2, sorted_=sorted_)
     params = list(model.parameters())
     loss_fn = nn.MSELoss(reduction="none")
@@ -89,6 +91,8 @@ def test_pooled_series_readout_gradient_is_exact():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvFront(2, 4, ())
+    with pytest.raises(ValueError, match="dilations must be"):
+        ConvFront(2, 4, (3, 3), dilations=(1,))
     with pytest.raises(ValueError, match="norm must be"):
         ConvFront(2, 4, norm="batch")
     with pytest.raises(ValueError, match="batch on dim 1"):

@@ -2,6 +2,8 @@
 clipping), val_fraction='auto', front='conv', ensemble=k (mean of seeds), save/load."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,7 +44,7 @@ def test_val_share_and_cosine_decay():
         opt.step()
         sched.step()
     assert lrs[0] == 1.0 and lrs[-1] == pytest.approx(0.01)
-    assert all(a > b for a, b in zip(lrs[:-1], lrs[1:]))
+    assert all(a > b for a, b in itertools.pairwise(lrs))
 
 
 def test_steps_recipe_uses_adamw_cosine_and_keeps_the_last_weights():
@@ -88,8 +90,8 @@ def test_conv_front_per_step_and_bad_front():
     df["y"] = df["u"].shift(1, fill_value=0.0)
     res = vlrnn.pack_and_train(df[["id", "t", "u", "y"]], target_cols="y", epochs=2,
                                front={"channels": 4, "kernel_sizes": [3, 2]}, **OPTS)
-    assert res.config["front"] == {"channels": 4, "kernel_sizes": [3, 2], "norm": None,
-                                   "skip": True}
+    assert res.config["front"] == {"channels": 4, "kernel_sizes": [3, 2],
+                                   "dilations": [1, 1], "norm": None, "skip": True}
     assert len(res.predict(df)) == len(df)
     with pytest.raises(ValueError, match="front must be None, 'conv'"):
         vlrnn.pack_and_train(df, series_target="kind", epochs=1, front="lstm", **OPTS)

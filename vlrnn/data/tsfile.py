@@ -3,7 +3,8 @@
 A ``.ts`` file has ``#`` comment lines, ``@key value`` header lines ending with ``@data``,
 then one line per series: its dimensions separated by ``:``, each a comma-separated list
 of values (``?`` = missing), and, when ``@classLabel true``, the class label as the last
-``:``-separated field (regression files, ``@targetLabel true``: the target value there).  Series may have different lengths (``@equalLength false``).
+``:``-separated field (regression files, ``@targetLabel true``: the target value there).
+Series may have different lengths (``@equalLength false``).
 Time-stamped files (``@timeStamps true``, values written as ``(time,value)``) are refused.
 """
 from __future__ import annotations

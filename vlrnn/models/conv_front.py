@@ -18,7 +18,7 @@ so that a pooled head reads the convolution features directly too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from .inputs import dense_time_major
 
 __all__ = ["ConvFront", "ConvThen"]
 
-Batch = Union[torch.Tensor, PackedSequence]
+Batch = torch.Tensor | PackedSequence
 
 
 def _packed_rows(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None
@@ -49,27 +49,35 @@ class ConvFront(nn.Module):
         channels: output channels of every layer (``C``; the output's feature size).
         kernel_sizes: one kernel size per layer, e.g. ``(7, 5, 3)``.
         norm: ``None`` or ``"layer"`` (LayerNorm over the channels of each step).
+        dilations: one dilation per layer (default all 1); layer ``i`` then reads
+            ``(k_i - 1) * d_i + 1`` steps and keeps that many minus one as its state.
 
     Inputs: ``x`` a ``PackedSequence`` (``.data`` ``(N, F)``) or dense time-major
     ``(T, B, F)``; ``state`` ``None`` (zeros) or a tuple with one tensor per layer,
-    ``(k - 1, B, C_in)`` (batch on dim 1, input batch order): that layer's last
-    ``k - 1`` input rows. Outputs: ``y`` in ``x``'s layout with ``C`` features, and the
+    ``(k - 1, B, C_in)`` (batch on dim 1, input batch order; ``k`` the steps the layer
+    reads, ``(kernel - 1) * dilation + 1``): that layer's last ``k - 1`` input rows. Outputs: ``y`` in ``x``'s layout with ``C`` features, and the
     state after each sequence's own last step.
     """
 
     state_batch_dim = 1
 
     def __init__(self, input_size: int, channels: int = 64,
-                 kernel_sizes: Sequence[int] = (7, 5, 3), norm: Optional[str] = None):
+                 kernel_sizes: Sequence[int] = (7, 5, 3), norm: str | None = None,
+                 dilations: Sequence[int] | None = None):
         super().__init__()
         ks = [int(k) for k in kernel_sizes]
         if not ks or any(k < 1 for k in ks):
             raise ValueError(f"kernel_sizes must be one or more ints >= 1, got {kernel_sizes!r}")
+        ds = [1] * len(ks) if dilations is None else [int(d) for d in dilations]
+        if len(ds) != len(ks) or any(d < 1 for d in ds):
+            raise ValueError(f"dilations must be one int >= 1 per layer ({len(ks)}), got "
+                             f"{dilations!r}")
+        self.dilations = ds
         if norm not in (None, "layer"):
             raise ValueError(f"norm must be None or 'layer', got {norm!r}")
         self.input_size, self.channels, self.kernel_sizes = int(input_size), int(channels), ks
         widths = [self.input_size] + [self.channels] * len(ks)
-        self.convs = nn.ModuleList(nn.Conv1d(widths[i], self.channels, k)
+        self.convs = nn.ModuleList(nn.Conv1d(widths[i], self.channels, k, dilation=ds[i])
                                    for i, k in enumerate(ks))
         self.norms = nn.ModuleList((nn.LayerNorm(self.channels) if norm else nn.Identity())
                                    for _ in ks)
@@ -80,7 +88,7 @@ class ConvFront(nn.Module):
         T, B = z.shape[0], z.shape[1]
         tails: list[torch.Tensor] = []
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            k = self.kernel_sizes[i]
+            k = (self.kernel_sizes[i] - 1) * self.dilations[i] + 1  # steps it reads
             prev = None if state is None else state[i]
             if prev is None:
                 prev = z.new_zeros(k - 1, B, z.shape[2])

@@ -11,7 +11,7 @@ softmax of them gives the mean probability).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 __all__ = ["MeanOfModels"]
 
-Batch = Union[torch.Tensor, PackedSequence]
+Batch = torch.Tensor | PackedSequence
 
 
 def _batch_dim(m: nn.Module) -> int:

@@ -30,7 +30,7 @@ WEIGHT_DECAY = 1e-2
 CLIP_NORM = 1.0
 
 
-def val_share(val_fraction: Union[float, str], n_series: int, recipe: str = "steps"
+def val_share(val_fraction: float | str, n_series: int, recipe: str = "steps"
               ) -> float:
     """``val_fraction="auto"``: for ``recipe="steps"`` 0.2 from :data:`MIN_VAL_SERIES`
     series on, else 0; for ``"classic"`` (early stopping needs it; ``pack_and_train``
@@ -63,7 +63,7 @@ STEPS_MAX_EPOCHS = 1000
 STEPS_LR = 1e-3
 
 
-def resolve(level: str, recipe: str, front: Any) -> Tuple[str, Any]:
+def resolve(level: str, recipe: str, front: Any) -> tuple[str, Any]:
     """``recipe="auto"`` and ``front="auto"`` for a task level: series tasks get the
     steps recipe and the convolutional front end (docs/benchmarks.md, "Real data");
     per-step tasks keep the classic recipe and no front end (their figures in

@@ -55,7 +55,8 @@ def _cell_class(name: str) -> type:
 
 #: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
 #: the convolution features (measured in docs/benchmarks.md, "Real data")
-CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "norm": None, "skip": True}
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 1, 1],
+              "norm": None, "skip": True}
 
 
 def front_config(front: Any) -> Optional[Dict[str, Any]]:
@@ -67,8 +68,11 @@ def front_config(front: Any) -> Optional[Dict[str, Any]]:
         return dict(CONV_FRONT)
     if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
         out = {**CONV_FRONT, **front}
+        if "kernel_sizes" in front and "dilations" not in front:
+            out["dilations"] = [1] * len(out["kernel_sizes"])
         return {"channels": int(out["channels"]),
                 "kernel_sizes": [int(k) for k in out["kernel_sizes"]],
+                "dilations": [int(d) for d in out["dilations"]],
                 "norm": out["norm"], "skip": bool(out["skip"])}
     raise ValueError(f"front must be None, 'conv' or a dict with some of {sorted(CONV_FRONT)}, "
                      f"got {front!r}")
@@ -93,7 +97,7 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None) -> nn
     front = config.get("front")
     if front is not None:
         conv = ConvFront(n_in, front["channels"], front["kernel_sizes"],
-                         norm=front.get("norm", "layer"))
+                         norm=front.get("norm", "layer"), dilations=front.get("dilations"))
         n_in = conv.channels
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
