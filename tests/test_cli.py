@@ -138,3 +138,13 @@ def test_predict_and_task_errors_are_one_line(csv, tmp_path, capsys):
     assert "--target COL" in capsys.readouterr().err
     assert cli.main(["predict", str(tmp_path / "none.pt"), str(csv)]) == 2
     assert "model file" in capsys.readouterr().err
+
+
+def test_train_scale_option_is_saved_with_the_model(csv, tmp_path):
+    from vlrnn import TrainedModel
+    for flag, want in (("series", "series"), ("none", None), ("global", "global")):
+        out = tmp_path / f"run_{flag}"
+        assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
+                         "--features", "u", "--horizon", "2", "--scale", flag]) == 0
+        loaded = TrainedModel.load(out / "model.pt")
+        assert loaded.config["scale"] == want and loaded.scaler.mode == want

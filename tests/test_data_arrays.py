@@ -161,3 +161,25 @@ def test_read_ts_missing_values_and_errors(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match=match):
             read_ts(bad)
+
+
+def test_read_ts_regression_targets(tmp_path):
+    f = tmp_path / "reg.ts"
+    f.write_text("@problemName toyreg\n@univariate false\n@dimensions 2\n@targetLabel true\n"
+                 "@data\n1,2,3:4,5,6:0.25\n7,8:9,?:-1.5e2\n")
+    X, y, header = read_ts(f)
+    assert y.dtype == np.float64 and y.tolist() == [0.25, -150.0]
+    assert header["targetlabel"] == "true"
+    assert X[0].shape == (3, 2) and X[1].shape == (2, 2) and np.isnan(X[1][1, 1])
+    frame, labels = from_arrays(X, y, allow_nan=True)   # float targets go through as labels
+    assert len(frame) == 5 and labels.dtype == np.float64
+    cases = {
+        "@targetLabel true\n@data\n1,2:abc\n": "target value must be a number",
+        "@targetLabel true\n@data\n1,2\n": "found no ':'",
+        "@classLabel true a\n@targetLabel true\n@data\n1:a\n": "both @classLabel",
+    }
+    for text, match in cases.items():
+        bad = tmp_path / "bad.ts"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            read_ts(bad)

@@ -124,8 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "stopping on the validation loss)")
     train.add_argument("--lr", type=float, default=None,
                        help="Adam learning rate (default: 1e-2; 3e-3 with --series-target)")
-    train.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                       help="share of series held out for validation, 0 for none (default: 0.2)")
+    train.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                       help="share of series held out for validation, 0 for none (default: "
+                            "pack_and_train's 'auto': 0.2, none for series tasks under 300 "
+                            "series)")
+    train.add_argument("--scale", choices=["default", "global", "series", "none"],
+                       default="default",
+                       help="global: one mean/std per column from the training series; "
+                            "series: each series by its own (past-only for per-step tasks "
+                            "and forecasts); none; default: the task's (series for "
+                            "--horizon, else global)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default=None,
                        help="cpu or cuda (default: cuda if available)")
@@ -198,7 +206,7 @@ def _check_positive(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.epochs is not None and args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
-    if not 0 <= args.val_fraction < 1:
+    if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
@@ -257,7 +265,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         series_target=args.series_target, task=args.task, horizon=args.horizon,
         feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
+        epochs=args.epochs, lr=args.lr, seed=args.seed,
+        val_fraction="auto" if args.val_fraction is None else args.val_fraction,
+        scale={"default": True, "none": None}.get(args.scale, args.scale),
         resume=out if args.resume else None, trusted=args.trust_file, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")

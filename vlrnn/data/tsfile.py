@@ -3,13 +3,13 @@
 A ``.ts`` file has ``#`` comment lines, ``@key value`` header lines ending with ``@data``,
 then one line per series: its dimensions separated by ``:``, each a comma-separated list
 of values (``?`` = missing), and, when ``@classLabel true``, the class label as the last
-``:``-separated field.  Series may have different lengths (``@equalLength false``).
+``:``-separated field (regression files, ``@targetLabel true``: the target value there).
+Series may have different lengths (``@equalLength false``).
 Time-stamped files (``@timeStamps true``, values written as ``(time,value)``) are refused.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,28 +20,30 @@ def _fail(path: Path, line_no: int, msg: str) -> ValueError:
     return ValueError(f"{path}: line {line_no}: {msg}")
 
 
-def read_ts(path: Union[str, Path]) -> Tuple[List[np.ndarray], Optional[np.ndarray],
-                                             Dict[str, str]]:
+def read_ts(path: str | Path) -> tuple[list[np.ndarray], np.ndarray | None,
+                                             dict[str, str]]:
     """Read a ``.ts`` file into per-series arrays.
 
     Returns:
         ``(arrays, labels, header)``: ``arrays`` a list of ``N`` float64 arrays of shape
         ``(T_i, D)`` (time first, ``D`` dimensions; missing values NaN); ``labels`` an
-        ``(N,)`` array of the class labels as strings, in file order (``None`` when the file
-        has no labels); ``header`` the ``@key value`` lines as a dict of strings (keys
+        ``(N,)`` array of the class labels as strings, in file order, or for a regression
+        file (``@targetLabel true``) a float64 ``(N,)`` array of the targets (``None``
+        when the file has neither); ``header`` the ``@key value`` lines as a dict of strings (keys
         lower-case, e.g. ``header["problemname"]``).  ``vlrnn.data.from_arrays(arrays,
         labels)`` turns them into a frame.
 
     Raises:
         ValueError: naming the file and line: a missing ``@data`` line, a series whose
             dimensions differ in length, a dimension count that differs from
-            ``@dimensions``, a label outside ``@classLabel``'s list, values that are not
-            numbers, time stamps.
+            ``@dimensions``, a label outside ``@classLabel``'s list, a target that is not a
+            number, values that are not numbers, time stamps, both ``@classLabel true``
+            and ``@targetLabel true``.
     """
     path = Path(path)
-    header: Dict[str, str] = {}
-    arrays: List[np.ndarray] = []
-    labels: List[str] = []
+    header: dict[str, str] = {}
+    arrays: list[np.ndarray] = []
+    labels: list[str] = []
     in_data = False
     with path.open(encoding="utf-8") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -56,6 +58,9 @@ def read_ts(path: Union[str, Path]) -> Tuple[List[np.ndarray], Optional[np.ndarr
                 key = key.lower()
                 if key == "data":
                     in_data = True
+                    if _class_labels(header) is not None and _has_targets(header):
+                        raise _fail(path, line_no, "the header says both @classLabel true "
+                                    "and @targetLabel true; expected one of them")
                     if header.get("timestamps", "false").lower() == "true":
                         raise _fail(path, line_no, "time-stamped .ts files ((time,value) "
                                     "pairs) are not supported; export the values only")
@@ -70,11 +75,18 @@ def read_ts(path: Union[str, Path]) -> Tuple[List[np.ndarray], Optional[np.ndarr
         raise ValueError(f"{path}: no '@data' line: not a .ts file")
     if not arrays:
         raise ValueError(f"{path}: no series after '@data'")
+    if _has_targets(header):
+        return arrays, np.array(labels, dtype=np.float64), header
     has_labels = _class_labels(header) is not None
     return arrays, (np.array(labels) if has_labels else None), header
 
 
-def _class_labels(header: Dict[str, str]) -> Optional[List[str]]:
+def _has_targets(header: dict[str, str]) -> bool:
+    """A regression file: ``@targetLabel true`` (the last field is a float target)."""
+    return header.get("targetlabel", "").lower().split()[:1] == ["true"]
+
+
+def _class_labels(header: dict[str, str]) -> list[str] | None:
     value = header.get("classlabel")
     if value is None:
         return None
@@ -84,12 +96,22 @@ def _class_labels(header: Dict[str, str]) -> Optional[List[str]]:
     return parts[1:]
 
 
-def _parse_case(line: str, header: Dict[str, str], path: Path, line_no: int
-                ) -> Tuple[np.ndarray, Optional[str]]:
+def _parse_case(line: str, header: dict[str, str], path: Path, line_no: int
+                ) -> tuple[np.ndarray, str | float | None]:
     fields = line.split(":")
     classes = _class_labels(header)
-    label = None
-    if classes is not None:
+    label: str | float | None = None
+    if _has_targets(header):
+        if len(fields) < 2:
+            raise _fail(path, line_no, "expected dimensions and a target value separated by "
+                        "':' (@targetLabel true), found no ':'")
+        text = fields.pop().strip()
+        try:
+            label = float(text)
+        except ValueError:
+            raise _fail(path, line_no, f"the target value must be a number (@targetLabel "
+                        f"true), got {text[:40]!r}") from None
+    elif classes is not None:
         if len(fields) < 2:
             raise _fail(path, line_no, "expected dimensions and a class label separated by "
                         "':', found no ':'")

@@ -1,4 +1,6 @@
 """Recurrent models that follow vlrnn's ``model(x, state) -> (y, state)`` contract."""
+from .conv_front import ConvFront, ConvThen
+from .ensemble import MeanOfModels
 from .head import WithHead
 from .lru import LRU
 from .mamba import Mamba
@@ -10,6 +12,6 @@ from .scan import linear_scan
 from .split_cell import SplitCell, is_split_cell
 from .stacked import StackedRNN
 
-__all__ = ["LRU", "MODELS", "POOLS", "Mamba", "MinGRU", "MinLSTM", "QRNN", "SequenceModel",
-           "SplitCell", "StackedRNN", "WithHead", "build_named_model", "is_split_cell",
-           "linear_scan"]
+__all__ = ["LRU", "MODELS", "POOLS", "ConvFront", "ConvThen", "Mamba", "MeanOfModels",
+           "MinGRU", "MinLSTM", "QRNN", "SequenceModel", "SplitCell", "StackedRNN",
+           "WithHead", "build_named_model", "is_split_cell", "linear_scan"]

@@ -35,7 +35,8 @@ def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
 
     ``nn.LSTM``: ``(h, c)`` with ``h`` ``(layers, B, H)``; ``nn.GRU``/``nn.RNN``: ``h``;
     :class:`~vlrnn.models.StackedRNN` (and models with ``state_batch_dim = 0`` holding a
-    list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``).
+    list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``); a model
+    with a ``last_hidden(state)`` method (e.g. :class:`~vlrnn.models.ConvThen`): its own.
     """
     if callable(getattr(rnn, "last_hidden", None)):  # the model says where it is
         return rnn.last_hidden(state)

@@ -20,12 +20,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import DataWarning, StandardScaler, make_loader, split_series
-from .frames import input_columns, nan_scaler, task_dataset
+from ..data import DataWarning, make_loader, split_series
+from ..models import MeanOfModels
+from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
+from .recipe import (CLIP_NORM, STEPS_BUDGET, STEPS_LR, STEPS_MAX_EPOCHS, WEIGHT_DECAY,
+                     cosine_decay, resolve, val_share)
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
-from .trained import Scalers, TrainedModel, build_model, cell_name
+from .task_scaling import Scalers, check_scale, default_scale
+from .trained import TrainedModel, build_model, cell_name, front_config
 from .trainer import Trainer
 
 __all__ = ["TrainedModel", "pack_and_train"]
@@ -46,12 +50,20 @@ SERIES_LR = 3e-3
 AUTO_ROWS = 3_000_000
 
 
-def auto_epochs(n_batches: int, n_rows: int) -> Tuple[int, bool]:
-    """Epochs for ``epochs=None``: about :data:`AUTO_STEPS` optimizer steps (10 to 100
-    epochs of ``n_batches``), but no more than :data:`AUTO_ROWS` training rows in all
-    (``n_rows`` an epoch), and at least one epoch. Returns ``(epochs, row_budget_bound)``,
-    the second true when the row budget cut the count."""
-    by_steps = min(max(math.ceil(AUTO_STEPS / max(n_batches, 1)), 10), 100)
+#: fewest and most epochs ``epochs=None`` gives
+MIN_EPOCHS, MAX_EPOCHS = 10, 100
+
+
+def auto_epochs(n_batches: int, n_rows: int, steps: Optional[int] = None,
+                max_epochs: Optional[int] = None) -> Tuple[int, bool]:
+    """Epochs for ``epochs=None``: about ``steps`` (default :data:`AUTO_STEPS`) optimizer
+    steps (:data:`MIN_EPOCHS` to :data:`MAX_EPOCHS` epochs of ``n_batches``), but no
+    more than :data:`AUTO_ROWS` training rows in all (``n_rows`` an epoch), and at least
+    one epoch. Returns ``(epochs, row_budget_bound)``, the second true when the row
+    budget cut the count."""
+    want = AUTO_STEPS if steps is None else int(steps)
+    by_steps = min(max(math.ceil(want / max(n_batches, 1)), MIN_EPOCHS),
+                   max_epochs or MAX_EPOCHS)
     by_rows = max(AUTO_ROWS // max(n_rows, 1), 1)
     return int(min(by_steps, by_rows)), by_rows < by_steps
 
@@ -152,8 +164,12 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    horizon: Optional[int] = None, cell: Any = "lstm", hidden_size: int = 64,
                    num_layers: int = 2, block_len: int = 256, batch_size: int = 16,
                    epochs: Optional[int] = None, lr: Optional[float] = None,
-                   val_fraction: float = 0.2, seed: int = 0, scale: bool = True,
-                   class_weight: Any = "auto", pool: Sequence[str] = DEFAULT_POOL,
+                   val_fraction: Union[float, str] = "auto", seed: int = 0,
+                   scale: Union[bool, str, None] = True,
+                   class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
+                   front: Any = "auto", steps: Optional[int] = None,
+                   weight_decay: Optional[float] = None, recipe: str = "auto",
+                   ensemble: int = 1,
                    resume: Union[str, Path, None] = None, trusted: bool = False,
                    **trainer_options: Any
                    ) -> TrainedModel:
@@ -191,21 +207,52 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             but at most 3 million training rows in all (:func:`auto_epochs`; a task of
             few, long series would otherwise run 100 long epochs: the token-class
             example gets 11 epochs of 253,134 rows, not 100), with early stopping after
-            10 epochs without a lower validation loss, keeping the best epoch's weights.
-        lr: Adam learning rate; ``None``: 1e-2 for per-step tasks (forecasts included),
-            3e-3 for series tasks. Per-step 1e-2 over the former 1e-3, same runs side by
+            10 epochs without a lower validation loss, keeping the best epoch's weights
+            (``recipe="classic"``); with ``recipe="steps"`` about ``steps`` (default
+            :data:`~vlrnn.training.recipe.STEPS_BUDGET`) optimizer steps (10 to
+            :data:`~vlrnn.training.recipe.STEPS_MAX_EPOCHS` epochs), no early stopping.
+        lr: learning rate; ``None``: 1e-3 (AdamW) with ``recipe="steps"``; with
+            ``"classic"`` (Adam) 1e-2 for per-step tasks (forecasts included), 3e-3 for
+            series tasks. Per-step 1e-2 over the former 1e-3, same runs side by
             side (examples/results/tasks.md): token classes (30 files, 10 epochs)
             accuracy 0.706 vs 0.286 (3e-3: 0.436; context-free rule 0.598); fertility
             forecast MAE 0.054 vs 0.078 (mean of seeds 0-2; 3e-3: 0.055); CO2 per-step
             regression (60 epochs) RMSE 0.510 vs 0.611 ppm (3e-3: 0.579).
-        val_fraction: share of whole series held out for validation (``0``: none).
+        val_fraction: share of whole series held out for validation (``0``: none;
+            ``"auto"``: 0.2 with ``recipe="classic"``; with ``"steps"`` 0.2 from
+            :data:`~vlrnn.training.recipe.MIN_VAL_SERIES` series on, else none).
         seed: seeds the split, the model's initialisation, shuffling and dropout.
-        scale: standardise inputs and numeric targets with the training series'
-            statistics (global: it never reads a series' future and keeps differences
-            in level between series, which often carry the class).
+        scale: ``"global"``: inputs and numeric targets standardised with the training
+            series' statistics per column; ``"series"``: each series by its own
+            statistics (series tasks: the whole series; per-step tasks and forecasts:
+            causal, row ``t`` by rows ``0..t`` only, forecasts as the change from the
+            origin's value in units of the series' own mean one-step change, the level
+            added back on output; see :mod:`vlrnn.training.task_scaling`); ``None``:
+            none; ``True``: the task's default
+            (:func:`~vlrnn.training.task_scaling.default_scale`: ``"series"`` for
+            forecasts, ``"global"`` otherwise, where levels often carry the target).
         class_weight: ``"auto"`` (balanced weights when the largest class has at least
             twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.
-        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``.
+        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``;
+            ``None``: all three, or ``("mean", "max")`` with a front end whose features
+            go to the head too (``front`` ``skip``).
+        front: ``"conv"``: causal convolutions before the recurrent layers, their
+            features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
+            ``trained.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``"conv"`` for series tasks, ``None`` for per-step tasks.
+        steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
+            ``STEPS_BUDGET`` with ``recipe="steps"``).
+        weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
+            :data:`~vlrnn.training.recipe.WEIGHT_DECAY`).
+        recipe: ``"classic"``: Adam, constant learning rate, early stopping on the
+            validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
+            the learning rate per epoch, gradient norm clipped to 1, the last weights
+            kept (:mod:`vlrnn.training.recipe`); ``"auto"``: ``"steps"`` for series
+            tasks, ``"classic"`` for per-step tasks (:func:`vlrnn.training.recipe.resolve`).
+        ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
+            split and average them (:class:`~vlrnn.models.MeanOfModels`; class
+            probabilities for classification); their histories are stacked with a
+            ``member`` column. Not with ``checkpoint_dir``/``resume``.
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
             (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
         trusted: allow full unpickling of the ``resume`` file (it can run code the file
@@ -241,34 +288,32 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
                       f"{config['target_cols']}: left out of the loss and the metrics "
                       "(their steps still feed the model)", DataWarning, stacklevel=2)
+    recipe, front = resolve(level, recipe, front)
+    watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
+    val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
     if val_fraction:
         train, val = split_series(ds, val_fraction, seed=seed)
     else:
         train, val = ds, None
     h = config["horizon"] or 1
-    scalers = Scalers(None, None)
-    if scale:
-        scalers = Scalers(StandardScaler().fit(train),
-                          None if kind != "regression" else nan_scaler(
-                              [y[:1] for y in train.ys] if level == "series" else train.ys,
-                              repeat=h))
-        train = scalers.features.transform(train)
-        val = None if val is None else scalers.features.transform(val)
-        if scalers.targets is not None:
-            train = scalers.targets.transform(train)
-            val = None if val is None else scalers.targets.transform(val)
+    mode = check_scale(scale, default_scale(config))
+    scalers = Scalers.fit(train, config, mode)
+    # targets first: series-scaled forecasts read the raw inputs (level and scale)
+    train = scalers.inputs(scalers.scale_targets(train, config), config)
+    val = None if val is None else scalers.inputs(scalers.scale_targets(val, config), config)
     n_classes = 0 if codes is None else len(codes.classes)
     n_out = n_classes or len(config["target_cols"]) * h or 1
     if lr is None:
-        lr = SERIES_LR if level == "series" else STEP_LR
+        lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
+    fc = front_config(front)
     config.update({
         "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
         "classes": None if codes is None else list(codes.classes), "cell": name,
         "hidden_size": int(hidden_size), "num_layers": int(num_layers),
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
-        "val_fraction": float(val_fraction), "seed": int(seed), "scale": bool(scale),
+        "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
         "dtype": str(dtype).replace("torch.", ""),
-        "pool": list(pool) if level == "series" else None,
+        "pool": _pool(pool, fc) if level == "series" else None, "front": fc,
         "label_col": series_target if isinstance(series_target, str) else None,
     })
     config.update(_baselines(train, kind, level, codes, scalers))
@@ -279,30 +324,76 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                                                       shuffle=False, per_series=per_series)
     if epochs is None:
         n_rows = int(sum(train.lengths))
-        epochs, cut = auto_epochs(len(train_loader), n_rows)
+        steps_recipe = recipe == "steps"
+        epochs, cut = auto_epochs(len(train_loader), n_rows,
+                                  steps or (STEPS_BUDGET if steps_recipe else None),
+                                  STEPS_MAX_EPOCHS if steps_recipe else None)
         if cut and trainer_options.get("progress", True):
             print(f"vlrnn: epochs=None chose {epochs} epochs: {n_rows:,} training rows an "
                   f"epoch, {AUTO_ROWS:,} rows in all (pass epochs= for more)",
                   file=sys.stderr)
-        if val_loader is not None:
+        if val_loader is not None and recipe == "classic":
             trainer_options.setdefault("early_stopping_patience", 10)
-    torch.manual_seed(seed)  # the model's initial weights depend on the seed alone
-    model = build_model(config, cell_class=None if isinstance(cell, str) else cell)
+    n_members = int(ensemble)
+    if isinstance(ensemble, bool) or n_members < 1:
+        raise ValueError(f"ensemble must be an int >= 1 (models trained from seeds seed, "
+                         f"seed + 1, ...), got {ensemble!r}")
+    if n_members > 1 and (resume is not None or "checkpoint_dir" in trainer_options):
+        raise ValueError("ensemble > 1 cannot checkpoint or resume; train with ensemble=1 "
+                         "for checkpoint_dir= / resume=")
+    if recipe == "steps":
+        trainer_options.setdefault("scheduler", cosine_decay(epochs))
+        trainer_options.setdefault("clip_grad_norm", CLIP_NORM)
+    config.update({"recipe": recipe, "ensemble": n_members,
+                   "weight_decay": None if recipe != "steps" else
+                   float(WEIGHT_DECAY if weight_decay is None else weight_decay)})
     weight = None if codes is None else _class_weights(
         np.concatenate([y[:1, 0].numpy() if per_series else y[:, 0].numpy()
                         for y in train.ys]), n_classes, class_weight)
     config["class_weight"] = None if weight is None else weight.tolist()
-    loss_fn, sequence_loss_fn = _losses(model, kind, level, weight)
     if val_loader is not None:
         trainer_options.setdefault("metrics", epoch_metrics(kind, level, scalers.targets,
                                                             block_len))
-    trainer = Trainer(model, loss_fn, lr=lr, block_len=block_len, seed=seed, config=config,
-                      scaler_state=scalers.state_dict(), sequence_loss_fn=sequence_loss_fn,
-                      reduction="observed" if loss_fn is not None else "mean",
-                      **trainer_options)
-    history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume,
-                          trusted=trusted)
-    return TrainedModel(trainer.model, history, scalers, config, trainer)
+    members, histories = [], []
+    for j in range(n_members):
+        member_seed = seed + j
+        if j:
+            train_loader = make_loader(train, batch_size=batch_size, shuffle=True,
+                                       seed=member_seed, per_series=per_series)
+        torch.manual_seed(member_seed)  # the model's initial weights depend on the seed alone
+        model = build_model({**config, "ensemble": 1},
+                            cell_class=None if isinstance(cell, str) else cell)
+        optimizer = None if recipe != "steps" else torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=config["weight_decay"])
+        loss_fn, sequence_loss_fn = _losses(model, kind, level, weight)
+        trainer = Trainer(model, loss_fn, optimizer=optimizer, lr=lr, block_len=block_len,
+                          seed=member_seed, config=config,
+                          scaler_state=scalers.state_dict(),
+                          sequence_loss_fn=sequence_loss_fn,
+                          reduction="observed" if loss_fn is not None else "mean",
+                          **trainer_options)
+        history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume,
+                              trusted=trusted)
+        members.append(trainer.model)
+        histories.append(history.assign(member=j) if n_members > 1 else history)
+    if n_members == 1:
+        return TrainedModel(trainer.model, history, scalers, config, trainer)
+    model = MeanOfModels(members, probabilities=kind == "classification")
+    history = pd.concat(histories, ignore_index=True)
+    return TrainedModel(model, history, scalers, config, trainer)
+
+
+def _pool(pool: Optional[Sequence[str]], front: Optional[Dict[str, Any]]) -> list:
+    """What a series head reads: ``pool``, default :data:`DEFAULT_POOL`, or
+    ``("mean", "max")`` when the front end's features go to the head too (``skip``)."""
+    skip = bool(front and front.get("skip"))
+    if pool is None:
+        return ["mean", "max"] if skip else list(DEFAULT_POOL)
+    if skip and "last" in pool:
+        raise ValueError("pool 'last' reads the rnn's final state, which is narrower than "
+                         "the outputs when the conv front end's features go to the head "
+                         "(front skip); use pool=('mean', 'max') or front={'skip': False}")
+    return list(pool)
 
 
 def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):

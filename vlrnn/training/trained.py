@@ -3,7 +3,6 @@ predict, forecast, evaluate and be saved: task, classes, scalers, horizon."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -13,36 +12,20 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
-from ..data import SeriesDataset, StandardScaler
-from ..models import MODELS, SequenceModel, StackedRNN, WithHead, build_named_model
+from ..data import SeriesDataset
+from ..models import (MODELS, ConvFront, ConvThen, MeanOfModels, SequenceModel, StackedRNN,
+                      WithHead, build_named_model)
 from . import checkpoint_files as ckpt_io
+from .forecast_metrics import drift_forecasts, naive_scale, scaled_scores
 from .frames import task_dataset
 from .metrics import classification_scores, regression_scores
 from .predict import predict_blocks
+from .task_scaling import Scalers
 from .tasks import ClassCodes, extend_times, regular_step
 from .trainer import Trainer
 
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MODEL_FORMAT = "vlrnn.TrainedModel/1"
-
-
-@dataclass
-class Scalers:
-    """The scalers fitted on the training series (``None`` when ``scale=False``, and for
-    the targets of classification)."""
-
-    features: Optional[StandardScaler]
-    targets: Optional[StandardScaler]
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"features": None if self.features is None else self.features.state_dict(),
-                "targets": None if self.targets is None else self.targets.state_dict()}
-
-    @classmethod
-    def from_state_dict(cls, state: Dict[str, Any]) -> "Scalers":
-        f, t = state.get("features"), state.get("targets")
-        return cls(None if f is None else StandardScaler().load_state_dict(f),
-                   None if t is None else StandardScaler(targets=True).load_state_dict(t))
 
 
 def cell_name(cell: Any) -> str:
@@ -95,6 +78,31 @@ def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
     return obj
 
 
+#: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
+#: the convolution features (measured in docs/benchmarks.md, "Real data")
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 1, 1],
+              "norm": None, "skip": True}
+
+
+def front_config(front: Any) -> Optional[Dict[str, Any]]:
+    """``front=`` as the config records it: ``None`` or the conv front end's settings
+    (``"conv"`` = :data:`CONV_FRONT`; a dict overrides some of them)."""
+    if front is None:
+        return None
+    if front == "conv":
+        return dict(CONV_FRONT)
+    if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
+        out = {**CONV_FRONT, **front}
+        if "kernel_sizes" in front and "dilations" not in front:
+            out["dilations"] = [1] * len(out["kernel_sizes"])
+        return {"channels": int(out["channels"]),
+                "kernel_sizes": [int(k) for k in out["kernel_sizes"]],
+                "dilations": [int(d) for d in out["dilations"]],
+                "norm": out["norm"], "skip": bool(out["skip"])}
+    raise ValueError(f"front must be None, 'conv' or a dict with some of {sorted(CONV_FRONT)}, "
+                     f"got {front!r}")
+
+
 def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
                 trusted: bool = False) -> nn.Module:
     """The model a config describes, in the current default dtype: ``rnn + Linear`` per
@@ -108,8 +116,19 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
     (its name must match the ``module:qualname`` the config records), or with
     ``trusted=True`` the class that name imports.
     """
+    n_members = int(config.get("ensemble", 1) or 1)
+    if n_members > 1:
+        one = {**config, "ensemble": 1}
+        return MeanOfModels([build_model(one, cell_class, trusted=trusted)
+                             for _ in range(n_members)],
+                            probabilities=config.get("task") == "classification")
     cell, n_in, hidden = config["cell"], config["n_features"], config["hidden_size"]
     layers = config["num_layers"]
+    front = config.get("front")
+    if front is not None:
+        conv = ConvFront(n_in, front["channels"], front["kernel_sizes"],
+                         norm=front.get("norm", "layer"), dilations=front.get("dilations"))
+        n_in = conv.channels
     if cell in FUSED:
         rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
     elif cell in MODELS:  # a whole model by name (vlrnn.models.MODELS)
@@ -117,6 +136,10 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
     else:
         rnn = StackedRNN(n_in, hidden, num_layers=layers,
                          cell=_cell_class(cell, cell_class, trusted))
+    if front is not None:
+        skip = bool(front.get("skip", False))
+        rnn = ConvThen(conv, rnn, skip=skip)
+        hidden += conv.channels if skip else 0
     if config.get("level") == "series":
         return SequenceModel(rnn, hidden, config["n_targets"], pool=config["pool"])
     return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))
@@ -172,15 +195,14 @@ class TrainedModel:
                                  "pass evaluate(df, series_target=labels)")
         ds, _ = task_dataset(df, c, with_targets=with_targets, codes=codes,
                              series_target=series_target, min_length=1)
-        if self.scaler.features is not None:
-            ds = self.scaler.features.transform(ds)
-        return ds
+        return ds  # raw inputs: _outputs scales them
 
     def _outputs(self, ds: SeriesDataset, batch_size: Optional[int],
                  block_len: Optional[int]) -> List[torch.Tensor]:
         """The model's raw outputs per series, dataset order: ``(T_i, n_out)`` per step,
-        ``(n_out,)`` per series (head on the final state)."""
+        ``(n_out,)`` per series (head on the final state); ``ds`` holds raw inputs."""
         c = self.config
+        ds = self.scaler.inputs(ds, c)
         p = next(self.model.parameters())
         bs = int(batch_size or c["batch_size"])
         order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])  # similar lengths batched
@@ -206,10 +228,10 @@ class TrainedModel:
             self.model.train(was_training)
         return out  # type: ignore[return-value]
 
-    def _values(self, raw: torch.Tensor) -> torch.Tensor:
-        """Regression outputs in target units."""
-        t = self.scaler.targets
-        return raw if t is None else t.inverse_transform(raw)
+    def _values(self, raw: torch.Tensor, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Regression outputs in target units (``x``: the series' raw inputs ``(T, F)``,
+        which per-series scaled forecasts read their level and scale from)."""
+        return self.scaler.values(raw, x, self.config)
 
     # -- public --------------------------------------------------------------------------
     def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
@@ -237,7 +259,7 @@ class TrainedModel:
             cols = [f"{c['target_cols'][0]}_pred"] + [f"prob_{k}" for k in self.classes]
             values = [torch.cat([p.argmax(1, keepdim=True).double(), p], 1) for p in prob]
         else:
-            values = [self._values(o) for o in outs]
+            values = [self._values(o, x) for o, x in zip(outs, ds.xs)]
             cols = self._value_columns()
         n = len(df)
         mat = np.full((n, len(cols)), np.nan)
@@ -292,7 +314,7 @@ class TrainedModel:
         K = len(c["target_cols"])
         rows = []
         for i, sid in enumerate(ds.ids):
-            last = self._values(outs[i][-1:])[0].reshape(h, K).numpy()
+            last = self._values(outs[i], ds.xs[i])[-1].reshape(h, K).numpy()
             for k, when in enumerate(extend_times(ds.times[i], steps[i], h)):
                 rows.append([sid, when, *last[k]])
         return pd.DataFrame(rows, columns=[c["id_col"], c["time_col"], *c["target_cols"]])
@@ -308,6 +330,11 @@ class TrainedModel:
         predicts the last observed value: the previous step's target (per-step), the
         value at the forecast's origin for every step ahead (horizon), and for a series
         regression, which has no earlier value, the training series' mean label.
+        Forecasts also get ``mase`` and ``smape`` with ``persistence_mase``,
+        ``persistence_smape``, ``drift_mase`` and ``drift_smape`` beside them (the ``h``
+        steps after every origin; drift = the last value plus the mean change since the
+        series' first value per step ahead; MASE divided by each series' own in-sample
+        one-step naive MAE, see :mod:`vlrnn.training.forecast_metrics`).
         Missing targets count nowhere.
 
         ``series_target``: the labels, for a model trained on labels given as a Series;
@@ -329,10 +356,31 @@ class TrainedModel:
             pred = np.concatenate([o.argmax(1).numpy() for o in outs])
             true = np.concatenate([y[:, 0].double().numpy() for y in ds.ys])
             return self._class_scores(pred, true)
-        pred = np.concatenate([self._values(o).numpy() for o in outs])
-        true = np.concatenate([y.double().numpy() for y in ds.ys])
-        base = np.concatenate([self._persistence(ds, i) for i in range(len(ds))])
-        return {**regression_scores(pred, true), **regression_scores(base, true, "persistence_")}
+        preds = [self._values(o, x).numpy() for o, x in zip(outs, ds.xs)]
+        trues = [y.double().numpy() for y in ds.ys]
+        bases = [self._persistence(ds, i) for i in range(len(ds))]
+        pred, true, base = (np.concatenate(v) for v in (preds, trues, bases))
+        scores = {**regression_scores(pred, true),
+                  **regression_scores(base, true, "persistence_")}
+        if c.get("horizon"):
+            scores.update(self._forecast_scores(ds, preds, trues, bases))
+        return scores
+
+    def _forecast_scores(self, ds: SeriesDataset, preds: List[np.ndarray],
+                         trues: List[np.ndarray], bases: List[np.ndarray]
+                         ) -> Dict[str, float]:
+        """MASE and sMAPE of the model, persistence and drift (every origin's ``h`` steps)."""
+        c = self.config
+        h, K = c["horizon"], len(c["target_cols"])
+        cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
+        now = [ds[i][0][:, cols].double().numpy() for i in range(len(ds))]
+        # the series' observed targets: origin values, then the last origin's h steps
+        seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
+        scales = [np.tile(naive_scale(v), h) for v in seen]
+        drift = [drift_forecasts(v, h) for v in now]
+        return {**scaled_scores(preds, trues, scales),
+                **scaled_scores(bases, trues, scales, "persistence_"),
+                **scaled_scores(drift, trues, scales, "drift_")}
 
     def _class_scores(self, pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:
         major = self.classes.index(self.config["majority_class"])
@@ -346,10 +394,7 @@ class TrainedModel:
         if c.get("horizon"):
             K = len(c["target_cols"])
             cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
-            now = ds[i][0][:, cols].double()
-            if self.scaler.features is not None:
-                f = self.scaler.features
-                now = now * f.std[cols] + f.mean[cols]
+            now = ds[i][0][:, cols].double()  # raw inputs
             return np.tile(now.numpy(), (1, y.shape[1] // K))
         prev = pd.DataFrame(y).ffill().shift(1).to_numpy()
         return prev
@@ -409,5 +454,7 @@ def _upgrade(config: Dict[str, Any]) -> Dict[str, Any]:
     out.setdefault("level", "step")
     out.setdefault("horizon", None)
     out.setdefault("classes", None)
+    if isinstance(out.get("scale"), bool):  # saved before scale modes: True meant global
+        out["scale"] = "global" if out["scale"] else None
     return out
 

@@ -1,0 +1,77 @@
+"""The training recipe of :func:`vlrnn.pack_and_train`: budget, split, optimizer, schedule.
+
+Each default here was chosen by side-by-side runs on the development sets of issue 21
+(``benchmarks/real_data.py``; figures in docs/benchmarks.md, "Real data"):
+
+- the budget is counted in optimizer steps (``pipeline.AUTO_STEPS``), not epochs, so
+  that a set of 36 series trains as long as one of 3,000; a row budget
+  (``pipeline.AUTO_ROWS``) caps sets of few, very long series;
+- no validation split below :data:`MIN_VAL_SERIES` series: a split of a handful of
+  series is too noisy to choose epochs from and costs a fifth of the data; the last
+  weights of a cosine-annealed run are kept instead;
+- AdamW with decoupled weight decay, a cosine learning-rate decay per epoch to
+  ``1/100`` of the peak, gradient norm clipped to :data:`CLIP_NORM`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["CLIP_NORM", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR", "STEPS_MAX_EPOCHS",
+           "WEIGHT_DECAY", "cosine_decay", "resolve", "val_share"]
+
+#: fewest series for which ``val_fraction="auto"`` holds out a validation split
+MIN_VAL_SERIES = 300
+#: AdamW's decoupled weight decay of ``weight_decay=None``
+WEIGHT_DECAY = 1e-2
+#: gradient norm clipping of the default recipe
+CLIP_NORM = 1.0
+
+
+def val_share(val_fraction: float | str, n_series: int, recipe: str = "steps"
+              ) -> float:
+    """``val_fraction="auto"``: for ``recipe="steps"`` 0.2 from :data:`MIN_VAL_SERIES`
+    series on, else 0; for ``"classic"`` (early stopping needs it; ``pack_and_train``
+    also passes it when ``early_stopping_patience`` is given) 0.2."""
+    if isinstance(val_fraction, str) and val_fraction == "auto":
+        if recipe == "classic":
+            return 0.2
+        return 0.2 if n_series >= MIN_VAL_SERIES else 0.0
+    if isinstance(val_fraction, str) or not isinstance(val_fraction, (int, float)):
+        raise TypeError(f"val_fraction must be a number in [0, 1) or 'auto', got "
+                        f"{val_fraction!r}")
+    return float(val_fraction)
+
+
+def cosine_decay(epochs: int, floor: float = 0.01) -> Any:
+    """A callable ``optimizer -> LambdaLR``: the peak learning rate in epoch 1, decaying
+    along half a cosine to ``floor`` times it in the last epoch (stepped per epoch)."""
+    span = max(int(epochs) - 1, 1)
+
+    def factor(e: int) -> float:
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+#: ``recipe="steps"``: optimizer steps ``epochs=None`` aims for, most epochs it gives, and
+#: the AdamW learning rate of ``lr=None``
+STEPS_BUDGET = 900
+STEPS_MAX_EPOCHS = 1000
+STEPS_LR = 1e-3
+
+
+def resolve(level: str, recipe: str, front: Any) -> tuple[str, Any]:
+    """``recipe="auto"`` and ``front="auto"`` for a task level: series tasks get the
+    steps recipe and the convolutional front end (docs/benchmarks.md, "Real data");
+    per-step tasks keep the classic recipe and no front end (their figures in
+    examples/results/tasks.md were measured with it)."""
+    if recipe == "auto":
+        recipe = "steps" if level == "series" else "classic"
+    if recipe not in ("classic", "steps"):
+        raise ValueError(f"recipe must be 'auto', 'classic' or 'steps', got {recipe!r}")
+    if isinstance(front, str) and front == "auto":
+        front = "conv" if level == "series" else None
+    return recipe, front
