@@ -25,6 +25,7 @@ from .estimators import _docs
 from .estimators._core import (
     CLASSIFIER_OPTIONS,
     REGRESSOR_OPTIONS,
+    TEST_PARAMS,
     as_series_list,
     fit_series_model,
     import_extra,
@@ -57,9 +58,6 @@ _TAGS = {
     "cant_pickle": False,
 }
 
-#: tiny settings for aeon's estimator checks (a few seconds per fit on 2 CPU cores)
-_TEST_PARAMS = {"hidden_size": 4, "num_layers": 1, "epochs": 2, "batch_size": 4,
-                "block_len": 8, "val_fraction": 0.0, "progress": False}
 
 
 class RNNClassifier(BaseClassifier):
@@ -76,6 +74,19 @@ class RNNClassifier(BaseClassifier):
         The trained model (``model_.history``: one row per epoch).
     classes_ : np.ndarray
         Class labels; ``predict_proba``'s columns are in this order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vlrnn.aeon import RNNClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = [rng.normal(size=(2, n)) for n in (12, 30, 7, 21, 16, 9)]  # 2 channels
+    >>> y = np.array(["up", "down"] * 3)
+    >>> clf = RNNClassifier(hidden_size=8, epochs=2, progress=False).fit(X, y)
+    >>> clf.predict_proba(X).shape
+    (6, 2)
+    >>> clf.classes_.tolist()
+    ['down', 'up']
 """
 
     _tags: ClassVar[dict[str, Any]] = dict(_TAGS)
@@ -121,8 +132,8 @@ class RNNClassifier(BaseClassifier):
     @classmethod
     def _get_test_params(cls, parameter_set: str = "default"
                          ) -> dict[str, Any] | list[dict[str, Any]]:
-        return [dict(_TEST_PARAMS),
-                dict(_TEST_PARAMS, cell="gru", pool=("last",), class_weight=False,
+        return [dict(TEST_PARAMS),
+                dict(TEST_PARAMS, cell="gru", pool=("last",), class_weight=False,
                      random_state=1)]
 
 
@@ -138,6 +149,16 @@ class RNNRegressor(BaseRegressor):
     ----------
     model_ : vlrnn.TrainedModel
         The trained model (``model_.history``: one row per epoch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vlrnn.aeon import RNNRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = [rng.normal(size=(2, n)) for n in (12, 30, 7, 21, 16, 9)]  # 2 channels
+    >>> y = rng.normal(size=6)
+    >>> RNNRegressor(hidden_size=8, epochs=2, progress=False).fit(X, y).predict(X).shape
+    (6,)
 """
 
     _tags: ClassVar[dict[str, Any]] = dict(_TAGS)
@@ -177,5 +198,5 @@ class RNNRegressor(BaseRegressor):
     @classmethod
     def _get_test_params(cls, parameter_set: str = "default"
                          ) -> dict[str, Any] | list[dict[str, Any]]:
-        return [dict(_TEST_PARAMS), dict(_TEST_PARAMS, cell="gru", scale=False,
+        return [dict(TEST_PARAMS), dict(TEST_PARAMS, cell="gru", scale=False,
                                           random_state=1)]

@@ -28,8 +28,8 @@ import pandas as pd
 from ..data import from_arrays
 from ..training import TrainedModel, pack_and_train
 
-__all__ = ["CLASSIFIER_OPTIONS", "REGRESSOR_OPTIONS", "as_series_list", "fit_series_model",
-           "import_extra", "predict_proba", "predict_values", "train_options"]
+__all__ = ["CLASSIFIER_OPTIONS", "REGRESSOR_OPTIONS", "TEST_PARAMS", "as_series_list",
+           "fit_series_model", "import_extra", "predict_proba", "predict_values", "train_options"]
 
 #: constructor parameters of the regressors, in signature order: ``pack_and_train``'s
 #: options (``clip_grad_norm`` ... ``progress`` are the ``vlrnn.Trainer`` options it
@@ -42,6 +42,11 @@ REGRESSOR_OPTIONS = ("cell", "hidden_size", "num_layers", "block_len", "batch_si
                      "random_state")
 #: the classifiers' parameters: the regressors' plus ``class_weight``
 CLASSIFIER_OPTIONS = REGRESSOR_OPTIONS[:10] + ("class_weight",) + REGRESSOR_OPTIONS[10:]
+
+#: tiny settings for the frameworks' estimator checks (about a second per fit on 2 CPU
+#: cores); not a recommendation
+TEST_PARAMS = {"hidden_size": 4, "num_layers": 1, "epochs": 2, "batch_size": 4,
+               "block_len": 8, "val_fraction": 0.0, "progress": False}
 
 #: keyword options the adapters set themselves (the frame's columns, the task)
 _RESERVED = ("id_col", "time_col", "target_cols", "feature_cols", "series_target", "task",
