@@ -16,16 +16,16 @@ import pytest
 
 aeon = pytest.importorskip("aeon")  # pip install -e ".[test]" installs it
 
-from aeon.datasets import load_basic_motions, load_japanese_vowels  # noqa: E402
-from aeon.testing.data_generation import make_example_3d_numpy_list  # noqa: E402
-from aeon.testing.estimator_checking import parametrize_with_checks  # noqa: E402
-from sklearn.base import clone  # noqa: E402
-from sklearn.model_selection import cross_val_score  # noqa: E402
+from aeon.datasets import load_basic_motions, load_japanese_vowels
+from aeon.testing.data_generation import make_example_3d_numpy_list
+from aeon.testing.estimator_checking import parametrize_with_checks
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
 
-import vlrnn  # noqa: E402
-from vlrnn.aeon import RNNClassifier, RNNRegressor  # noqa: E402
-from vlrnn.estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS  # noqa: E402
-from vlrnn.estimators._core import TEST_PARAMS  # noqa: E402
+import vlrnn
+from vlrnn.aeon import RNNClassifier, RNNRegressor
+from vlrnn.estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS
+from vlrnn.estimators._core import TEST_PARAMS
 
 
 @parametrize_with_checks([RNNClassifier, RNNRegressor])

@@ -17,12 +17,19 @@ import torch
 
 import vlrnn
 from vlrnn.data import from_arrays
-from vlrnn.estimators import (CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS, as_series_list,
-                              fit_series_model, import_extra, predict_proba, predict_values,
-                              train_options)
+from vlrnn.estimators import (
+    CLASSIFIER_OPTIONS,
+    REGRESSOR_OPTIONS,
+    as_series_list,
+    fit_series_model,
+    import_extra,
+    predict_proba,
+    predict_values,
+    train_options,
+)
 from vlrnn.estimators._core import TEST_PARAMS
 
-TINY = {k: v for k, v in TEST_PARAMS.items()}
+TINY = dict(TEST_PARAMS)
 
 
 def ragged(n=12, channels=2, seed=0):
