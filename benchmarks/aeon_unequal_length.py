@@ -1,0 +1,97 @@
+"""vlrnn.aeon.RNNClassifier against aeon's classifiers that take unequal-length series.
+
+Data: JapaneseVowels as aeon ships it (``aeon.datasets.load_japanese_vowels``): 270 train
+and 370 test series, 12 channels, lengths 7 to 29, 9 classes; the standard split, as
+loaded (no padding, no truncation, no resampling). Classifiers: every aeon 1.6 classifier
+tagged ``capability:unequal_length`` and ``capability:multivariate`` that needs no further
+package and fits here in minutes (``DummyClassifier``, ``KNeighborsTimeSeriesClassifier``
+with DTW, ``Catch22Classifier``, ``RDSTClassifier``), and vlrnn's ``RNNClassifier`` with
+every parameter at its default (``pack_and_train``'s defaults) and a small variant.
+aeon's deep learners (InceptionTime, ...) and ROCKET need equal lengths (padding) and
+are left out. Each classifier runs ``--seeds`` times (random_state 0, 1, ...); the table
+gives the mean and range of test accuracy and the mean fit + predict seconds, on
+``--threads`` torch/numba threads.
+
+    python benchmarks/aeon_unequal_length.py                 # all, 3 seeds
+    python benchmarks/aeon_unequal_length.py --seeds 1 --only RNN
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def classifiers(seed: int):
+    """name -> unfitted classifier."""
+    from aeon.classification import DummyClassifier
+    from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
+    from aeon.classification.feature_based import Catch22Classifier
+    from aeon.classification.shapelet_based import RDSTClassifier
+
+    from vlrnn.aeon import RNNClassifier
+
+    return {
+        "Dummy (majority)": DummyClassifier(),
+        "1-NN DTW": KNeighborsTimeSeriesClassifier(distance="dtw"),
+        "Catch22": Catch22Classifier(random_state=seed),
+        "RDST": RDSTClassifier(random_state=seed),
+        "vlrnn RNN (defaults)": RNNClassifier(progress=False, random_state=seed),
+        "vlrnn RNN (GRU 32x1)": RNNClassifier(cell="gru", hidden_size=32, num_layers=1,
+                                              progress=False, random_state=seed),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default=None, help="run classifiers whose name has this")
+    ap.add_argument("--out", default=str(HERE / "results" / "aeon_unequal_length.md"))
+    args = ap.parse_args()
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+    import numpy as np
+    import torch
+    from aeon.datasets import load_japanese_vowels
+
+    torch.set_num_threads(args.threads)
+    X, y = load_japanese_vowels(split="train")
+    Xt, yt = load_japanese_vowels(split="test")
+    lengths = [x.shape[1] for x in X + Xt]
+    print(f"JapaneseVowels: {len(X)} train, {len(Xt)} test, {X[0].shape[0]} channels, "
+          f"lengths {min(lengths)}-{max(lengths)}, {len(set(y))} classes", flush=True)
+    rows = []
+    for name in classifiers(0):
+        if args.only and args.only not in name:
+            continue
+        accs, secs = [], []
+        for seed in range(args.seeds):
+            clf = classifiers(seed)[name]
+            t0 = time.perf_counter()
+            pred = clf.fit(X, y).predict(Xt)
+            secs.append(time.perf_counter() - t0)
+            accs.append(float(np.mean(pred == yt)))
+            print(f"{name:24s} seed {seed}: accuracy {accs[-1]:.4f}, {secs[-1]:.1f} s",
+                  flush=True)
+        rows.append((name, np.mean(accs), min(accs), max(accs), np.mean(secs)))
+    lines = [(f"JapaneseVowels (aeon's split: {len(X)} train, {len(Xt)} test, lengths "
+             f"{min(lengths)}-{max(lengths)}, 12 channels, 9 classes), unequal lengths as "
+             f"loaded; {args.seeds} seed(s), {args.threads} thread(s)."), "",
+             (f"Command: `python benchmarks/aeon_unequal_length.py --seeds {args.seeds} "
+             f"--threads {args.threads}`"), "",
+             "| classifier | test accuracy (mean) | min | max | fit + predict (s) |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {m:.4f} | {lo:.4f} | {hi:.4f} | {s:.1f} |" for n, m, lo, hi, s in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.only:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
