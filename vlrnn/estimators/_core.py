@@ -28,8 +28,8 @@ import pandas as pd
 from ..data import from_arrays
 from ..training import TrainedModel, pack_and_train
 
-__all__ = ["CLASSIFIER_OPTIONS", "REGRESSOR_OPTIONS", "TEST_PARAMS", "as_series_list",
-           "fit_series_model", "import_extra", "predict_proba", "predict_values", "train_options"]
+__all__ = ["CLASSIFIER_OPTIONS", "FORECASTER_OPTIONS", "REGRESSOR_OPTIONS", "TEST_PARAMS",
+           "as_series_list", "fit_series_model", "import_extra", "predict_proba", "predict_values", "train_options"]
 
 #: constructor parameters of the regressors, in signature order: ``pack_and_train``'s
 #: options (``clip_grad_norm`` ... ``progress`` are the ``vlrnn.Trainer`` options it
@@ -42,6 +42,8 @@ REGRESSOR_OPTIONS = ("cell", "hidden_size", "num_layers", "block_len", "batch_si
                      "random_state")
 #: the classifiers' parameters: the regressors' plus ``class_weight``
 CLASSIFIER_OPTIONS = REGRESSOR_OPTIONS[:10] + ("class_weight",) + REGRESSOR_OPTIONS[10:]
+#: the forecaster's parameters: the regressors' less ``pool`` (a forecast reads every step)
+FORECASTER_OPTIONS = tuple(k for k in REGRESSOR_OPTIONS if k != "pool")
 
 #: tiny settings for the frameworks' estimator checks (about a second per fit on 2 CPU
 #: cores); not a recommendation
