@@ -126,3 +126,11 @@ def test_import_vlrnn_needs_neither_framework():
             "bad = [m for m in ('aeon', 'sktime', 'sklearn') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_class_weight_as_a_dict_by_class():
+    X, y = ragged()
+    model = fit_series_model(X, y, "classification", dict(TINY, class_weight={"odd": 3.0}))
+    assert model.config["class_weight"] == [1.0, 3.0]          # classes: even, odd
+    with pytest.raises(ValueError, match=r"class_weight names classes \['nope'\]"):
+        fit_series_model(X, y, "classification", dict(TINY, class_weight={"nope": 2.0}))

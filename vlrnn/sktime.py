@@ -100,7 +100,8 @@ class RNNClassifier(BaseClassifier):
     ['down', 'up']
 """
 
-    _tags: ClassVar[dict[str, Any]] = dict(_TAGS, **{"capability:predict_proba": True})
+    _tags: ClassVar[dict[str, Any]] = dict(_TAGS, **{"capability:predict_proba": True,
+                                                          "capability:class_weight": True})
 
     def __init__(self, cell=None, hidden_size=None, num_layers=None, block_len=None,
                  batch_size=None, epochs=None, lr=None, val_fraction=None, scale=None,

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..data import from_arrays
 from ..training import TrainedModel, pack_and_train
+from ..training.tasks import ClassCodes
 
 __all__ = ["CLASSIFIER_OPTIONS", "FORECASTER_OPTIONS", "REGRESSOR_OPTIONS", "TEST_PARAMS",
            "as_series_list", "fit_series_model", "import_extra", "predict_proba", "predict_values", "train_options"]
@@ -126,6 +127,18 @@ def _frame(series: Sequence[np.ndarray], labels: Any = None):
     return from_arrays(list(series), labels, channels_first=True, id_col=_ID, time_col=_TIME)
 
 
+def _weights_in_class_order(weights: Mapping[Any, float], labels: pd.Series) -> list[float]:
+    """``{class: weight}`` (scikit-learn's form; a class left out weighs 1) -> the list
+    in ``pack_and_train``'s class order."""
+    classes = ClassCodes.fit(labels, "y").classes
+    unknown = [c for c in weights if _plain(c) not in classes]
+    if unknown:
+        raise ValueError(f"class_weight names classes {unknown} that are not in y "
+                         f"(classes {classes})")
+    by_class = {_plain(c): float(w) for c, w in weights.items()}
+    return [by_class.get(c, 1.0) for c in classes]
+
+
 def fit_series_model(series: Sequence[np.ndarray], y: Any, task: str,
                      options: Mapping[str, Any]) -> TrainedModel:
     """Train one model on ``N`` series with one label each.
@@ -143,6 +156,10 @@ def fit_series_model(series: Sequence[np.ndarray], y: Any, task: str,
         pickled): the same object :meth:`~vlrnn.TrainedModel.load` gives.
     """
     data = _frame(series, np.asarray(y))
+    options = dict(options)
+    if isinstance(options.get("class_weight"), Mapping):
+        options["class_weight"] = _weights_in_class_order(options["class_weight"],
+                                                          data.labels)
     result = pack_and_train(data.frame, id_col=_ID, time_col=_TIME,
                             feature_cols=data.feature_cols, series_target=data.labels,
                             task=task, **options)

@@ -38,8 +38,8 @@ _PARAMETERS = """
 """
 
 _CLASS_WEIGHT = """    class_weight : optional
-        ``"auto"``, ``"balanced"``, a list of weights in class order, or ``False`` for
-        none.
+        ``"auto"``, ``"balanced"``, a dict ``{class: weight}`` (a class left out weighs
+        1), a list of weights in ``classes_`` order, or ``False`` for none.
 """
 
 
