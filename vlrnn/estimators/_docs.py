@@ -18,9 +18,9 @@ _PARAMETERS = """
         Adam learning rate.
     val_fraction : float, optional
         Share of the training series held out for early stopping (``0``: none).
-    scale : bool, optional
-        Standardise inputs (and regression targets) with the training series' statistics;
-        pass ``False`` for none.
+    scale : optional
+        ``pack_and_train``'s ``scale``: standardise inputs (and regression targets) with
+        the training series' statistics; pass ``False`` for none.
     pool : tuple of str, optional
         What the head reads: a subset of ``("last", "mean", "max")`` over time.
 {class_weight}    clip_grad_norm, early_stopping_patience, device, progress : optional
