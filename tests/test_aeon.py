@@ -8,6 +8,7 @@ pickling and the model's own file, parameters, and the ImportError without aeon.
 """
 from __future__ import annotations
 
+import doctest
 import pickle
 import sys
 
@@ -129,3 +130,10 @@ def test_import_error_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "vlrnn.aeon")
     with pytest.raises(ImportError, match=r'pip install "vlrnn\[aeon\]"'):
         import vlrnn.aeon  # noqa: F401
+
+
+def test_docstring_examples_run():
+    import vlrnn.aeon as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0
