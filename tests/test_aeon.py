@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import pickle
+import subprocess
 import sys
 
 import numpy as np
@@ -137,3 +138,19 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_reload_in_a_fresh_process(tmp_path):
+    X, y = make_example_3d_numpy_list(n_cases=10, n_channels=2, random_state=5)
+    clf = RNNClassifier(**TEST_PARAMS).fit(X, y)
+    (tmp_path / "clf.pkl").write_bytes(pickle.dumps(clf))
+    (tmp_path / "X.pkl").write_bytes(pickle.dumps(X))
+    # the fresh process reads X in float64 as this one does (conftest): TrainedModel
+    # builds its input tensors in torch's default dtype before casting to the model's
+    code = ("import pickle, sys, numpy as np, torch; d = sys.argv[1]; "
+            "torch.set_default_dtype(torch.float64); "
+            "clf = pickle.load(open(d + '/clf.pkl', 'rb')); "
+            "X = pickle.load(open(d + '/X.pkl', 'rb')); "
+            "np.save(d + '/proba.npy', clf.predict_proba(X))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "proba.npy"), clf.predict_proba(X))
