@@ -242,10 +242,7 @@ class RNNForecaster(BaseForecaster):
     read up to each series' end; its future values (``X`` passed to ``predict``) are not
     used. Every series is forecast from its own last step, at the horizon's times after
     the cutoff: panels whose series end at one time, as sktime's do.
-""" + _docs.parameters(classifier=False).replace(
-        "    pool : tuple of str, optional\n"
-        "        What the head reads: a subset of ``(\"last\", \"mean\", \"max\")`` over time.\n",
-        "") + """
+""" + _docs.parameters(classifier=False, pool=False) + """
     With one series and ``val_fraction`` left at ``None``, no series is held out.
 
     Attributes

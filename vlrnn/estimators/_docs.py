@@ -21,9 +21,7 @@ _PARAMETERS = """
     scale : optional
         ``pack_and_train``'s ``scale``: standardise inputs (and regression targets) with
         the training series' statistics; pass ``False`` for none.
-    pool : tuple of str, optional
-        What the head reads: a subset of ``("last", "mean", "max")`` over time.
-{class_weight}    clip_grad_norm, early_stopping_patience, device, progress : optional
+{pool}{class_weight}    clip_grad_norm, early_stopping_patience, device, progress : optional
         Options of ``vlrnn.Trainer`` (``progress=False`` hides the progress bar).
     train_options : dict, optional
         Any further keyword options of ``vlrnn.pack_and_train`` (``schedule``,
@@ -43,6 +41,13 @@ _CLASS_WEIGHT = """    class_weight : optional
 """
 
 
-def parameters(classifier: bool) -> str:
-    """The "Parameters" section of a classifier's (or a regressor's) docstring."""
-    return _PARAMETERS.format(class_weight=_CLASS_WEIGHT if classifier else "")
+_POOL = """    pool : tuple of str, optional
+        What the head reads: a subset of ``("last", "mean", "max")`` over time.
+"""
+
+
+def parameters(classifier: bool, pool: bool = True) -> str:
+    """The "Parameters" section of a classifier's, regressor's (or, ``pool=False``, the
+    forecaster's) docstring."""
+    return _PARAMETERS.format(class_weight=_CLASS_WEIGHT if classifier else "",
+                              pool=_POOL if pool else "")
