@@ -1,4 +1,4 @@
-"""One code path under the four estimators: series arrays -> ``pack_and_train`` -> arrays.
+"""One code path under the classifiers and regressors: series -> ``pack_and_train`` -> arrays.
 
 The aeon and sktime adapters differ only in the framework's base class, tags and the
 collection formats it hands to ``_fit``/``_predict``; each turns its format into a list
@@ -30,7 +30,8 @@ from ..training import TrainedModel, pack_and_train
 from ..training.tasks import ClassCodes
 
 __all__ = ["CLASSIFIER_OPTIONS", "FORECASTER_OPTIONS", "REGRESSOR_OPTIONS", "TEST_PARAMS",
-           "as_series_list", "fit_series_model", "import_extra", "predict_proba", "predict_values", "train_options"]
+           "as_series_list", "fit_series_model", "import_extra", "predict_proba",
+           "predict_values", "train_options"]
 
 #: constructor parameters of the regressors, in signature order: ``pack_and_train``'s
 #: options (``clip_grad_norm`` ... ``progress`` are the ``vlrnn.Trainer`` options it
