@@ -72,7 +72,8 @@ def classifiers(seed: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="JapaneseVowels", choices=["JapaneseVowels", "PLAID"])
+    ap.add_argument("--dataset", default="JapaneseVowels",
+                    choices=["JapaneseVowels", "PLAID"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None, help="run classifiers whose name has this")
@@ -105,13 +106,14 @@ def main() -> None:
             print(f"{name:24s} seed {seed}: accuracy {accs[-1]:.4f}, {secs[-1]:.1f} s",
                   flush=True)
         rows.append((name, np.mean(accs), min(accs), max(accs), np.median(secs)))
-    lines = [(f"{what}; unequal lengths as loaded; {args.seeds} seed(s), {args.threads} "
-             "thread(s)."), "",
-             (f"Command: `python benchmarks/aeon_unequal_length.py --dataset {args.dataset} "
-              f"--seeds {args.seeds} --threads {args.threads}`"), "",
+    command = (f"python benchmarks/aeon_unequal_length.py --dataset {args.dataset} "
+               f"--seeds {args.seeds} --threads {args.threads}")
+    lines = [f"{what}; unequal lengths as loaded; {args.seeds} seed(s), "
+             f"{args.threads} thread(s).", "", f"Command: `{command}`", "",
              "| classifier | test accuracy (mean) | min | max | fit + predict (s, median) |",
              "|---|---:|---:|---:|---:|"]
-    lines += [f"| {n} | {m:.4f} | {lo:.4f} | {hi:.4f} | {s:.1f} |" for n, m, lo, hi, s in rows]
+    lines += [f"| {n} | {m:.4f} | {lo:.4f} | {hi:.4f} | {s:.1f} |"
+              for n, m, lo, hi, s in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.only:

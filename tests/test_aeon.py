@@ -87,7 +87,8 @@ def test_proba_columns_in_classes_order():
     y = np.array([30, 4, 200] * 4)                    # sorted as numbers, not as text
     clf = RNNClassifier(**TEST_PARAMS).fit(X, y)
     assert clf.classes_.tolist() == [4, 30, 200]
-    frame = clf.model_.predict(vlrnn.data.from_arrays(X, channels_first=True, id_col="series").frame)
+    frame = clf.model_.predict(
+        vlrnn.data.from_arrays(X, channels_first=True, id_col="series").frame)
     want = frame[[f"prob_{c}" for c in clf.classes_]].to_numpy()
     np.testing.assert_array_equal(clf.predict_proba(X), want)
     assert clf.predict(X).dtype == clf.classes_.dtype
