@@ -108,8 +108,8 @@ def main() -> None:
         rows.append((name, np.mean(accs), min(accs), max(accs), np.median(secs)))
     command = (f"python benchmarks/aeon_unequal_length.py --dataset {args.dataset} "
                f"--seeds {args.seeds} --threads {args.threads}")
-    lines = [f"{what}; unequal lengths as loaded; {args.seeds} seed(s), "
-             f"{args.threads} thread(s).", "", f"Command: `{command}`", "",
+    lines = [(f"{what}; unequal lengths as loaded; {args.seeds} seed(s), "
+             f"{args.threads} thread(s)."), "", f"Command: `{command}`", "",
              "| classifier | test accuracy (mean) | min | max | fit + predict (s, median) |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {m:.4f} | {lo:.4f} | {hi:.4f} | {s:.1f} |"
