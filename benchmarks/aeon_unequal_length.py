@@ -110,7 +110,7 @@ def main() -> None:
                f"--seeds {args.seeds} --threads {args.threads}")
     lines = [(f"{what}; unequal lengths as loaded; {args.seeds} seed(s), "
              f"{args.threads} thread(s)."), "", f"Command: `{command}`", "",
-             "| classifier | test accuracy (mean) | min | max | fit + predict (s, median) |",
+             "| classifier | test accuracy (mean) | min | max | fit+predict s (median) |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {m:.4f} | {lo:.4f} | {hi:.4f} | {s:.1f} |"
               for n, m, lo, hi, s in rows]

@@ -99,7 +99,7 @@ def test_pickle_and_the_models_own_file(tmp_path):
     clf = RNNClassifier(**TEST_PARAMS).fit(X, y)
     back = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
-    path = clf.model_.save(tmp_path / "model.pt")     # the TrainedModel pack_and_train gives
+    path = clf.model_.save(tmp_path / "model.pt")  # the TrainedModel pack_and_train gives
     loaded = vlrnn.TrainedModel.load(path)
     frame = vlrnn.data.from_arrays(X, channels_first=True, id_col="series").frame
     np.testing.assert_allclose(loaded.predict(frame).iloc[:, 1:].to_numpy(),
