@@ -10,7 +10,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
-NEEDS = {"guides/lightning.md": ("lightning", "accelerate")}  # the test extra installs them
+NEEDS = {"guides/lightning.md": ("lightning", "accelerate"),  # the test extra installs them
+         "guides/aeon-sktime.md": ("aeon", "sktime")}
 
 
 def python_blocks(page: Path):
