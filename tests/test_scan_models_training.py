@@ -63,8 +63,10 @@ def test_series_task_reads_the_last_output(cell):
     each sequence's last step, through the engine's blocks."""
     df = ragged_frame(5)
     labels = pd.Series(["a", "b", "a", "b", "a"], index=[f"s{i}" for i in range(5)])
+    # front=None: the recurrent model itself reads the input (a conv front end, the
+    # series default, would put its own features in front of it)
     res = vlrnn.pack_and_train(df, series_target=labels, epochs=1, val_fraction=0,
-                               cell=cell, **{**OPTS, "target_cols": None})
+                               cell=cell, front=None, **{**OPTS, "target_cols": None})
     out = res.predict(df)
     assert len(out) == 5 and set(out["prediction"]) <= {"a", "b"}
     model = res.model

@@ -70,9 +70,9 @@ class EpochMixin:
                 n_batches += 1
                 x, y = self._batch(batch, i)
                 value = self._train_step(x, y, epoch, i)
-                self._global_step += 1
+                self.run.global_step += 1
                 if self.tensorboard is not None:
-                    self.tensorboard.step(self._global_step, value)
+                    self.tensorboard.step(self.run.global_step, value)
                 bar.update(1)
                 if value is None:
                     skipped += 1
@@ -141,9 +141,9 @@ class EpochMixin:
                              f"{sorted(row)}")
         if math.isnan(value):
             return False
-        if math.isnan(self.best_score):
+        if math.isnan(self.run.best_score):
             return True
-        return value > self.best_score if self._maximise else value < self.best_score
+        return value > self.run.best_score if self._maximise else value < self.run.best_score
 
     @torch.no_grad()
     def _metrics(self, loader: Iterable) -> Dict[str, float]:

@@ -20,9 +20,8 @@ from torch import nn
 from ..engine.bptt import block_loss
 from ..engine.loss import check_reduction
 from ..engine.options import Options
-from . import checkpoint_files as ckpt_io
 from . import distributed as dd
-from .checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
+from .checkpointing import CHECKPOINT_FORMAT, Checkpoints, Progress
 from .epochs import EpochMixin
 from .guards import Guards
 from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _set_epoch,
@@ -39,7 +38,7 @@ __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(EpochMixin, CheckpointMixin):
+class Trainer(EpochMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -228,7 +227,6 @@ class Trainer(EpochMixin, CheckpointMixin):
         self.config = config
         self.tensorboard = None if log_dir is None else TensorBoardLogger(
             log_dir, write=self.is_main)
-        self._global_step = 0  # batches since the start of the run (TensorBoard's x axis)
         self.params = self._trainable()
         self.guards = Guards(self.skip_nonfinite, self.distributed, self.params,
                              [("", self.model), ("loss_fn.", self.loss_fn),
@@ -248,19 +246,25 @@ class Trainer(EpochMixin, CheckpointMixin):
                              "pass optimizer= too, or pass scheduler as a callable "
                              "optimizer -> scheduler")
         self.scheduler = scheduler
-        self._rows: List[Dict[str, float]] = []
-        self.best_epoch: Optional[int] = None
-        self.best_val_loss = math.inf
-        self.best_score = math.nan
-        self._best_state: Optional[Dict[str, torch.Tensor]] = None
-        self._bad_epochs = 0
-        self.stopped_early = False
+        self.run = Progress()  # history, best epoch, early stopping: what resume restores
+        self.checkpoints = Checkpoints(checkpoint_dir, self.placement, config, scaler_state,
+                                       self.seed)
 
     # -- public ------------------------------------------------------------------------------
+    # the run's progress, read-only (the Trainer's public attributes of old)
+    best_epoch = property(lambda self: self.run.best_epoch,
+                          doc="The epoch with the best ``monitor`` value so far.")
+    best_val_loss = property(lambda self: self.run.best_val_loss,
+                             doc="The validation loss of :attr:`best_epoch`.")
+    best_score = property(lambda self: self.run.best_score,
+                          doc="The ``monitor`` value of :attr:`best_epoch`.")
+    stopped_early = property(lambda self: self.run.stopped_early,
+                             doc="Whether the last ``fit`` stopped on patience.")
+
     @property
     def history(self) -> pd.DataFrame:
-        extra = [k for r in self._rows for k in r if k not in HISTORY_COLUMNS]
-        return pd.DataFrame(self._rows, columns=HISTORY_COLUMNS + list(dict.fromkeys(extra)))
+        extra = [k for r in self.run.rows for k in r if k not in HISTORY_COLUMNS]
+        return pd.DataFrame(self.run.rows, columns=HISTORY_COLUMNS + list(dict.fromkeys(extra)))
 
     def fit(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
             epochs: int = 10, resume: Union[str, Path, None] = None, *,
@@ -295,18 +299,15 @@ class Trainer(EpochMixin, CheckpointMixin):
             raise ValueError("early_stopping_patience needs a val_loader to watch")
         done = 0
         # A fit without resume is a new run from the current weights and optimizer state.
-        self._rows, self._best_state, self._bad_epochs = [], None, 0
-        self._global_step = 0
-        self.best_epoch, self.best_val_loss, self.stopped_early = None, math.inf, False
-        self.best_score = math.nan
+        self.run = Progress()
         if self.monitor != "val_loss" and self.metrics is None:
             raise ValueError(f"monitor={self.monitor!r} needs metrics= that compute it")
-        if self.checkpoint_dir is not None and self.is_main:
-            # leftovers of a writer killed between writing and renaming: nobody writes now
-            ckpt_io.remove_stale_temp(self.checkpoint_dir)
+        self.checkpoints.clear_stale()  # a killed writer's leftovers: nobody writes now
         if resume is not None:
-            done = self._resume(resume, train_loader, trusted)
-            if self.stopped_early or done >= epochs:
+            done, self.run = self.checkpoints.resume(
+                resume, train_loader, self.model, self.optimizer, self.scheduler,
+                self.patience, trusted)
+            if self.run.stopped_early or done >= epochs:
                 self._finish()
                 return self.history
         if self.tensorboard is not None:
@@ -330,30 +331,34 @@ class Trainer(EpochMixin, CheckpointMixin):
                     # the whole validation set on every rank: the same scores everywhere,
                     # so a metric that drives early stopping never splits the ranks
                     scores = self._metrics(val_loader)
-            self._rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
+            self.run.rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
                                    lr=lr, skipped=skipped, **scores))
             if self.tensorboard is not None:
-                self.tensorboard.epoch(self._rows[-1], self.device)
+                self.tensorboard.epoch(self.run.rows[-1], self.device)
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val_loss if val_loader is not None else train_loss)
                 else:
                     self.scheduler.step()
-            improved = val_loader is not None and self._better(self._rows[-1])
+            improved = val_loader is not None and self._better(self.run.rows[-1])
             if improved:
-                self.best_epoch, self.best_val_loss = epoch, val_loss
-                self.best_score = float(self._rows[-1][self.monitor])
-                self._bad_epochs = 0
+                self.run.best_epoch, self.run.best_val_loss = epoch, val_loss
+                self.run.best_score = float(self.run.rows[-1][self.monitor])
+                self.run.bad_epochs = 0
                 if self.patience is not None:
-                    self._best_state = {k: v.detach().to("cpu", copy=True)
+                    self.run.best_state = {k: v.detach().to("cpu", copy=True)
                                         for k, v in self.model.state_dict().items()}
             elif val_loader is not None:
-                self._bad_epochs += 1
-            self.stopped_early = self.patience is not None and self._bad_epochs >= self.patience
+                self.run.bad_epochs += 1
+            self.run.stopped_early = self.patience is not None and self.run.bad_epochs >= self.patience
             if self.checkpoint_dir is not None:
-                self._save_checkpoints(epoch, train_loader, improved)
-            if self.stopped_early:
+                keep_best = self.patience is not None and self.run.best_epoch != epoch
+                data = self.checkpoints.payload(epoch, self.model, self.optimizer,
+                                                self.scheduler, self.run, keep_best,
+                                                train_loader)
+                self.checkpoints.save(data, improved)
+            if self.run.stopped_early:
                 break
         self._finish()
         return self.history
@@ -422,8 +427,8 @@ class Trainer(EpochMixin, CheckpointMixin):
     def _finish(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if self.patience is not None and self.restore_best and self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+        if self.patience is not None and self.restore_best and self.run.best_state is not None:
+            self.model.load_state_dict(self.run.best_state)
         if self.distributed:
             # every rank has written what it writes: a script may now tear the group down
             # (or just exit, which gloo survives more reliably than destroy_process_group)
