@@ -179,8 +179,9 @@ def train_lm(train: List[torch.Tensor], val: List[torch.Tensor], *, seconds: flo
     t0 = time.perf_counter()
     elapsed = 0.0
     queue: List[List[int]] = []
-    while elapsed < seconds:
-        if not did_longest and elapsed >= 0.4 * seconds:
+    while elapsed < seconds or not did_longest:
+        # the longest file once, at 40% of the time (or last, when steps ran long)
+        if not did_longest and (elapsed >= 0.4 * seconds or elapsed >= seconds):
             idx, did_longest = [longest], True
         else:
             if not queue:
