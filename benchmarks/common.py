@@ -7,8 +7,8 @@ import subprocess
 import sys
 from typing import Dict, List, Sequence
 
-from vlrnn.memory import peak_rss_mb, rss_mb as now_rss_mb
-
+from vlrnn.memory import peak_rss_mb
+from vlrnn.memory import rss_mb as now_rss_mb
 
 # peak and current resident memory, MB (Linux: VmHWM / VmRSS; see vlrnn.memory)
 rss_mb = peak_rss_mb

@@ -41,8 +41,8 @@ from common import current_rss_mb, rss_mb, spawn  # noqa: E402
 
 def largest_batch(max_bytes: int = 200_000, batch_size: int = 16, seed: int = 0):
     """The byte tensors ``(T_i,)`` of the demo's largest batch (most bytes in all)."""
-    from vlrnn.data import LengthBucketSampler
     from vlrnn.cli.demo import read_bytes, split_files, stdlib_files
+    from vlrnn.data import LengthBucketSampler
     files = [p for p in stdlib_files() if p.stat().st_size <= max_bytes]
     train_files, _ = split_files(files)
     train = [read_bytes(p) for p in train_files]
@@ -74,6 +74,7 @@ def heap_stats() -> dict:
 def worker(fraction: float, block_len: int, hidden: int, schedule: str = "flat") -> dict:
     """One forward+backward of ``block_loss`` in this process."""
     import torch
+
     import vlrnn
     from vlrnn.cli.demo import ByteLSTM, batch_of, cross_entropy_rows
     torch.manual_seed(0)

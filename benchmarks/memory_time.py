@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import markdown, medians, plot_loglog, rss_mb, run_worker, spawn  # noqa: E402
+
 FULL = {"plain": [1000, 4000, 16000, 64000], "vlrnn_only": [100_000, 1_000_000]}
 QUICK = {"plain": [500, 2000, 8000], "vlrnn_only": [32_000]}
 CONFIG = dict(n_in=16, hidden=128, layers=2, batch=16, block_len=256)
@@ -72,6 +73,7 @@ def hand_loop(model, loss_fn, x, y, block_len):
 
 def worker(method: str, T: int, iters: int) -> dict:
     import torch
+
     import vlrnn
     model, head, x, y, loss_fn = build(T, torch.float32)
     base = rss_mb()
@@ -96,6 +98,7 @@ def worker(method: str, T: int, iters: int) -> dict:
 def check(T: int) -> dict:
     """float64: max relative gradient error of vlrnn against plain BPTT."""
     import torch
+
     import vlrnn
     model, head, x, y, loss_fn = build(T, torch.float64)
     params = list(model.parameters()) + list(head.parameters())

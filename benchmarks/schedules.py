@@ -139,6 +139,7 @@ def inputs(cfg, T, data_dir):
 
 def worker(method: str, T: int, cfg_name: str, data_dir: str) -> dict:
     import torch
+
     import vlrnn
     cfg = BIG if cfg_name == "big" else SMALL
     model, head, loss_fn = build(cfg)
@@ -171,6 +172,7 @@ def worker(method: str, T: int, cfg_name: str, data_dir: str) -> dict:
 def check(method: str, T: int) -> dict:
     """float64: max relative gradient error against plain BPTT."""
     import torch
+
     import vlrnn
     model, head, loss_fn = build(BIG, torch.float64)
     x, y = inputs(BIG, T, None)
@@ -292,6 +294,7 @@ def count_calls(schedule, n_blocks: int) -> dict:
     once, for one ``block_backward`` over ``n_blocks`` one-step blocks."""
     import torch
     from torch import nn
+
     import vlrnn
     from vlrnn.engine.runner import BlockRunner
     torch.manual_seed(0)
@@ -322,6 +325,7 @@ def count_calls(schedule, n_blocks: int) -> dict:
 
 def counts(a) -> str:
     import math
+
     from vlrnn.engine.schedules import revolve_calls, revolve_with
     Ks = [64, 1000] if a.quick else [64, 1000, 10_000]
     rows = []
@@ -355,6 +359,7 @@ def interleave(a) -> str:
     block forward calls of ``block_backward`` on the small model, T = 100,000 (10,000
     with --quick)."""
     import torch
+
     import vlrnn
     torch.set_num_threads(a.threads)
     T = 10_000 if a.quick else 100_000

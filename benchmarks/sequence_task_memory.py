@@ -67,8 +67,7 @@ def make_series(n: int, longest: int, seed: int = 0):
 def worker(longest: int, epochs: int, api: str) -> dict:
     import torch
 
-    from vlrnn.memory import peak_rss_mb, plain_bptt_mb, release_free_memory, reset_peak_rss, \
-        rss_mb
+    from vlrnn.memory import peak_rss_mb, plain_bptt_mb, release_free_memory, reset_peak_rss, rss_mb
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -47,10 +47,11 @@ from torch.nn.utils.rnn import pack_sequence
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from step_classification import FEATURES, load_files, pick  # noqa: E402
+
 import vlrnn  # noqa: E402
 from vlrnn.cli.demo import split_files, stdlib_files  # noqa: E402
 from vlrnn.memory import peak_rss_mb, release_free_memory, reset_peak_rss  # noqa: E402
-from step_classification import FEATURES, load_files, pick  # noqa: E402
 
 CLASSES = ["space", "name", "keyword", "op", "number", "string", "comment"]
 

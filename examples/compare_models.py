@@ -43,14 +43,21 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import vlrnn
+from vlrnn.cli.demo import (
+    VOCAB,
+    batch_of,
+    cross_entropy_rows,
+    read_bytes,
+    split_files,
+    stdlib_files,
+)
 from vlrnn.data import LengthBucketSampler
-from vlrnn.cli.demo import VOCAB, batch_of, cross_entropy_rows, read_bytes, split_files, \
-    stdlib_files
 from vlrnn.models import QRNN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import long_memory  # noqa: E402  (the sibling example: plain BPTT's memory)
 from vlrnn.cli import recall as recall_task  # noqa: E402  (the recall task: data, chrono init)
+
+import long_memory  # noqa: E402  (the sibling example: plain BPTT's memory)
 
 CELLS = ("lstm", "gru", "qrnn")
 TASKS = ("recall", "bytes")

@@ -34,8 +34,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import vlrnn  # noqa: E402
 from lowlevel_tasks import fit_forecaster, one_call_supports  # noqa: E402
+
+import vlrnn  # noqa: E402
 
 H = 5               # forecast horizon, years
 LAST_TRAIN = 2006   # the model sees years up to this one

@@ -34,16 +34,22 @@ import math
 import sys
 import time
 
+import lightning as L
 import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from torch.utils.data import DataLoader
 
-import lightning as L
-
 import vlrnn
-from vlrnn.engine.bptt import block_outputs
+from vlrnn.cli.demo import (
+    ByteLSTM,
+    batch_of,
+    cross_entropy_rows,
+    read_bytes,
+    split_files,
+    stdlib_files,
+)
 from vlrnn.data import LengthBucketSampler
-from vlrnn.cli.demo import ByteLSTM, batch_of, cross_entropy_rows, read_bytes, split_files, stdlib_files
+from vlrnn.engine.bptt import block_outputs
 from vlrnn.memory import peak_rss_mb
 
 LN2 = math.log(2)

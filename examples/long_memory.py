@@ -48,9 +48,18 @@ import torch
 from torch import nn
 
 import vlrnn
+
 # the task, the model and both ways to train it are the ones `vlrnn demo` runs
-from vlrnn.cli.recall import (CUE_WINDOW, K, VAL_SEED, Recall, accuracy, exact_step,
-                              make_batch, truncated_step)
+from vlrnn.cli.recall import (
+    CUE_WINDOW,
+    VAL_SEED,
+    K,
+    Recall,
+    accuracy,
+    exact_step,
+    make_batch,
+    truncated_step,
+)
 
 
 # -- memory ------------------------------------------------------------------------------------

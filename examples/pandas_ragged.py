@@ -99,6 +99,7 @@ def main(argv=None) -> int:
 
     s = load_co2()                     # exits with a message if statsmodels is missing
     import torch
+
     import vlrnn
     torch.set_num_threads(args.threads)
 

@@ -30,10 +30,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from lowlevel_tasks import accuracy, fit_series_classifier, majority_accuracy, one_call_supports  # noqa: E402
+
 import vlrnn  # noqa: E402
 from vlrnn.data import from_arrays, read_ts  # noqa: E402
-from lowlevel_tasks import (accuracy, fit_series_classifier, majority_accuracy,  # noqa: E402
-                            one_call_supports)
 
 DATA = HERE / "data"
 PUBLISHED = "1-NN DTW 0.949-0.959, 1-NN Euclidean 0.924 (Bagnall et al. 2018)"

@@ -42,10 +42,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from lowlevel_tasks import accuracy, fit_step_classifier, majority_accuracy, one_call_supports  # noqa: E402
+
 import vlrnn  # noqa: E402
 from vlrnn.cli.demo import split_files, stdlib_files  # noqa: E402
-from lowlevel_tasks import (accuracy, fit_step_classifier, majority_accuracy,  # noqa: E402
-                            one_call_supports)
 
 STRING_TOKENS = {tokenize.STRING} | {getattr(tokenize, n) for n in
                                      ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END",

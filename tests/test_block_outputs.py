@@ -13,8 +13,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 from vlrnn.models import QRNN, StackedRNN
+
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 
 N_IN, N_HID, N_CLS = 3, 4, 3
 LENGTHS = [7, 1, 13, 5]  # 13 steps in blocks of 3: sequences end mid-block

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_block_outputs import N_CLS, N_HID, N_IN, batch, coupled_loss, inputs_of
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, run_both
-from test_block_outputs import N_CLS, N_HID, N_IN, batch, coupled_loss, inputs_of
 from vlrnn.models import QRNN, StackedRNN
+
+from helpers import assert_close_grads, flat_state, run_both
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 LAYOUTS = ["packed_sorted", "packed_unsorted", "time_major", "batch_first"]

@@ -1,7 +1,6 @@
 """vlrnn.data.from_dataframe: round trip and one test per kind of bad input."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

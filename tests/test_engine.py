@@ -9,6 +9,7 @@ from torch import nn
 
 import vlrnn
 from vlrnn.engine.schedules import SCHEDULES
+
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}

@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
-from vlrnn.training import checkpoint_files as ckpt_io
 from vlrnn.data import SeriesDataset, make_loader
 from vlrnn.models import WithHead
+from vlrnn.training import checkpoint_files as ckpt_io
 
 HERE = Path(__file__).resolve()
 EPOCHS = 3

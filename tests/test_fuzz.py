@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
-from vlrnn.engine.blocks import input_order_lengths
 from vlrnn.data import DataWarning, from_dataframe
+from vlrnn.engine.blocks import input_order_lengths
 from vlrnn.engine.schedules import revolve_with
 
 EXAMPLES = 300

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import vlrnn
-from vlrnn.engine.bptt import block_outputs
 from vlrnn.data import collate_packed
+from vlrnn.engine.bptt import block_outputs
 
 from helpers import end_distributed_worker
 from training_helpers import BLOCK, LR, build_model, max_rel_diff, mse, plain_loop, series

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import vlrnn.memory as mem
+
 from helpers import ragged_batch
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -7,6 +7,7 @@ from torch import nn
 
 import vlrnn
 from vlrnn.engine.planner import choose, parse_bytes
+
 from helpers import assert_close_grads, ragged_batch, run_both
 
 

@@ -7,8 +7,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 from vlrnn.models import QRNN, WithHead, linear_scan
+
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 
 N_IN, N_HID = 3, 4
 LENGTHS = [9, 3, 14, 6, 14, 1]  # unsorted, a tie, a length-1 sequence

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import assert_close_grads
 from vlrnn.models import linear_scan
 from vlrnn.models.qrnn_layer import qrnn_layer
 from vlrnn.models.qrnn_scan import chunk_len, chunked_scan, lerp_scan
+
+from helpers import assert_close_grads
 
 LENGTHS = list(range(1, 41)) + [63, 64, 65, 100, 255, 256, 257]
 

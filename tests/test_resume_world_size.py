@@ -18,8 +18,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from helpers import end_distributed_worker
-from test_trainer_distributed import (WORLD, _result, _trainer, assert_close_states,
-                                      build_model, compare_history, equal_row_batches, packed)
+from test_trainer_distributed import (
+    WORLD,
+    _result,
+    _trainer,
+    assert_close_states,
+    build_model,
+    compare_history,
+    equal_row_batches,
+    packed,
+)
 
 gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                           reason="torch.distributed with gloo is not available")

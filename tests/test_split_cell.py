@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, seeded_total
 from vlrnn.models import SplitCell, StackedRNN, is_split_cell
+
+from helpers import assert_close_grads, flat_state, ragged_batch, seeded_total
 
 LENGTHS = [7, 2, 11, 5, 11, 1]  # unsorted, a tie, a length-1 sequence
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, seeded_total
 from vlrnn.models import StackedRNN
 from vlrnn.models.fused import fused_kernel
+
+from helpers import assert_close_grads, flat_state, ragged_batch, seeded_total
 
 LENGTHS = [7, 2, 11, 5, 11, 1]  # unsorted, a tie, a length-1 sequence
 

@@ -8,8 +8,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence, pad_packed_sequence
 
 import vlrnn
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 from vlrnn.models import StackedRNN, WithHead
+
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 
 LENGTHS = [7, 2, 11, 5, 11, 1]  # unsorted, a tie, a length-1 sequence
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU}

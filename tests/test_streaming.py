@@ -8,6 +8,7 @@ from torch import nn
 
 import vlrnn
 from vlrnn.engine.streaming import ArrayStream
+
 from helpers import assert_close_grads, run_both
 
 

@@ -2,7 +2,6 @@
 and the errors for bad input (each names the series or column)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
-from vlrnn.training import checkpoint_files as ckpt_io
 from vlrnn.data import SeriesDataset, make_loader
 from vlrnn.models import StackedRNN, WithHead
+from vlrnn.training import checkpoint_files as ckpt_io
 from vlrnn.training.trainer import HISTORY_COLUMNS, predict_blocks
 
 MSE = nn.MSELoss(reduction="none")

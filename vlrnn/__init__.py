@@ -9,9 +9,21 @@ Layout: ``vlrnn.engine`` (the exact-BPTT engine), ``vlrnn.training`` (the traini
 ``vlrnn.models`` and ``vlrnn.memory`` (peak memory, plain BPTT's estimate).
 """
 from . import memory
-from .engine import (SCHEDULES, BlockLossOutput, Blockwise, Plan, TimeBlock, block_backward,
-                     block_loss, block_outputs, full_backward, full_loss, full_outputs, plan,
-                     split_packed)
+from .engine import (
+                     SCHEDULES,
+                     BlockLossOutput,
+                     Blockwise,
+                     Plan,
+                     TimeBlock,
+                     block_backward,
+                     block_loss,
+                     block_outputs,
+                     full_backward,
+                     full_loss,
+                     full_outputs,
+                     plan,
+                     split_packed,
+)
 from .training import CheckpointError, TrainedModel, Trainer, pack_and_train
 
 __version__ = "0.1.0"

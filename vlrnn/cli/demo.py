@@ -25,8 +25,18 @@ import torch
 from ..memory import peak_rss_mb
 from . import recall as recall_task
 from ._demo_figure import save_figure
-from ._demo_lm import (VOCAB, ByteLSTM, batch_of, cross_entropy_rows, evaluate_bits, read_bytes,
-                       split_files, stdlib_files, train_lm, unigram_bits)
+from ._demo_lm import (
+    VOCAB,
+    ByteLSTM,
+    batch_of,
+    cross_entropy_rows,
+    evaluate_bits,
+    read_bytes,
+    split_files,
+    stdlib_files,
+    train_lm,
+    unigram_bits,
+)
 from ._demo_memory import estimate_plain, memory_curve
 
 # the corpus and model, for the examples that train on the same data

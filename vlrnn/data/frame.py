@@ -14,10 +14,21 @@ import pandas as pd
 import torch
 
 from .dataset import SeriesDataset
-from .validate import (Columns, DataWarning, _check_args, _check_duplicates,
-                       _check_missing_keys, _check_regular, _check_time_dtype,
-                       _handle_nonfinite, _handle_short, _resolve_columns, _scalar, _show,
-                       _sort)
+from .validate import (
+    Columns,
+    DataWarning,
+    _check_args,
+    _check_duplicates,
+    _check_missing_keys,
+    _check_regular,
+    _check_time_dtype,
+    _handle_nonfinite,
+    _handle_short,
+    _resolve_columns,
+    _scalar,
+    _show,
+    _sort,
+)
 
 __all__ = ["DataWarning", "from_dataframe"]  # DataWarning lives in validate
 

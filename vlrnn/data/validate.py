@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api import types as pdt
+
 from .._common import SHOW, show
 
 Columns = Union[str, Sequence[str]]

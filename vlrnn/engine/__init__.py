@@ -13,9 +13,8 @@ argument checks); ``schedules`` (which boundaries to keep) and ``planner`` (bloc
 and schedule for a memory budget).
 """
 from .blocks import TimeBlock, split_packed
-from .bptt import (block_backward, block_loss, block_outputs, full_backward, full_loss,
-                   full_outputs)
 from .blockwise import Blockwise
+from .bptt import block_backward, block_loss, block_outputs, full_backward, full_loss, full_outputs
 from .call import BlockLossOutput
 from .planner import Plan, plan
 from .runner import BlockRunner

@@ -14,14 +14,14 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .._common import Batch
 from .backward import LossEngine, _BlockBPTT
 from .blocks import check_block_len
-from .._common import Batch
 from .call import BlockLossOutput, _Call
-from .options import Options
 from .directions import TimeReversed
 from .graph import graph_leaves, next_node_number, unique_tensors
 from .loss import LossFn, block_loss_value, finish_loss
+from .options import Options
 from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .planner import plan
 from .schedules import Streaming

@@ -23,7 +23,6 @@ from .runner import BlockRunner
 from .schedules import get_schedule
 
 
-
 @dataclass
 class BlockLossOutput:
     """Result of :func:`block_loss` (and of the other entry points).

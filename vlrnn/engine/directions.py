@@ -16,9 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .blocks import sorted_lengths
 from .._common import Batch
-
+from .blocks import sorted_lengths
 
 _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh,
             "RNN_RELU": torch.rnn_relu}

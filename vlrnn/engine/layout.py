@@ -13,9 +13,9 @@ from typing import List, Optional
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch
 from .blocks import TimeBlock, input_order_lengths, sorted_lengths, split_dense, split_packed
 from .streaming import ArrayStream, is_stream
-from .._common import Batch
 
 REDUCTIONS = ("sum", "mean", "seq_mean")
 

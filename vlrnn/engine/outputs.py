@@ -19,11 +19,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from .directions import TimeReversed
 from .backward import InputGrads, ReversePass, Wanted
+from .directions import TimeReversed
 from .graph import graph_leaves, next_node_number, unique_tensors
-from .runner import BlockRunner, _BlockGraph
 from .loss import block_loss_value
+from .runner import BlockRunner, _BlockGraph
 
 
 def _vjp_rows(out_rows: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,14 @@ import torch
 from .call import _Call
 from .options import Options, parse_bytes
 from .rng import preserved
-from .schedules import (SCHEDULES, ScheduleSpec, extra_calls, get_schedule, revolve_with,
-                        schedule_name)
+from .schedules import (
+    SCHEDULES,
+    ScheduleSpec,
+    extra_calls,
+    get_schedule,
+    revolve_with,
+    schedule_name,
+)
 
 RNG_BYTES = 5056  # a CPU generator state; kept per block only when the model draws
 BLOCK_OVERHEAD_STEPS = 32  # a block's fixed cost, in time steps of compute (rough)

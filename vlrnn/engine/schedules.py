@@ -18,8 +18,8 @@ below them). All schedules give the same gradient; they trade memory for recompu
 """
 from __future__ import annotations
 
-import math
 import functools
+import math
 from typing import Callable, Dict, List, Type, Union
 
 

@@ -5,6 +5,7 @@ from typing import Any, Optional, Tuple
 
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+
 from .._common import Batch
 
 __all__ = ["WithHead"]

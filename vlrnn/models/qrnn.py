@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch
+from .._common import positive_int as _positive_int
+from .._common import probability as _probability
 from .head import WithHead
 from .inputs import dense_time_major
 from .qrnn_layer import qrnn_layer
 from .scan import METHODS, linear_scan
-from .._common import Batch
-from .._common import positive_int as _positive_int
-from .._common import probability as _probability
 
 __all__ = ["QRNN"]
 

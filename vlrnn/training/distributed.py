@@ -21,8 +21,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import (DataLoader, DistributedSampler, IterableDataset, RandomSampler,
-                              Sampler)
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
 EVEN = ("pad", "drop", None)
 

@@ -10,10 +10,9 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
+from .._common import Batch
 from . import distributed as dd
 from .helpers import _is_oom, _move, _n_observed, _n_rows, _n_seqs, _oom_error
-from .._common import Batch
-
 
 
 class EpochMixin:

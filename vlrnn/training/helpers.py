@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
+
 from .._common import Batch
 
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..engine.bptt import block_outputs
 from ..data import StandardScaler
+from ..engine.bptt import block_outputs
 
 
 def regression_scores(pred: np.ndarray, true: np.ndarray, prefix: str = "") -> Dict[str, float]:

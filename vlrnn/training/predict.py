@@ -10,9 +10,8 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
-from ..engine.bptt import block_outputs
 from .._common import Batch
-
+from ..engine.bptt import block_outputs
 
 
 def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: int = 256,

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as pdt
 
-from ..data import DataWarning
 from .._common import show
+from ..data import DataWarning
 
 TASKS = ("classification", "regression")
 _show = show  # (one rule for listing offending values: vlrnn._common)

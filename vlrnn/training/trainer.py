@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._common import Batch
 from ..engine.bptt import block_loss
 from ..engine.loss import check_reduction
 from ..engine.options import Options
@@ -24,12 +25,17 @@ from . import distributed as dd
 from .checkpointing import CHECKPOINT_FORMAT, Checkpoints, Progress
 from .epochs import EpochMixin
 from .guards import Guards
-from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _set_epoch,
-                      seed_everything)
+from .helpers import (
+    _is_scheduler,
+    _loader_generators,
+    _move,
+    _n_observed,
+    _set_epoch,
+    seed_everything,
+)
 from .placement import Placement
 from .predict import predict_blocks
 from .tensorboard import TensorBoardLogger
-from .._common import Batch
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
