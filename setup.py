@@ -26,13 +26,14 @@ setup(
         # tensorboard: tests/test_tensorboard.py reads the event files back
         # aeon, sktime: tests/test_aeon.py, tests/test_sktime.py run each framework's own
         # estimator checks on vlrnn.aeon / vlrnn.sktime (neither pulls another torch)
+        # ruff, mypy: the lint and type checks .ci/run runs after the tests
         "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14", "lightning>=2.1",
                  "accelerate>=0.26", "checkpoint_schedules>=1.0", "tensorboard>=2.10",
-                 "aeon>=1.6,<1.7", "sktime>=1.2"],
+                 "aeon>=1.6,<1.7", "sktime>=1.2", "ruff>=0.5", "mypy>=1.8"],
         # the documentation site: mkdocs build --strict (CI runs it)
         "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
         "plot": ["matplotlib>=3.5"],
-        # vlrnn.aeon.RNNClassifier / RNNRegressor, vlrnn.sktime.RNNClassifier / RNNRegressor
+        # vlrnn.aeon: RNNClassifier, RNNRegressor; vlrnn.sktime: the same and RNNForecaster
         "aeon": ["aeon>=1.6,<1.7"],
         "sktime": ["sktime>=1.2"],
         # Trainer(log_dir=...) and `vlrnn train` write TensorBoard scalars with it

@@ -14,8 +14,19 @@ How a module is run:
   length, so its blocks run last to first in the original time. A layer keeps only its
   output sequence ``(T, B, 2H)`` for the next one; inter-layer ``dropout`` is applied to
   it as ``nn.LSTM`` does (training mode only, not after the last layer).
+- A bidirectional model of the library's own (``QRNN(bidirectional=True)``), or any
+  model that follows the same protocol: NOTE [direction views].
 - Everything else (unidirectional torch RNNs, ``StackedRNN``, ``QRNN``, any
   ``(x, state) -> (y, state)`` model): :func:`vlrnn.block_outputs` on the whole module.
+
+NOTE [direction views]: a model with ``bidirectional = True`` that has
+``direction_view(layer, reverse) -> nn.Module`` (layer ``layer``, one direction, as a
+one-layer unidirectional model over the same parameters, state ``(entry,)``) and
+``check_state(state, n_batch, like)`` (a clear error for a wrong state; ``state`` one
+entry per layer and direction, batch on dim 0), plus ``num_layers`` and ``dropout``
+(between layers), is run layer by layer and direction by direction like a
+bidirectional torch RNN. The engine asks the model through these names; it imports no
+model.
 
 Parameters and ``state_dict``: ``Blockwise`` shares the wrapped module's parameter,
 buffer and submodule dictionaries (it registers nothing of its own), so
@@ -26,19 +37,19 @@ act on the wrapped module itself.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch, check_rnn_state
 from .blocks import check_block_len
 from .bptt import block_outputs, full_outputs, joined_outputs
 from .directions import DirectionView
 from .schedules import get_schedule
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class Blockwise(nn.Module):
@@ -87,7 +98,7 @@ class Blockwise(nn.Module):
         views = []
         if _decomposed(module):
             dirs = 2 if module.bidirectional else 1
-            make = module.direction_view if _is_qrnn(module) else (
+            make = module.direction_view if _has_direction_views(module) else (
                 lambda l, rev: DirectionView(module, l, rev))
             views = [[make(l, d == 1) for d in range(dirs)] for l in range(module.num_layers)]
         object.__setattr__(self, "views", views)
@@ -138,20 +149,23 @@ class Blockwise(nn.Module):
         return y, new_state
 
     def _run(self, model: nn.Module, x: Batch, state: Any, reverse: bool = False):
-        run = full_outputs if self.plain else block_outputs
-        return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
-                   reverse=reverse)
+        if self.plain:  # the reference: plain autograd has no schedule
+            return full_outputs(model, x, block_len=self.block_len, state=state,
+                                reverse=reverse)
+        return block_outputs(model, x, block_len=self.block_len, state=state,
+                             schedule=self.schedule, reverse=reverse)
 
-    def _qrnn_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A bidirectional QRNN: each layer's directions as one-layer QRNNs sharing its
-        weights; ``state`` one entry per layer and direction, batch on dim 0."""
+    def _view_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A model with direction views (NOTE [direction views]): each layer's directions
+        as one-layer models sharing its weights; ``state`` one entry per layer and
+        direction, batch on dim 0."""
         m = self.module
         packed = isinstance(x, PackedSequence)
         if state is not None:
             n_batch = int(x.batch_sizes[0]) if packed else \
                 x.shape[0 if m.batch_first else 1]
             ref = x.data if packed else x
-            m._check_state(state, n_batch, ref)  # a clear error before any block runs
+            m.check_state(state, n_batch, ref)  # a clear error before any block runs
         data = x.data if packed else x
         dirs = len(self.views[0])
         finals = []
@@ -176,10 +190,11 @@ class Blockwise(nn.Module):
         return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
 
     def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A torch RNN (or a QRNN), layer by layer and direction by direction."""
+        """A torch RNN (or a model with direction views), layer by layer and direction
+        by direction."""
         m = self.module
-        if _is_qrnn(m):
-            return self._qrnn_layers(x, state)
+        if _has_direction_views(m):
+            return self._view_layers(x, state)
         lstm = isinstance(m, nn.LSTM)
         packed = isinstance(x, PackedSequence)
         if state is not None:
@@ -212,17 +227,19 @@ class Blockwise(nn.Module):
 
 
 def _decomposed(module: nn.Module) -> bool:
-    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and QRNNs
-    (block_outputs cannot run them whole), and torch LSTMs with ``proj_size``."""
-    if _is_qrnn(module):
-        return module.bidirectional
+    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and models with
+    direction views (block_outputs cannot run them whole), and torch LSTMs with
+    ``proj_size``."""
+    if _has_direction_views(module):
+        return bool(getattr(module, "bidirectional", False))
     return isinstance(module, nn.RNNBase) and (
         module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
 
 
-def _is_qrnn(module: nn.Module) -> bool:
-    from ..models.qrnn import QRNN  # (models import nothing from here: no circle)
-    return isinstance(module, QRNN)
+def _has_direction_views(module: nn.Module) -> bool:
+    """NOTE [direction views]: the model runs its directions as views of its own."""
+    return callable(getattr(module, "direction_view", None)) and \
+        callable(getattr(module, "check_state", None))
 
 
 def _like(data: torch.Tensor, x: Batch) -> Batch:
@@ -238,27 +255,7 @@ def _map_state(state, fn):
 
 
 def _check_rnn_state(m: nn.RNNBase, state, x: Batch) -> None:
-    """The initial state a torch RNN expects, or a clear error."""
-    n_lay = m.num_layers * (2 if m.bidirectional else 1)
+    """The initial state a torch RNN expects, or a clear error (one rule: ``_common``)."""
     n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
         x.shape[0 if m.batch_first else 1]
-    h_out = getattr(m, "proj_size", 0) or m.hidden_size
-    name = type(m).__name__
-    if isinstance(m, nn.LSTM):
-        want = [(n_lay, n_batch, h_out), (n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
-            isinstance(t, torch.Tensor) for t in state)
-        got = list(state) if ok else None
-    else:
-        want = [(n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, torch.Tensor)
-        got = [state] if ok else None
-    expected = " and ".join(str(s) for s in want)
-    if not ok:
-        raise ValueError(f"initial state of {name}: expected "
-                         f"{'a pair (h_0, c_0)' if len(want) == 2 else 'one tensor h_0'} "
-                         f"of shape {expected}, got {type(state).__name__}")
-    for i, (t, s) in enumerate(zip(got, want)):
-        if tuple(t.shape) != s:
-            raise ValueError(f"initial state of {name}: expected shape {expected}, got "
-                             f"tensor {i} of shape {tuple(t.shape)}")
+    check_rnn_state(m, state, n_batch)

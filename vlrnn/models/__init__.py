@@ -12,3 +12,6 @@ __all__ += ["QRNN", "linear_scan"]
 from .pooled import POOLS, SequenceModel  # noqa: E402
 
 __all__ += ["POOLS", "SequenceModel"]
+from .split_cell import SplitCell, is_split_cell  # noqa: E402
+
+__all__ += ["SplitCell", "is_split_cell"]
