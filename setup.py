@@ -33,7 +33,7 @@ setup(
         # the documentation site: mkdocs build --strict (CI runs it)
         "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
         "plot": ["matplotlib>=3.5"],
-        # vlrnn.aeon.RNNClassifier / RNNRegressor, vlrnn.sktime.RNNClassifier / RNNRegressor
+        # vlrnn.aeon: RNNClassifier, RNNRegressor; vlrnn.sktime: the same and RNNForecaster
         "aeon": ["aeon>=1.6,<1.7"],
         "sktime": ["sktime>=1.2"],
         # Trainer(log_dir=...) and `vlrnn train` write TensorBoard scalars with it

@@ -19,6 +19,7 @@ import vlrnn
 from vlrnn.data import from_arrays
 from vlrnn.estimators import (
     CLASSIFIER_OPTIONS,
+    FORECASTER_OPTIONS,
     REGRESSOR_OPTIONS,
     as_series_list,
     fit_series_model,
@@ -49,6 +50,7 @@ def test_options_are_pack_and_train_options():
         if name not in own:
             assert name in pat or name in trainer, name
     assert set(CLASSIFIER_OPTIONS) - set(REGRESSOR_OPTIONS) == {"class_weight"}
+    assert set(REGRESSOR_OPTIONS) - set(FORECASTER_OPTIONS) == {"pool"}
 
 
 def test_none_passes_nothing_and_random_state_is_seed():

@@ -133,7 +133,7 @@ class RNNClassifier(BaseClassifier):
     def _get_test_params(cls, parameter_set: str = "default"
                          ) -> dict[str, Any] | list[dict[str, Any]]:
         return [dict(TEST_PARAMS),
-                dict(TEST_PARAMS, cell="gru", pool=("last",), class_weight=False,
+                dict(TEST_PARAMS, cell="gru", pool=("mean", "max"), class_weight=False,
                      random_state=1)]
 
 
