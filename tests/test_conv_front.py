@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_close_grads, ragged_batch, run_both
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import vlrnn
 from vlrnn.models import ConvFront, ConvThen, SequenceModel
+
+from helpers import assert_close_grads, ragged_batch, run_both
 
 
 def reference_front(front: ConvFront, x: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,18 @@ from ..models import MeanOfModels
 from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
-from .recipe import (CLIP_NORM, STEPS_BUDGET, STEPS_LR, STEPS_MAX_EPOCHS, WEIGHT_DECAY,
-                     cosine_decay, resolve, val_share)
-from .tasks import ClassCodes, check_task, infer_kind, series_labels
+from .recipe import (
+    CLIP_NORM,
+    STEPS_BUDGET,
+    STEPS_LR,
+    STEPS_MAX_EPOCHS,
+    WEIGHT_DECAY,
+    cosine_decay,
+    resolve,
+    val_share,
+)
 from .task_scaling import Scalers, check_scale, default_scale
+from .tasks import ClassCodes, check_task, infer_kind, series_labels
 from .trained import TrainedModel, build_model, cell_name, front_config
 from .trainer import Trainer
 

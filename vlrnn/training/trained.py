@@ -13,8 +13,16 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
-from ..models import (MODELS, ConvFront, ConvThen, MeanOfModels, SequenceModel, StackedRNN,
-                      WithHead, build_named_model)
+from ..models import (
+    MODELS,
+    ConvFront,
+    ConvThen,
+    MeanOfModels,
+    SequenceModel,
+    StackedRNN,
+    WithHead,
+    build_named_model,
+)
 from . import checkpoint_files as ckpt_io
 from .forecast_metrics import drift_forecasts, naive_scale, scaled_scores
 from .frames import task_dataset
