@@ -46,8 +46,9 @@ class Blockwise(nn.Module):
 
     Args:
         module: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (any ``num_layers``, ``batch_first``,
-            ``dropout``, ``bidirectional``, ``proj_size``), ``StackedRNN``, ``QRNN`` or
-            any model called as ``module(x, state) -> (y, new_state)``.
+            ``dropout``, ``bidirectional``, ``proj_size``), ``StackedRNN``, ``QRNN``,
+            the scan models (bidirectional ``MinGRU``/``MinLSTM`` included: NOTE
+            [direction views]) or any model called as ``module(x, state) -> (y, new_state)``.
         block_len: time steps per block.
         schedule: which block boundaries the forward pass keeps
             (:data:`vlrnn.SCHEDULES`); ``None``: ``"flat"``.
@@ -87,7 +88,7 @@ class Blockwise(nn.Module):
         views = []
         if _decomposed(module):
             dirs = 2 if module.bidirectional else 1
-            make = module.direction_view if _is_qrnn(module) else (
+            make = module.direction_view if _has_direction_views(module) else (
                 lambda l, rev: DirectionView(module, l, rev))
             views = [[make(l, d == 1) for d in range(dirs)] for l in range(module.num_layers)]
         object.__setattr__(self, "views", views)
@@ -142,27 +143,27 @@ class Blockwise(nn.Module):
         return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
                    reverse=reverse)
 
-    def _qrnn_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A bidirectional QRNN: each layer's directions as one-layer QRNNs sharing its
-        weights; ``state`` one entry per layer and direction, batch on dim 0."""
+    def _direction_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A bidirectional model of the direction protocol (NOTE [direction views]): each
+        layer's directions as one-layer views sharing its weights."""
         m = self.module
         packed = isinstance(x, PackedSequence)
-        if state is not None:
+        entries = None
+        if state is not None:  # a clear error before any block runs
             n_batch = int(x.batch_sizes[0]) if packed else \
                 x.shape[0 if m.batch_first else 1]
-            ref = x.data if packed else x
-            m._check_state(state, n_batch, ref)  # a clear error before any block runs
+            entries = m.split_directions(state, n_batch)
         data = x.data if packed else x
         dirs = len(self.views[0])
         finals = []
         for l, row in enumerate(self.views):
-            runs = [(view, None if state is None else (state[l * dirs + d],), d == 1)
+            runs = [(view, None if entries is None else entries[l * dirs + d], d == 1)
                     for d, view in enumerate(row)]
             data, fins = self._join(runs, _like(data, x))
-            finals.extend(f[0] for f in fins)
+            finals.extend(fins)
             if l + 1 < m.num_layers and m.dropout > 0 and self.training:
                 data = F.dropout(data, m.dropout, True)
-        return _like(data, x), tuple(finals)
+        return _like(data, x), m.join_directions(finals)
 
     def _join(self, runs, x: Batch):
         """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""
@@ -176,10 +177,11 @@ class Blockwise(nn.Module):
         return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
 
     def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A torch RNN (or a QRNN), layer by layer and direction by direction."""
+        """A torch RNN (or a model with direction views), layer by layer and direction by
+        direction."""
         m = self.module
-        if _is_qrnn(m):
-            return self._qrnn_layers(x, state)
+        if _has_direction_views(m):
+            return self._direction_layers(x, state)
         lstm = isinstance(m, nn.LSTM)
         packed = isinstance(x, PackedSequence)
         if state is not None:
@@ -212,17 +214,27 @@ class Blockwise(nn.Module):
 
 
 def _decomposed(module: nn.Module) -> bool:
-    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and QRNNs
-    (block_outputs cannot run them whole), and torch LSTMs with ``proj_size``."""
-    if _is_qrnn(module):
-        return module.bidirectional
+    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and bidirectional
+    models with direction views (block_outputs cannot run them whole), and torch LSTMs
+    with ``proj_size``."""
+    if _has_direction_views(module):
+        return bool(module.bidirectional)
     return isinstance(module, nn.RNNBase) and (
         module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
 
 
-def _is_qrnn(module: nn.Module) -> bool:
-    from ..models.qrnn import QRNN  # (models import nothing from here: no circle)
-    return isinstance(module, QRNN)
+# NOTE [direction views]: a model that is not a torch RNN can be bidirectional under
+# Blockwise by offering, besides ``bidirectional``, ``num_layers``, ``batch_first`` and an
+# inter-layer ``dropout`` (applied here between layers, training mode only):
+#   direction_view(layer, reverse) -> a one-layer unidirectional model over the layer's
+#       own weights for that direction, same (x, state) -> (y, state) contract;
+#   split_directions(state, n_batch) -> the initial state of each (layer, direction),
+#       layer-major, forward first, in the views' format (checking it: a clear error);
+#   join_directions(finals) -> the model's state from the views' final states, same order.
+# QRNN and the scan models MinGRU/MinLSTM do; the engine names no model class.
+def _has_direction_views(module: nn.Module) -> bool:
+    return all(callable(getattr(module, name, None))
+               for name in ("direction_view", "split_directions", "join_directions"))
 
 
 def _like(data: torch.Tensor, x: Batch) -> Batch:

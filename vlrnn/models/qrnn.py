@@ -159,6 +159,15 @@ class QRNN(nn.Module):
         view.layers = nn.ModuleList([(self.layers_reverse if reverse else self.layers)[layer]])
         return view.train(self.training)
 
+    def split_directions(self, state, n_batch: int) -> List[Tuple[LayerState]]:
+        """``state`` (checked) as the initial state of each :meth:`direction_view`, layer
+        major, forward first (NOTE [direction views] in ``vlrnn.engine.blockwise``)."""
+        return [(s,) for s in self._check_state(state, n_batch, None)]
+
+    def join_directions(self, finals) -> Tuple[LayerState, ...]:
+        """The views' final states, in :meth:`split_directions`' order, as this model's."""
+        return tuple(f[0] for f in finals)
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
         for name, default in (("window", 1), ("dropout", 0.0), ("zoneout", 0.0),
