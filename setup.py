@@ -24,8 +24,10 @@ setup(
         # examples/lightning_ragged.py (tested); neither pulls another torch build
         # checkpoint_schedules: the binomial optimum tests/test_schedules.py checks against
         # tensorboard: tests/test_tensorboard.py reads the event files back
+        # ruff, mypy: the lint and type checks .ci/run runs after the tests
         "test": ["pytest>=7", "hypothesis>=6", "statsmodels>=0.14", "lightning>=2.1",
-                 "accelerate>=0.26", "checkpoint_schedules>=1.0", "tensorboard>=2.10"],
+                 "accelerate>=0.26", "checkpoint_schedules>=1.0", "tensorboard>=2.10",
+                 "ruff>=0.5", "mypy>=1.8"],
         # the documentation site: mkdocs build --strict (CI runs it)
         "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
         "plot": ["matplotlib>=3.5"],

@@ -123,8 +123,8 @@ def profile_qrnn(a, x: torch.Tensor) -> None:
 
         def step() -> None:
             with torch.no_grad():
-                m(x, None)
-            graph_step()
+                m(x, None)  # noqa: B023 (run within this iteration)
+            graph_step()  # noqa: B023 (run within this iteration)
         for _ in range(a.warmup):
             step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -145,7 +145,7 @@ def scan_table(dev: str, repeats: int, warmup: int) -> None:
         res = {}
         for method in ("parallel", "loop"):
             def run() -> None:
-                linear_scan(a, b, method=method).sum().backward()
+                linear_scan(a, b, method=method).sum().backward()  # noqa: B023 (run within this iteration)
             for _ in range(warmup):
                 run()
             ts = []

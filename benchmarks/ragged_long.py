@@ -109,12 +109,12 @@ def main(argv=None) -> None:
                     plain_dead[kind] = True
 
             def cell(m):
-                err = res[m].get("error", "")
+                err = res[m].get("error", "")  # noqa: B023 (run within this iteration)
                 if err == "skipped":
                     return f"not run (> {a.timeout:.0f} at a shorter T)"
                 if "timed out" in err:
                     return f"> {a.timeout:.0f} (timeout)"
-                return err or f"{res[m]['seconds']:.2f}"
+                return err or f"{res[m]['seconds']:.2f}"  # noqa: B023 (run within this iteration)
             ratio = (f"{res['plain']['seconds'] / res['vlrnn StackedRNN']['seconds']:.1f}x"
                      if "error" not in res["plain"] and "error" not in res["vlrnn StackedRNN"]
                      else "")

@@ -49,7 +49,8 @@ from vlrnn.cli.demo import VOCAB, batch_of, cross_entropy_rows, read_bytes, spli
 from vlrnn.models import QRNN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import long_memory as recall_task  # noqa: E402  (the sibling example: data and chrono init)
+import long_memory  # noqa: E402  (the sibling example: plain BPTT's memory)
+from vlrnn.cli import recall as recall_task  # noqa: E402  (the recall task: data, chrono init)
 
 CELLS = ("lstm", "gru", "qrnn")
 TASKS = ("recall", "bytes")
@@ -164,7 +165,7 @@ def run_recall(cfg: dict) -> dict:
     x, _ = recall_task.make_batch(cfg["batch_size"], cfg["delay"], torch.Generator().manual_seed(0))
     return dict(cfg, scores=scores, score=scores[-1], s_per_epoch=sum(times) / len(times),
                 params=n_params(model), peak_mb=peak, above_mb=peak - base,
-                plain_mb=recall_task.plain_bptt_mb(model, x))
+                plain_mb=long_memory.plain_bptt_mb(model, x))
 
 
 def byte_corpus(cfg: dict):

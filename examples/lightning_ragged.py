@@ -35,7 +35,6 @@ import sys
 import time
 
 import torch
-from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from torch.utils.data import DataLoader
 

@@ -108,7 +108,7 @@ def test_dropout_same_draws_as_plain_decomposition(bidirectional):
 
     def go(plain: bool):
         def run():
-            wrapped = vlrnn.Blockwise(rnn, block_len=3, schedule="recursive")
+            wrapped = vlrnn.Blockwise(rnn, block_len=3, schedule="revolve")
             wrapped.plain = plain
             torch.manual_seed(11)
             y, s = wrapped(x)
@@ -190,7 +190,7 @@ def test_attributes_of_the_wrapped_module():
     assert wrapped.hidden_size == N_HID and wrapped.bidirectional and wrapped.num_layers == 2
     assert wrapped.module is rnn
     with pytest.raises(AttributeError):
-        wrapped.no_such_attribute
+        _ = wrapped.no_such_attribute
 
 
 def test_state_dict_is_the_wrapped_modules():

@@ -34,7 +34,7 @@ DATA = dataset()
 def train(schedule: str, dropout: float, *, seed: int = 1, loader_seed: int = 2,
           stacked: bool = False):
     """Weights and history after 2 epochs; a fresh model, loader and Trainer each call.
-    block_len 3 cuts the longest series into 9 blocks: two_level and recursive rebuild
+    block_len 3 cuts the longest series into 9 blocks: two_level and revolve rebuild
     boundaries (with their dropout draws) during the backward pass."""
     torch.manual_seed(0)
     core = (StackedRNN(2, 5, num_layers=2, cell="gru", dropout=dropout) if stacked
@@ -51,7 +51,7 @@ def identical(a, b) -> bool:
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "dropout"])
-@pytest.mark.parametrize("schedule", ["flat", "two_level", "recursive"])
+@pytest.mark.parametrize("schedule", ["flat", "two_level", "revolve"])
 def test_same_seed_gives_bit_identical_weights(schedule, dropout):
     w1, h1 = train(schedule, dropout)
     torch.randn(7)  # the global generator moved on: the Trainer's seed must reset it
@@ -76,7 +76,7 @@ def test_schedules_agree_to_rounding():
     """Not bit-identical across schedules (another order of float additions), but the
     same training to float64 rounding, dropout included."""
     ref, _ = train("flat", 0.3)
-    for schedule in ("two_level", "recursive"):
+    for schedule in ("two_level", "revolve"):
         got, _ = train(schedule, 0.3)
         for k in ref:
             torch.testing.assert_close(got[k], ref[k], rtol=1e-9, atol=1e-12)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
+from helpers import end_distributed_worker
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -70,7 +71,7 @@ def _worker(rank, world, port, queue):
             out.loss.backward()
         queue.put((rank, [p.grad.tolist() for p in model.parameters()]))
     finally:
-        dist.destroy_process_group()
+        end_distributed_worker()
 
 
 def free_port():

@@ -95,9 +95,9 @@ def test_dense_with_state_and_input_grad(batch_first, kind, block_len):
     for reduction in ("sum", "mean", "seq_mean"):
         ref, got, r, o = run_both(
             tensors,
-            lambda: vlrnn.full_backward(model, lf, x, y, state=h0, reduction=reduction),
+            lambda: vlrnn.full_backward(model, lf, x, y, state=h0, reduction=reduction),  # noqa: B023 (run within this iteration)
             lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len, state=h0,
-                                         reduction=reduction))
+                                         reduction=reduction))  # noqa: B023 (run within this iteration)
         assert_close_grads(ref, got)
         assert torch.allclose(r.loss, o.loss, rtol=1e-12)
 
@@ -365,7 +365,6 @@ def test_stacked_rnn_against_plain(cell, block_len):
     ("flat", 64, 2 * 64 - 1),
     ("two_level", 2 * 8 + 2, 3 * 64),
     ("revolve", 8 + 1, 201),  # s = log2(64) + 2; 201 = the binomial optimum for 8 states
-    ("recursive", 8 + 1, 201),  # an alias of revolve now (bisection: 313 calls, 8 states)
 ])
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
@@ -458,7 +457,7 @@ def test_kept_states_share_one_buffer_per_leaf(monkeypatch, schedule, offload):
         ref, got, r, o = run_both(
             params,
             lambda: vlrnn.full_backward(model, lf, x, y),
-            lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len,
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=block_len,  # noqa: B023 (run within this iteration)
                                          schedule=schedule, offload=offload))
         assert_close_grads(ref, got)
         for a, b in zip(flat_state(r.state), flat_state(o.state)):
@@ -514,11 +513,11 @@ def test_state_unlike_the_first_is_kept_exactly():
     lf = mse_head(head)
     x, y = torch.randn(9, 3, 3), torch.randn(9, 3, 2)
     params = list(model.parameters()) + list(head.parameters())
-    for schedule in ("flat", "recursive"):
+    for schedule in ("flat", "revolve"):
         ref, got, r, o = run_both(
             params,
             lambda: vlrnn.full_backward(model, lf, x, y, block_len=2),
-            lambda: vlrnn.block_backward(model, lf, x, y, block_len=2, schedule=schedule))
+            lambda: vlrnn.block_backward(model, lf, x, y, block_len=2, schedule=schedule))  # noqa: B023 (run within this iteration)
         assert_close_grads(ref, got)
         assert torch.allclose(r.state[0], o.state[0], rtol=1e-12, atol=1e-14)
         assert torch.equal(r.state[1], o.state[1]) and o.state[1].shape == (1, 3, 2)

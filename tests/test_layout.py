@@ -1,8 +1,7 @@
-"""The package layout: old module paths still import (as the same module objects), pickles
-that name them still load, and the subpackages import each other one way, without circles."""
+"""The package layout: no aliases for old module paths, and the subpackages import each
+other one way, without circles."""
 import ast
 import importlib
-import pickle
 from pathlib import Path
 
 import pytest
@@ -12,38 +11,13 @@ import vlrnn
 ROOT = Path(__file__).resolve().parent.parent / "vlrnn"
 
 
-@pytest.mark.parametrize("old, new", sorted(vlrnn._MOVED.items()))
-def test_old_module_paths_are_the_new_modules(old, new):
-    module = importlib.import_module(f"vlrnn.{new}")
-    assert importlib.import_module(f"vlrnn.{old}") is module
-    assert getattr(vlrnn, old) is module
-    assert module.__name__ == f"vlrnn.{new}"
-
-
-def test_old_from_imports():
-    from vlrnn.bptt import block_loss, full_backward
-    from vlrnn.pipeline import TrainedModel
-    from vlrnn.schedules import SCHEDULES
-    from vlrnn.trainer import Trainer, predict_blocks
-
-    assert (block_loss, full_backward, TrainedModel, SCHEDULES, Trainer) == (
-        vlrnn.block_loss, vlrnn.full_backward, vlrnn.TrainedModel, vlrnn.SCHEDULES,
-        vlrnn.Trainer)
-    assert predict_blocks is vlrnn.training.predict.predict_blocks
-    assert vlrnn.schedules.SCHEDULES is vlrnn.SCHEDULES  # the path DESIGN names
-
-
-def test_pickles_naming_old_modules_load():
-    """A class pickled before the move is named by its old module (protocol 2 writes the
-    name as text, so the old stream can be made by renaming the new one)."""
-    from vlrnn.engine.schedules import TwoLevel
-    from vlrnn.training.trained import Scalers
-
-    for cls, old in ((vlrnn.Blockwise, "vlrnn.blockwise"), (TwoLevel, "vlrnn.schedules"),
-                     (Scalers, "vlrnn.trained"), (vlrnn.TimeBlock, "vlrnn.blocks")):
-        data = pickle.dumps(cls, protocol=2)
-        assert cls.__module__.encode() in data
-        assert pickle.loads(data.replace(cls.__module__.encode(), old.encode())) is cls
+def test_no_aliases_for_old_module_paths():
+    """The modules live in their subpackages only: an old flat path does not import."""
+    for old in ("bptt", "schedules", "trainer", "pipeline", "checkpoint", "demo"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"vlrnn.{old}")
+    assert not hasattr(vlrnn, "_MOVED")
+    assert importlib.import_module("vlrnn.engine.schedules").SCHEDULES is vlrnn.SCHEDULES
 
 
 def _imports():
@@ -93,8 +67,9 @@ def test_no_import_circles_and_one_way_subpackages():
         return {".".join(t.split(".")[:2]) for m, ts in edges.items()
                 if m.startswith(sub + ".") for t in ts} - {sub, "vlrnn"}
 
-    assert uses("vlrnn.data") == set()
-    assert uses("vlrnn.models") == set()
-    # the engine asks models what it needs through protocols (NOTE [direction views])
-    assert uses("vlrnn.engine") == set()
+    leaf = {"vlrnn._common"}  # the shared rules: imports nothing from vlrnn
+    assert edges["vlrnn._common"] == set()
+    assert uses("vlrnn.data") <= leaf
+    assert uses("vlrnn.models") <= leaf
+    assert uses("vlrnn.engine") <= leaf  # the engine asks models through protocols
     assert "vlrnn.cli" not in uses("vlrnn.training")

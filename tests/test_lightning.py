@@ -23,6 +23,7 @@ import vlrnn
 from vlrnn.engine.bptt import block_outputs
 from vlrnn.data import collate_packed
 
+from helpers import end_distributed_worker
 from training_helpers import BLOCK, LR, build_model, max_rel_diff, mse, plain_loop, series
 
 L = pytest.importorskip("lightning")  # pip install -e ".[test]" installs it
@@ -166,8 +167,7 @@ def _ddp_worker(rank: int, port: int, root: str, queue) -> None:
         queue.put((rank, repr(e)))
         raise
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_distributed_worker()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

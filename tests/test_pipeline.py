@@ -67,7 +67,7 @@ def test_predict_matches_the_model_on_each_series(trained):
     df = ragged_frame()
     pred = trained.predict(df, block_len=5)
     fs, ts = trained.scaler.features, trained.scaler.targets
-    for sid, part in df.groupby("id"):
+    for _sid, part in df.groupby("id"):
         x = fs.transform(torch.tensor(part[["u", "v"]].to_numpy()))
         with torch.no_grad():
             y, _ = trained.model(x.unsqueeze(1))  # (T, 1, F): one dense sequence

@@ -10,13 +10,14 @@ import doctest
 
 import pytest
 import torch
-from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 from test_block_outputs import N_CLS, N_IN, batch, coupled_loss, inputs_of
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import vlrnn
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
+
+from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 
 N_HID = 4
 LAYOUTS = ["packed_sorted", "packed_unsorted", "time_major", "batch_first"]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close_grads, flat_state, run_both
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 from vlrnn.models.lti_scan import lti_scan
 from vlrnn.models.qrnn_scan import lerp_scan
 from vlrnn.models.selective_scan import selective_scan
+
+from helpers import assert_close_grads, flat_state, run_both
 
 N_IN, N_HID = 3, 4
 LENGTHS = [9, 3, 14, 6, 14, 1]

@@ -116,13 +116,16 @@ def test_revolve_beats_two_level_and_matches_flat(monkeypatch):
     assert _count(monkeypatch, K, revolve_with(K - 1))[0] == flat == 2 * K - 1
 
 
-def test_recursive_is_revolve():
-    s = get_schedule("recursive", 1000)
+def test_revolve_defaults_and_the_retired_name():
+    s = get_schedule("revolve", 1000)
     assert isinstance(s, Revolve) and s.states == 12  # ceil(log2 1000) + 2
+    with pytest.raises(ValueError, match="unknown schedule 'recursive'; expected one of "
+                                         "'flat', 'two_level', 'revolve'"):
+        get_schedule("recursive", 10)
     assert get_schedule(revolve_with(5), 1000).states == 5
     with pytest.raises(ValueError, match="states >= 1"):
         revolve_with(0)
-    with pytest.raises(TypeError, match="must return a vlrnn.schedules.Schedule"):
+    with pytest.raises(TypeError, match="must return a vlrnn.engine.Schedule"):
         get_schedule(lambda k: "flat", 10)
     with pytest.raises(ValueError, match="unknown schedule 'bisect'"):
         get_schedule("bisect", 10)

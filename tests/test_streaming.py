@@ -31,7 +31,7 @@ def test_memmap_is_read_from_the_file_not_the_mapping(npy):
     assert torch.equal(sliced.read(0, 3), torch.from_numpy(x[5:8]))
 
 
-@pytest.mark.parametrize("schedule", ["flat", "two_level", "recursive"])
+@pytest.mark.parametrize("schedule", ["flat", "two_level", "revolve"])
 def test_streamed_gradients_equal_in_memory(npy, schedule):
     x, y, xm, ym = npy
     torch.manual_seed(0)

@@ -377,8 +377,8 @@ def test_schedule_is_passed_to_the_engine(monkeypatch):
     monkeypatch.setattr(trainer_mod, "block_loss", spy)
     flat, rec = lstm_model(), lstm_model()
     trainer(flat).fit(batches(2), epochs=2)
-    trainer(rec, schedule="recursive", block_len=3).fit(batches(2), epochs=2)
-    assert seen == ["flat"] * 4 + ["recursive"] * 4
+    trainer(rec, schedule="revolve", block_len=3).fit(batches(2), epochs=2)
+    assert seen == ["flat"] * 4 + ["revolve"] * 4
     for a, b in zip(flat.state_dict().values(), rec.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)  # exact gradient either way
     with pytest.raises(ValueError, match="unknown schedule"):
@@ -422,3 +422,21 @@ def test_rng_state_round_trip(tmp_path):
     again = (torch.rand(3), np.random.normal(size=3), random.random())
     assert torch.equal(first[0], again[0])
     assert np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+def test_predict_builds_no_graph_with_gradients_enabled():
+    """Inference under grad mode keeps no graph: outputs and state need no grad, and the
+    parameters get no gradient from them (the differentiable path would give both)."""
+    torch.manual_seed(3)
+    model = WithHead(nn.LSTM(2, 4), nn.Linear(4, 1))
+    x = pack_sequence([torch.randn(9, 2), torch.randn(5, 2)], enforce_sorted=False)
+    tr = vlrnn.Trainer(model, MSE, block_len=4, progress=False, device="cpu")
+    assert torch.is_grad_enabled()
+    y, (h, c) = tr.predict(x)
+    assert not y.data.requires_grad and y.data.grad_fn is None
+    assert not h.requires_grad and not c.requires_grad
+    y2, _ = predict_blocks(model, x, block_len=4)
+    assert not y2.data.requires_grad
+    # the check can fail: the engine's differentiable path under grad mode keeps a graph
+    y3, _ = vlrnn.block_outputs(model, x, block_len=4)
+    assert y3.data.requires_grad

@@ -37,6 +37,7 @@ from vlrnn.training import distributed as dd
 from vlrnn.data import LengthBucketSampler, SeriesDataset, collate_packed, make_loader
 from vlrnn.models import WithHead
 from vlrnn.training.tensorboard import tensorboard_available
+from helpers import end_distributed_worker
 
 WORLD = 2
 MSE = nn.MSELoss(reduction="none")
@@ -180,8 +181,7 @@ def _worker(rank, world, port, tmp, queue):
         queue.put((rank, traceback.format_exc()))
         raise
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_distributed_worker()
 
 
 def free_port() -> int:

@@ -88,6 +88,7 @@ def _prefix(x: Any, target: Any, max_steps: int, batch_first: bool):
     the number of ``(sequence, step)`` rows in all of ``x`` and in the prefix."""
     if isinstance(x, PackedSequence):
         first = split_packed(x, max_steps)[0]
+        assert first.x is not None  # split_packed always sets it
         y = None
         if isinstance(target, PackedSequence):
             y = PackedSequence(target.data[first.rows], first.x.batch_sizes)

@@ -1,246 +1,161 @@
-"""``vlrnn demo``: a character-level language model on Python's own standard library.
+"""``vlrnn demo``: what exact BPTT in flat memory buys, in three parts and one picture.
 
-Every ``.py`` file of the installed standard library is one sequence of bytes (from a
-few hundred to several hundred thousand long), so the corpus is real, ragged, long and
-always available offline. The model reads each file whole and is trained with the
-exact BPTT gradient over the entire file, block by block; memory stays flat however
-long the file. At the end the demo prints the peak memory next to what plain BPTT
-would have kept for the largest batch it trained on.
+1. **Exact vs truncated.** The same LSTM learns to recall a cue shown 1,000 steps before
+   the answer, trained with vlrnn's exact gradient and with truncated BPTT (window 100),
+   on the same batches: accuracy against chance for both.
+2. **Memory.** Peak memory of one forward + backward against sequence length, vlrnn and
+   plain BPTT (measured where it fits, estimated beyond), each in a fresh process.
+3. **A language model on Python's standard library** (every ``.py`` file one sequence,
+   ships with Python, offline): held-out bits per byte against the byte-frequency
+   baseline, and a sample. The longest file is trained on whole, with the exact gradient.
+
+About 3 minutes on 2 CPU cores (``--minutes``); ``--quick`` is a ~30 s smoke run. The
+last line is a one-line summary of all three.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-import sysconfig
+import tempfile
 import time
-import zlib
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import torch
-from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from ..engine.bptt import block_loss
-from ..data import LengthBucketSampler
-from ..memory import peak_rss_mb, plain_bptt_mb
+from ..memory import peak_rss_mb
+from . import recall as recall_task
+from ._demo_figure import save_figure
+from ._demo_lm import (VOCAB, ByteLSTM, batch_of, cross_entropy_rows, evaluate_bits, read_bytes,
+                       split_files, stdlib_files, train_lm, unigram_bits)
+from ._demo_memory import estimate_plain, memory_curve
 
-VOCAB = 256  # bytes
-SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+# the corpus and model, for the examples that train on the same data
+__all__ = ["VOCAB", "ByteLSTM", "add_arguments", "batch_of", "cross_entropy_rows", "read_bytes",
+           "run", "split_files", "stdlib_files"]
 
-
-# -- corpus --------------------------------------------------------------------------------
-def stdlib_files(root: Optional[Path] = None) -> List[Path]:
-    """The standard library's ``.py`` files (tests and installed packages left out),
-    sorted by path; those shorter than 2 bytes are skipped (nothing to predict)."""
-    root = Path(root or sysconfig.get_paths()["stdlib"])
-    files = [p for p in root.rglob("*.py")
-             if not SKIP_DIRS.intersection(p.relative_to(root).parts) and p.stat().st_size >= 2]
-    if not files:
-        raise FileNotFoundError(f"no .py files found under {root}")
-    return sorted(files)
-
-
-def split_files(files: List[Path], val_fraction: float = 0.05) -> Tuple[List[Path], List[Path]]:
-    """A fixed train/validation split by a hash of each file's name (stable across runs)."""
-    val = [p for p in files if zlib.crc32(str(p.name).encode()) % 1000 < val_fraction * 1000]
-    train = [p for p in files if p not in set(val)]
-    return train, val
+# the settings of each part: full run, and --quick
+RECALL = {"full": dict(delay=1000, window=100, block_len=250, batches=16, epochs=5, n_val=512),
+          "quick": dict(delay=200, window=40, block_len=50, batches=8, epochs=3, n_val=128)}
+MEMORY = {"full": dict(lengths=(1_000, 4_000, 16_000, 64_000), plain_up_to=16_000),
+          "quick": dict(lengths=(500, 2_000, 8_000), plain_up_to=2_000)}
+LM = {"full": dict(file_bytes=8_192, max_bytes=200_000),
+      "quick": dict(file_bytes=2_048, max_bytes=20_000)}
+RESERVE_S = 15.0  # final evaluation, sample and figure, kept out of the training budget
 
 
-def read_bytes(path: Path) -> torch.Tensor:
-    """A file's bytes as an int64 tensor ``(T,)``."""
-    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).long()
-
-
-def batch_of(seqs: List[torch.Tensor], device) -> Tuple[PackedSequence, PackedSequence]:
-    """Next-byte prediction: input bytes ``[:-1]``, targets ``[1:]``, packed."""
-    x = pack_sequence([s[:-1] for s in seqs], enforce_sorted=False)
-    y = pack_sequence([s[1:] for s in seqs], enforce_sorted=False)
-    return x.to(device), y.to(device)
-
-
-# -- model -----------------------------------------------------------------------------------
-class ByteLSTM(nn.Module):
-    """Embedding -> ``nn.LSTM`` -> linear head over the 256 byte values.
-
-    Called as ``model(x, state) -> (logits, state)``: ``x`` a ``PackedSequence`` of byte
-    ids (data ``(N,)``), ``logits`` a ``PackedSequence`` with data ``(N, 256)`` and the
-    same batch order; ``state`` is ``nn.LSTM``'s ``(h, c)``, each ``(layers, B, H)``.
-    """
-
-    state_batch_dim = 1
-
-    def __init__(self, hidden: int = 128, layers: int = 1, embed: int = 32):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, embed)
-        self.rnn = nn.LSTM(embed, hidden, num_layers=layers)
-        self.head = nn.Linear(hidden, VOCAB)
-
-    def forward(self, x: PackedSequence, state=None):
-        e = PackedSequence(self.embed(x.data), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
-        out, state = self.rnn(e, state)
-        return PackedSequence(self.head(out.data), out.batch_sizes, out.sorted_indices,
-                              out.unsorted_indices), state
-
-    @torch.no_grad()
-    def sample(self, prompt: bytes, n: int, temperature: float = 0.7,
-               generator: Optional[torch.Generator] = None) -> bytes:
-        """``n`` bytes continuing ``prompt``."""
-        dev = self.head.weight.device
-        ids = torch.tensor(list(prompt), device=dev)
-        logits, state = self(pack_sequence([ids]))
-        out = []
-        last = logits.data[-1]
-        for _ in range(n):
-            probs = torch.softmax(last / temperature, -1).cpu()
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-            out.append(nxt)
-            logits, state = self(pack_sequence([torch.tensor([nxt], device=dev)]), state)
-            last = logits.data[-1]
-        return bytes(out)
-
-
-def cross_entropy_rows(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits, target, reduction="none")
-
-
-# -- measuring ---------------------------------------------------------------------------------
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_rss_mb()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, seqs: List[torch.Tensor], device, block_len: int,
-             batch_size: int) -> float:
-    """Mean cross-entropy (nats per byte) over ``seqs``, streamed block by block."""
-    model.eval()
-    total, rows = 0.0, 0
-    for i in range(0, len(seqs), batch_size):
-        x, y = batch_of(seqs[i:i + batch_size], device)
-        out = block_loss(model, cross_entropy_rows, x, y, block_len=block_len, reduction="sum")
-        total += float(out.loss)
-        rows += x.data.shape[0]
-    model.train()
-    return total / rows
-
-
-# -- the demo ----------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=3.0,
-                   help="training time budget (default 3; the run stops after the batch "
-                        "that crosses it)")
-    p.add_argument("--batch-size", type=int, default=16, help="files per batch (default 16)")
-    p.add_argument("--max-bytes", type=int, default=200_000,
-                   help="leave out files longer than this (default 200,000; 0 keeps all, "
-                        "up to the 757 KB pydoc topics file, for a longer run)")
-    p.add_argument("--hidden-size", type=int, default=128, help="LSTM hidden size (default 128)")
-    p.add_argument("--num-layers", type=int, default=1, help="LSTM layers (default 1)")
-    p.add_argument("--block-len", type=int, default=256, help="time steps per block (default 256)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+                   help="time for the whole demo (default 3); the language model trains for "
+                        "what parts 1 and 2 leave of it")
+    p.add_argument("--quick", action="store_true",
+                   help="a ~30 s smoke run: shorter recall, fewer lengths, a short model")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for demo.png (default: a new temporary folder, named at the end)")
+    p.add_argument("--hidden-size", type=int, default=128,
+                   help="language model: LSTM hidden size (default 128)")
+    p.add_argument("--block-len", type=int, default=256,
+                   help="language model: time steps per block (default 256)")
+    p.add_argument("--lr", type=float, default=5e-3,
+                   help="language model: Adam learning rate (default 5e-3, cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--stdlib", default=None, help="folder of .py files to use instead of "
-                   "the installed standard library")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stdlib", default=None,
+                   help="folder of .py files to use instead of the installed standard library")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(args.seed)
+    for name in ("minutes", "hidden_size", "block_len", "lr"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    mode = "quick" if args.quick else "full"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.batch_size < 1 or args.hidden_size < 1 or args.num_layers < 1 or args.block_len < 1:
-        raise ValueError("--batch-size, --hidden-size, --num-layers and --block-len must be >= 1")
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vlrnn-demo-"))
+    budget = 30.0 if args.quick and args.minutes == 3.0 else args.minutes * 60
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+
+    # -- 1. exact vs truncated ---------------------------------------------------------------
+    rc = RECALL[mode]
+    _say(f"1. exact vs truncated BPTT: recall one of {recall_task.K} cues shown "
+         f"{rc['delay']:,} steps before the answer (chance {1 / recall_task.K:.2f})")
+    recall = {"delay": rc["delay"], "window": rc["window"], "chance": 1 / recall_task.K}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-unit LSTM: one thread is fastest, two only contend
+    for method in ("exact", "truncated"):
+        label = "exact (vlrnn)" if method == "exact" else f"truncated, window {rc['window']}"
+        res = recall_task.train(method, seed=args.seed, **rc, on_epoch=lambda e, a, lab=label:
+                                _say(f"   {lab:24s} epoch {e}: held-out accuracy {a:.2f}"))
+        recall[method] = res
+    torch.set_num_threads(threads)
+    exact_acc, trunc_acc = recall["exact"]["acc"], recall["truncated"]["acc"]
+    _say(f"   -> exact {exact_acc:.2f}, truncated {trunc_acc:.2f}: the truncated gradient "
+         f"never reaches back {rc['delay']:,} steps to the cue\n")
+
+    # -- 2. memory ----------------------------------------------------------------------------
+    mc = MEMORY[mode]
+    _say("2. peak memory of one forward + backward of the byte LSTM over one sequence "
+         "(fresh process each)")
+    memory = memory_curve(mc["lengths"], mc["plain_up_to"], hidden=args.hidden_size,
+                          block_len=args.block_len)
+    for i, T in enumerate(memory["T"]):
+        kind = "measured" if i < memory["plain_measured"] else "estimated"
+        _say(f"   T = {T:>7,}: vlrnn {memory['vlrnn'][i]:7.0f} MB   plain BPTT "
+             f"{memory['plain'][i]:8.0f} MB ({kind})")
     files = stdlib_files(args.stdlib)
-    if args.max_bytes:
-        files = [p for p in files if p.stat().st_size <= args.max_bytes] or files
-    train_files, val_files = split_files(files)
+    longest_file = max(p.stat().st_size for p in files)
+    _say(f"   -> at {longest_file:,} bytes (the longest file here) plain BPTT would need about "
+         f"{estimate_plain(memory, longest_file) / 1024:.1f} GB; vlrnn stays at "
+         f"{max(memory['vlrnn']):.0f} MB\n")
+
+    # -- 3. language model ----------------------------------------------------------------------
+    lc = LM[mode]
+    kept = [p for p in files if p.stat().st_size <= lc["max_bytes"]] or files
+    train_files, val_files = split_files(kept)
     if not val_files:  # a tiny custom folder: hold out one file
-        train_files, val_files = files[:-1] or files, files[-1:]
+        train_files, val_files = kept[:-1] or kept, kept[-1:]
     train = [read_bytes(p) for p in train_files]
     val = [read_bytes(p) for p in val_files]
-    longest = max(range(len(train)), key=lambda i: len(train[i]))
-    print(f"corpus: {len(files)} files of Python's standard library "
-          f"({sum(map(len, train)) / 1e6:.1f} M bytes to train on, {len(val)} files held out); "
-          f"lengths {min(map(len, train)):,} to {len(train[longest]):,} "
-          f"({train_files[longest].name})")
-    model = ByteLSTM(args.hidden_size, args.num_layers).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    print(f"model: byte embedding -> {args.num_layers}-layer LSTM({args.hidden_size}) -> 256 "
-          f"logits; exact BPTT over whole files in blocks of {args.block_len}; device {device}")
+    baseline = unigram_bits(train, val)
+    seconds = max(5.0, budget - (time.perf_counter() - t_start) - RESERVE_S)
+    _say(f"3. byte-level LSTM({args.hidden_size}) on {len(train)} files of the standard library "
+         f"({sum(map(len, train)) / 1e6:.1f} MB; {len(val)} held out), {seconds:.0f} s of "
+         f"training; byte frequencies alone give {baseline:.2f} bits/byte")
+    lm = train_lm(train, val, seconds=seconds, hidden=args.hidden_size,
+                  block_len=args.block_len, file_bytes=lc["file_bytes"], lr=args.lr,
+                  seed=args.seed, device=device, progress=not args.no_progress,
+                  log=_say)
+    lm["baseline"] = baseline
+    bits = evaluate_bits(lm["model"], val, device, args.block_len)
+    _say(f"   -> {lm['steps']} optimizer steps over {lm['bytes'] / 1e6:.1f} MB: held-out "
+         f"{bits:.2f} bits/byte (all {len(val)} held-out files) vs {baseline:.2f} from byte "
+         "frequencies")
+    text = lm["model"].sample(b"def ", 300, generator=torch.Generator().manual_seed(args.seed))
+    _say("   sample (prompt 'def '):\n" + "-" * 64 + "\ndef "
+         + text.decode("utf-8", "replace") + "\n" + "-" * 64)
 
-    # Batches: files of similar length together. The batch of the longest files runs
-    # once 40% of the time budget has passed, so the loss has visibly started falling
-    # and the demo always shows a full pass over the longest files in flat memory.
-    sampler = LengthBucketSampler([len(s) for s in train], args.batch_size, seed=args.seed)
-    batches = sampler.batches(0)
-    top = max(range(len(batches)), key=lambda i: sum(len(train[j]) for j in batches[i]))
-    longest_batch = batches.pop(top)
-
-    val_start = evaluate(model, val, device, args.block_len, args.batch_size)
-    print(f"validation loss before training: {val_start:.3f} nats/byte "
-          f"(uniform guess: {math.log(VOCAB):.3f})")
-
-    budget = args.minutes * 60
-    t0 = time.perf_counter()
-    seen_rows, biggest, big_batch, steps, epoch = 0, (0, 0, 0), None, 0, 0
-    show = not args.no_progress
-    bar = tqdm(total=sum(len(s) - 1 for s in train), unit="B", unit_scale=True,
-               desc="training", disable=None if show else True, file=sys.stdout)
-    queue = iter(batches)
-    elapsed = 0.0
-    while elapsed <= budget:
-        if longest_batch is not None and elapsed >= 0.4 * budget:
-            idx, longest_batch = longest_batch, None
-        else:
-            idx = next(queue, None)
-            if idx is None:  # a new epoch (the longest files are in it as usual)
-                epoch += 1
-                queue = iter(sampler.batches(epoch))
-                bar.reset()
-                continue
-        x, y = batch_of([train[i] for i in idx], device)
-        out = block_loss(model, cross_entropy_rows, x, y, block_len=args.block_len)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        rows, n_steps = x.data.shape[0], len(x.batch_sizes)
-        if rows > biggest[0]:
-            biggest = (rows, n_steps, len(idx))
-            big_batch = (x, y)
-        seen_rows += rows
-        steps += 1
-        elapsed = time.perf_counter() - t0
-        bar.update(rows)
-        loss = float(out.loss.detach())
-        bar.set_postfix(loss=f"{loss:.3f}", T=n_steps, blocks=out.n_blocks)
-        if bar.disable and (steps % 10 == 0 or steps == 1 or n_steps > 50_000):
-            # no progress bar (not a terminal): log lines instead
-            print(f"  step {steps:4d}  loss {loss:.3f}  {seen_rows / elapsed:,.0f} bytes/s  "
-                  f"longest file in batch {n_steps:,} bytes ({out.n_blocks} blocks)", flush=True)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    val_end = evaluate(model, val, device, args.block_len, args.batch_size)
-    peak = peak_memory_mb(device)  # before plain_bptt_mb, which resets the peak counter
-    plain_gb = (plain_bptt_mb(model.cpu(), cross_entropy_rows, *(b.cpu() for b in big_batch))
-                / 1024)
-    model.to(device)
-    print(f"\ntrained {steps} steps over {seen_rows / 1e6:.1f} M bytes in {elapsed:.0f} s "
-          f"({seen_rows / elapsed:,.0f} bytes/s)")
-    print(f"validation loss: {val_start:.3f} -> {val_end:.3f} nats/byte "
-          f"({val_end / math.log(2):.2f} bits/byte)")
-    print(f"largest batch: {biggest[2]} files, {biggest[0]:,} bytes, longest {biggest[1]:,} steps, "
-          f"exact gradient through all of it")
-    mem_kind = "GPU memory" if device.type == "cuda" else "peak RSS"
-    print(f"memory: {mem_kind} {peak:,.0f} MB for the whole run; plain BPTT would have needed "
-          f"about {plain_gb:,.1f} GB for the backward of that batch alone (plain BPTT run on "
-          f"its first steps, measured and extended to all {biggest[0]:,} bytes)")
-    gen = torch.Generator().manual_seed(args.seed)
-    text = model.sample(b"def ", 240, generator=gen).decode("utf-8", "replace")
-    print("\nsample from the model (prompt 'def '):\n" + "-" * 60 + "\ndef " + text + "\n" + "-" * 60)
+    # -- the picture and the summary ----------------------------------------------------------
+    png = save_figure(out_dir / "demo.png", recall, memory, lm)
+    if png is None:
+        _say("figure skipped: matplotlib is not installed (pip install \"vlrnn[plot]\")")
+    else:
+        _say(f"figure: {png}")
+    peak = peak_rss_mb() if device.type == "cpu" else torch.cuda.max_memory_allocated() / 2**20
+    total = time.perf_counter() - t_start
+    _say(f"1. exact vs truncated: {exact_acc:.2f} vs {trunc_acc:.2f} (chance "
+         f"{recall['chance']:.2f}) on a cue {rc['delay']:,} steps back")
+    _say(f"2. memory: vlrnn {max(memory['vlrnn']):.0f} MB at {memory['T'][-1]:,} steps, plain "
+         f"BPTT {memory['plain'][-1]:,.0f} MB ({'measured' if memory['plain_measured'] == len(memory['T']) else 'estimated'})")
+    _say(f"3. language model: {bits:.2f} bits/byte vs {baseline:.2f} (byte frequencies), "
+         f"{lm['steps']} steps, longest file {lm['longest']:,} bytes trained whole")
+    _say(f"summary: bits/byte {bits:.2f} vs baseline {baseline:.2f}; exact {exact_acc:.2f} vs "
+         f"truncated {trunc_acc:.2f} (chance {recall['chance']:.2f}); peak RSS {peak:.0f} MB; "
+         f"{total:.0f} s")
+    if not math.isfinite(bits):
+        return 1
     return 0
+

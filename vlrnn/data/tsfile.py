@@ -50,7 +50,7 @@ def read_ts(path: Union[str, Path]) -> Tuple[List[np.ndarray], Optional[np.ndarr
                 continue
             if not in_data:
                 if not line.startswith("@"):
-                    raise _fail(path, line_no, f"expected a '@key value' header line or "
+                    raise _fail(path, line_no, "expected a '@key value' header line or "
                                 "'@data' before the data, got {line[:40]!r}")
                 key, _, value = line[1:].partition(" ")
                 key = key.lower()

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api import types as pdt
+from .._common import SHOW, show
 
 Columns = Union[str, Sequence[str]]
 
 _NONFINITE = ("raise", "drop", "ffill")
 _SHORT = ("raise", "drop")
-_SHOW = 5  # how many offending ids / time stamps an error message lists
+_SHOW = SHOW  # how many offending ids / time stamps an error message lists
 
 
 class DataWarning(UserWarning):
@@ -50,9 +51,7 @@ def _fmt(v: Any) -> str:
 
 
 def _show(items: Sequence[Any], n: int = _SHOW) -> str:
-    items = list(items)
-    shown = ", ".join(_fmt(i) for i in items[:n])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+    return show(items, n, fmt=_fmt)
 
 
 def _is_numeric(s: pd.Series) -> bool:

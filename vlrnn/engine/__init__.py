@@ -19,7 +19,7 @@ from .blockwise import Blockwise
 from .call import BlockLossOutput
 from .planner import Plan, plan
 from .runner import BlockRunner
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, Schedule, revolve_calls, revolve_with
 
 __all__ = [
     "BlockLossOutput",
@@ -27,6 +27,7 @@ __all__ = [
     "Blockwise",
     "Plan",
     "SCHEDULES",
+    "Schedule",
     "TimeBlock",
     "block_backward",
     "block_loss",
@@ -35,5 +36,7 @@ __all__ = [
     "full_loss",
     "full_outputs",
     "plan",
+    "revolve_calls",
+    "revolve_with",
     "split_packed",
 ]

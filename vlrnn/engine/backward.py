@@ -14,7 +14,8 @@ batch's sorted order.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,78 +25,69 @@ from .rng import preserved
 from .runner import BlockRunner, _BlockGraph
 
 
-class _BlockBPTT(torch.autograd.Function):
-    """Loss and final state of a whole batch; gradient by the reverse block pass.
+@dataclass(frozen=True)
+class Wanted:
+    """Which input gradients a reverse pass computes: ``x``'s, the target's (``y``; a
+    target that requires grad) and each initial-state tensor's."""
 
-    Inputs: ``(engine, x_data, y_data, n_state, *state0, *params)``; outputs
-    ``(loss, *final_state)``. ``engine`` (a :class:`_Engine`) has already run block 0.
+    x: bool
+    y: bool
+    state0: Sequence[bool]
+
+
+@dataclass
+class InputGrads:
+    """What a reverse pass returns: dL/dx (``x_data``'s shape), dL/dtarget, dL/dstate0
+    (one per state tensor, sorted order) and one gradient per parameter (``None`` where
+    nothing reached it)."""
+
+    x: Optional[torch.Tensor]
+    y: Optional[torch.Tensor]
+    state0: List[Optional[torch.Tensor]]
+    params: List[Optional[torch.Tensor]]
+
+
+class ReversePass:
+    """The reverse block pass, the one both entry points run: blocks last to first,
+    each re-run from its boundary with a graph (or a graph kept from the forward pass),
+    then one ``torch.autograd.grad`` seeded with ``grad_loss`` on the block's loss and
+    dL/d(state leaving the block).
+
+    What seeds it is the block's loss: for :func:`vlrnn.block_loss` the per-step loss;
+    for :func:`vlrnn.block_outputs` the vector-Jacobian product ``sum(y * dL/dy)``
+    (the runner's ``loss_fn`` and ``y_data`` are set so before :meth:`run`).
+
+    Args:
+        runner: the :class:`BlockRunner` whose forward pass filled the boundary cache.
+        x_data, y_data: the streamed inputs and targets (``y_data`` may be ``None``).
+        params: the tensors whose gradients are returned, in order.
+        kept: block -> its graph from the forward pass (with its loss set): not re-run.
+        retain: keep graphs built outside the call alive between blocks.
     """
 
-    @staticmethod
-    def forward(ctx, engine, x_data, y_data, n_state, *tensors):
-        ctx.set_materialize_grads(False)
-        ctx.engine = engine
-        loss, final = engine.forward_rest()
-        return (loss, *final)
-
-    @staticmethod
-    def backward(ctx, grad_loss, *grad_final):
-        engine = ctx.engine
-        gx, gy, gstate, gparams = engine.backward(grad_loss, list(grad_final), ctx.needs_input_grad)
-        return (None, gx, gy, None, *gstate, *gparams)
-
-
-class _Engine:
-    """What the backward of one ``block_loss`` call needs besides the runner: the
-    streamed inputs, the parameters, and the graphs kept of the last blocks."""
-
     def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool,
-                 keep_last: int = 1):
+                 kept: Dict[int, _BlockGraph], retain: bool):
         self.runner = runner
-        self.state1 = state1  # the state entering block 1, where forward_rest starts
-        self.retain = retain
         self.x_data = x_data
         self.y_data = y_data
         self.params = params
-        self.x_grad = x_data.requires_grad
-        self.y_grad = y_data is not None and y_data.requires_grad
-        n = len(runner.blocks)
-        # graphs kept from the forward pass (the last ``keep_last`` blocks): not recomputed
-        self.first_kept = max(0, n - max(1, keep_last))
-        self.kept: Dict[int, _BlockGraph] = {0: first} if self.first_kept == 0 else {}
-        self.loss_sum = add_loss(None, first.loss)
+        self.kept = kept
+        self.retain = retain
 
-    # -- forward ---------------------------------------------------------------------------
-    def forward_rest(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Blocks 1.. (block 0 ran before the Function was applied); the last one keeps
-        its graph. Returns the detached loss and final state (sorted order)."""
-        r = self.runner
-        n = len(r.blocks)
-        first_kept = max(1, self.first_kept)
-        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, first_kept,
-                                             self.state1, self.loss_sum)
-        self.state1 = None
-        for k in range(first_kept, n):  # the backward starts with these: keep their graphs
-            snap = r.snapshot()
-            graph = r.run_with_graph(k, self.x_data, self.y_data, state, self.x_grad,
-                                     self.y_grad, state_grad=True)
-            r.keep_rng(k, snap)
-            self.loss_sum = add_loss(self.loss_sum, graph.loss)
-            state = r.advance(k, graph.state_out)
-            self.kept[k] = graph
-        return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
-
-    # -- backward --------------------------------------------------------------------------
-    def backward(self, grad_loss, grad_final: List[Optional[torch.Tensor]], needs):
+    def run(self, grad_loss: Optional[torch.Tensor],
+            grad_final: List[Optional[torch.Tensor]], want: Wanted,
+            gx: Optional[torch.Tensor] = None) -> InputGrads:
+        """Input gradients given dL/d(loss) (``None``: the loss was not used) and
+        dL/d(final state), one per state tensor (sorted order, ``None`` where unused).
+        ``gx``: a buffer to add dL/dx into (another pass's over the same ``x``)."""
         r = self.runner
         d = r.batch_dim
         n_state = len(r.boundary[0] or [])
         rebuilt: Dict[int, List[torch.Tensor]] = {}  # boundaries the backward re-ran
-        want_x, want_y = needs[1], needs[2]
-        want_state0 = list(needs[4:4 + n_state])
-        gx = self.x_grad_buffer() if want_x else None
-        gy = torch.zeros_like(self.y_data) if want_y else None
+        want_state0 = list(want.state0)[:n_state]
+        if want.x and gx is None:
+            gx = torch.zeros_like(self.x_data)
+        gy = torch.zeros_like(self.y_data) if want.y else None
         gparams: List[Optional[torch.Tensor]] = [None] * len(self.params)
         g_next: Optional[List[Optional[torch.Tensor]]] = None  # dL/d(state entering k+1)
         gstate0: List[Optional[torch.Tensor]] = [None] * n_state
@@ -106,7 +98,7 @@ class _Engine:
                 if grad_loss is None and g_out is None:
                     g_next = None  # nothing reaches this block or any earlier one
                     continue
-                graph = self._graph(k, want_x, want_y, any(want_state0), rebuilt)
+                graph = self._graph(k, want.x, want.y, any(want_state0), rebuilt)
                 outs, seeds = [], []
                 if graph.loss is not None and grad_loss is not None and graph.loss.requires_grad:
                     outs.append(graph.loss)
@@ -117,7 +109,7 @@ class _Engine:
                         seeds.append(g)
                 in_mask = [t.requires_grad for t in graph.state_in]
                 state_in = [t for t in graph.state_in if t.requires_grad]
-                ins = ([graph.x_leaf] if want_x else []) + ([graph.y_leaf] if want_y else []) \
+                ins = ([graph.x_leaf] if want.x else []) + ([graph.y_leaf] if want.y else []) \
                     + state_in + self.params
                 if not outs or not ins:
                     g_next = None
@@ -128,11 +120,11 @@ class _Engine:
                 grads = list(torch.autograd.grad(outs, ins, seeds, allow_unused=True,
                                                  retain_graph=self.retain))
                 del graph, outs, seeds, ins, state_in  # free this block before the next
-                if want_x:
+                if want.x:
                     g = grads.pop(0)
                     if g is not None:
                         r.layout.scatter(gx, blk, g)
-                if want_y:
+                if want.y:
                     g = grads.pop(0)
                     if g is not None:
                         r.layout.scatter(gy, blk, g)
@@ -147,16 +139,12 @@ class _Engine:
                 elif g_in:
                     gstate0 = [g if w else None for g, w in zip(g_in, want_state0)]
         self.kept = {}
-        return gx, gy, gstate0, gparams
-
-    def x_grad_buffer(self) -> torch.Tensor:
-        """Where the reverse pass writes dL/dx, block by block (zeros, ``x_data``'s shape)."""
-        return torch.zeros_like(self.x_data)
+        return InputGrads(gx if want.x else None, gy, gstate0, gparams)
 
     def _graph(self, k: int, want_x: bool, want_y: bool, want_state0: bool,
                rebuilt: Dict[int, List[torch.Tensor]]) -> _BlockGraph:
-        """Block ``k`` with a graph: the kept last block, or re-run from its boundary
-        (re-running earlier blocks first when the schedule did not keep it)."""
+        """Block ``k`` with a graph: kept from the forward pass, or re-run from its
+        boundary (re-running earlier blocks first when the schedule did not keep it)."""
         r = self.runner
         if k in self.kept:
             return self.kept.pop(k)  # not recomputed; freed after this block
@@ -177,6 +165,73 @@ class _Engine:
             r.rng[k].restore()
         return r.run_with_graph(k, self.x_data, self.y_data, state, want_x, want_y,
                                 state_grad=k > 0 or want_state0)
+
+
+class _BlockBPTT(torch.autograd.Function):
+    """Loss and final state of a whole batch; gradient by the reverse block pass.
+
+    Inputs: ``(engine, x_data, y_data, n_state, *state0, *params)``; outputs
+    ``(loss, *final_state)``. ``engine`` (a :class:`LossEngine`) has already run block 0.
+    """
+
+    @staticmethod
+    def forward(ctx, engine, x_data, y_data, n_state, *tensors):
+        ctx.set_materialize_grads(False)
+        ctx.engine, ctx.n_state = engine, n_state
+        loss, final = engine.forward_rest()
+        return (loss, *final)
+
+    @staticmethod
+    def backward(ctx, grad_loss, *grad_final):
+        needs = ctx.needs_input_grad
+        want = Wanted(x=needs[1], y=needs[2], state0=needs[4:4 + ctx.n_state])
+        g = ctx.engine.backward(grad_loss, list(grad_final), want)
+        return (None, g.x, g.y, None, *g.state0, *g.params)
+
+
+class LossEngine:
+    """One ``block_loss`` call: the forward pass over blocks 1.. (block 0 ran first, to
+    name the tensors that need a gradient), the loss summed on the way, the graphs of
+    the last ``keep_last`` blocks kept; then the :class:`ReversePass`."""
+
+    def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
+                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool,
+                 keep_last: int = 1):
+        self.runner = runner
+        self.state1 = state1  # the state entering block 1, where forward_rest starts
+        self.x_data = x_data
+        self.y_data = y_data
+        self.x_grad = x_data.requires_grad
+        self.y_grad = y_data is not None and y_data.requires_grad
+        n = len(runner.blocks)
+        # graphs kept from the forward pass (the last ``keep_last`` blocks): not recomputed
+        self.first_kept = max(0, n - max(1, keep_last))
+        kept: Dict[int, _BlockGraph] = {0: first} if self.first_kept == 0 else {}
+        self.reverse = ReversePass(runner, x_data, y_data, params, kept, retain)
+        self.loss_sum = add_loss(None, first.loss)
+
+    def forward_rest(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Blocks 1.. (block 0 ran before the Function was applied); the last one keeps
+        its graph. Returns the detached loss and final state (sorted order)."""
+        r = self.runner
+        n = len(r.blocks)
+        first_kept = max(1, self.first_kept)
+        self.loss_sum, state = r.run_no_grad(self.x_data, self.y_data, 1, first_kept,
+                                             self.state1, self.loss_sum)
+        self.state1 = None
+        for k in range(first_kept, n):  # the backward starts with these: keep their graphs
+            snap = r.snapshot()
+            graph = r.run_with_graph(k, self.x_data, self.y_data, state, self.x_grad,
+                                     self.y_grad, state_grad=True)
+            r.keep_rng(k, snap)
+            self.loss_sum = add_loss(self.loss_sum, graph.loss)
+            state = r.advance(k, graph.state_out)
+            self.reverse.kept[k] = graph
+        return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
+
+    def backward(self, grad_loss, grad_final: List[Optional[torch.Tensor]],
+                 want: Wanted) -> InputGrads:
+        return self.reverse.run(grad_loss, grad_final, want)
 
 
 def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):

@@ -112,6 +112,14 @@ def split_packed(x: PackedSequence, block_len: int) -> List[TimeBlock]:
     Returns:
         list of :class:`TimeBlock`; ``b.x`` holds the block's steps in sorted order with
         no permutation, ``b.rows`` the slice of ``x.data`` it covers.
+
+    >>> import torch
+    >>> from torch.nn.utils.rnn import pack_sequence
+    >>> x = pack_sequence([torch.randn(5, 1), torch.randn(2, 1)], enforce_sorted=False)
+    >>> for b in split_packed(x, 3):
+    ...     print(b.start, b.stop, "active", tuple(b.active.tolist()), "ends", tuple(b.ends.tolist()))
+    0 3 active (True, True) ends (False, True)
+    3 5 active (True, False) ends (True, False)
     """
     if not isinstance(x, PackedSequence):
         raise TypeError(f"split_packed expects a PackedSequence, got {type(x).__name__}")

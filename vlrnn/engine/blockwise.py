@@ -14,8 +14,22 @@ How a module is run:
   length, so its blocks run last to first in the original time. A layer keeps only its
   output sequence ``(T, B, 2H)`` for the next one; inter-layer ``dropout`` is applied to
   it as ``nn.LSTM`` does (training mode only, not after the last layer).
+- A bidirectional model of the library's own (``QRNN(bidirectional=True)``), or any
+  model that follows the same protocol: NOTE [direction views].
 - Everything else (unidirectional torch RNNs, ``StackedRNN``, ``QRNN``, any
   ``(x, state) -> (y, state)`` model): :func:`vlrnn.block_outputs` on the whole module.
+
+NOTE [direction views]: a model with ``bidirectional = True`` that has
+``direction_view(layer, reverse) -> nn.Module`` (layer ``layer``, one direction, as a
+one-layer unidirectional model over the same parameters, state ``(entry,)``) and
+``check_state(state, n_batch, like)`` (a clear error for a wrong state; ``state`` one
+entry per layer and direction, batch on dim 0), plus ``num_layers`` and ``dropout``
+(between layers), is run layer by layer and direction by direction like a
+bidirectional torch RNN. A model whose state has another layout also offers
+``split_directions(state, n_batch)`` (the views' initial states, one per layer and
+direction, layer major, forward first) and ``join_directions(finals)`` (its own state
+from the views' final states, same order); ``MinGRU``/``MinLSTM`` do. The engine asks
+the model through these names; it imports no model.
 
 Parameters and ``state_dict``: ``Blockwise`` shares the wrapped module's parameter,
 buffer and submodule dictionaries (it registers nothing of its own), so
@@ -26,19 +40,19 @@ act on the wrapped module itself.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch, check_rnn_state
 from .blocks import check_block_len
 from .bptt import block_outputs, full_outputs, joined_outputs
 from .directions import DirectionView
 from .schedules import get_schedule
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class Blockwise(nn.Module):
@@ -46,9 +60,8 @@ class Blockwise(nn.Module):
 
     Args:
         module: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (any ``num_layers``, ``batch_first``,
-            ``dropout``, ``bidirectional``, ``proj_size``), ``StackedRNN``, ``QRNN``,
-            the scan models (bidirectional ``MinGRU``/``MinLSTM`` included: NOTE
-            [direction views]) or any model called as ``module(x, state) -> (y, new_state)``.
+            ``dropout``, ``bidirectional``, ``proj_size``), ``StackedRNN``, ``QRNN`` or
+            any model called as ``module(x, state) -> (y, new_state)``.
         block_len: time steps per block.
         schedule: which block boundaries the forward pass keeps
             (:data:`vlrnn.SCHEDULES`); ``None``: ``"flat"``.
@@ -139,20 +152,27 @@ class Blockwise(nn.Module):
         return y, new_state
 
     def _run(self, model: nn.Module, x: Batch, state: Any, reverse: bool = False):
-        run = full_outputs if self.plain else block_outputs
-        return run(model, x, block_len=self.block_len, state=state, schedule=self.schedule,
-                   reverse=reverse)
+        if self.plain:  # the reference: plain autograd has no schedule
+            return full_outputs(model, x, block_len=self.block_len, state=state,
+                                reverse=reverse)
+        return block_outputs(model, x, block_len=self.block_len, state=state,
+                             schedule=self.schedule, reverse=reverse)
 
-    def _direction_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A bidirectional model of the direction protocol (NOTE [direction views]): each
-        layer's directions as one-layer views sharing its weights."""
+    def _view_layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
+        """A model with direction views (NOTE [direction views]): each layer's directions
+        as one-layer models sharing its weights; ``state`` one entry per layer and
+        direction, batch on dim 0."""
         m = self.module
         packed = isinstance(x, PackedSequence)
+        split = getattr(m, "split_directions", None)
+        join = getattr(m, "join_directions", None)
         entries = None
-        if state is not None:  # a clear error before any block runs
+        if state is not None:
             n_batch = int(x.batch_sizes[0]) if packed else \
                 x.shape[0 if m.batch_first else 1]
-            entries = m.split_directions(state, n_batch)
+            ref = x.data if packed else x
+            m.check_state(state, n_batch, ref)  # a clear error before any block runs
+            entries = split(state, n_batch) if callable(split) else [(s,) for s in state]
         data = x.data if packed else x
         dirs = len(self.views[0])
         finals = []
@@ -163,7 +183,9 @@ class Blockwise(nn.Module):
             finals.extend(fins)
             if l + 1 < m.num_layers and m.dropout > 0 and self.training:
                 data = F.dropout(data, m.dropout, True)
-        return _like(data, x), m.join_directions(finals)
+        if callable(join):
+            return _like(data, x), join(finals)
+        return _like(data, x), tuple(f[0] for f in finals)
 
     def _join(self, runs, x: Batch):
         """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""
@@ -177,11 +199,11 @@ class Blockwise(nn.Module):
         return (ys[0] if len(ys) == 1 else torch.cat(ys, -1)), finals
 
     def _layers(self, x: Batch, state: Any) -> Tuple[Batch, Any]:
-        """A torch RNN (or a model with direction views), layer by layer and direction by
-        direction."""
+        """A torch RNN (or a model with direction views), layer by layer and direction
+        by direction."""
         m = self.module
         if _has_direction_views(m):
-            return self._direction_layers(x, state)
+            return self._view_layers(x, state)
         lstm = isinstance(m, nn.LSTM)
         packed = isinstance(x, PackedSequence)
         if state is not None:
@@ -214,27 +236,19 @@ class Blockwise(nn.Module):
 
 
 def _decomposed(module: nn.Module) -> bool:
-    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and bidirectional
-    models with direction views (block_outputs cannot run them whole), and torch LSTMs
-    with ``proj_size``."""
+    """Whether ``module`` is run layer by layer: bidirectional torch RNNs and models with
+    direction views (block_outputs cannot run them whole), and torch LSTMs with
+    ``proj_size``."""
     if _has_direction_views(module):
-        return bool(module.bidirectional)
+        return bool(getattr(module, "bidirectional", False))
     return isinstance(module, nn.RNNBase) and (
         module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
 
 
-# NOTE [direction views]: a model that is not a torch RNN can be bidirectional under
-# Blockwise by offering, besides ``bidirectional``, ``num_layers``, ``batch_first`` and an
-# inter-layer ``dropout`` (applied here between layers, training mode only):
-#   direction_view(layer, reverse) -> a one-layer unidirectional model over the layer's
-#       own weights for that direction, same (x, state) -> (y, state) contract;
-#   split_directions(state, n_batch) -> the initial state of each (layer, direction),
-#       layer-major, forward first, in the views' format (checking it: a clear error);
-#   join_directions(finals) -> the model's state from the views' final states, same order.
-# QRNN and the scan models MinGRU/MinLSTM do; the engine names no model class.
 def _has_direction_views(module: nn.Module) -> bool:
-    return all(callable(getattr(module, name, None))
-               for name in ("direction_view", "split_directions", "join_directions"))
+    """NOTE [direction views]: the model runs its directions as views of its own."""
+    return callable(getattr(module, "direction_view", None)) and \
+        callable(getattr(module, "check_state", None))
 
 
 def _like(data: torch.Tensor, x: Batch) -> Batch:
@@ -250,27 +264,7 @@ def _map_state(state, fn):
 
 
 def _check_rnn_state(m: nn.RNNBase, state, x: Batch) -> None:
-    """The initial state a torch RNN expects, or a clear error."""
-    n_lay = m.num_layers * (2 if m.bidirectional else 1)
+    """The initial state a torch RNN expects, or a clear error (one rule: ``_common``)."""
     n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
         x.shape[0 if m.batch_first else 1]
-    h_out = getattr(m, "proj_size", 0) or m.hidden_size
-    name = type(m).__name__
-    if isinstance(m, nn.LSTM):
-        want = [(n_lay, n_batch, h_out), (n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
-            isinstance(t, torch.Tensor) for t in state)
-        got = list(state) if ok else None
-    else:
-        want = [(n_lay, n_batch, m.hidden_size)]
-        ok = isinstance(state, torch.Tensor)
-        got = [state] if ok else None
-    expected = " and ".join(str(s) for s in want)
-    if not ok:
-        raise ValueError(f"initial state of {name}: expected "
-                         f"{'a pair (h_0, c_0)' if len(want) == 2 else 'one tensor h_0'} "
-                         f"of shape {expected}, got {type(state).__name__}")
-    for i, (t, s) in enumerate(zip(got, want)):
-        if tuple(t.shape) != s:
-            raise ValueError(f"initial state of {name}: expected shape {expected}, got "
-                             f"tensor {i} of shape {tuple(t.shape)}")
+    check_rnn_state(m, state, n_batch)

@@ -14,15 +14,17 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .backward import _BlockBPTT, _Engine
+from .backward import LossEngine, _BlockBPTT
 from .blocks import check_block_len
-from .call import Batch, BlockLossOutput, _Call
+from .._common import Batch
+from .call import BlockLossOutput, _Call
+from .options import Options
 from .directions import TimeReversed
 from .graph import graph_leaves, next_node_number, unique_tensors
 from .loss import LossFn, block_loss_value, finish_loss
 from .outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
 from .planner import plan
-from .schedules import get_schedule
+from .schedules import Streaming
 from .state import assemble_final
 
 
@@ -52,11 +54,11 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         batch_first: dense ``x`` is ``(B, T, ...)``; ``None`` follows ``model.batch_first``.
         state_batch_dim: batch dim of the state tensors; default 1 for ``nn.RNNBase``,
             else ``model.state_batch_dim``, else 0.
-        schedule: which block boundaries to keep (:data:`vlrnn.schedules.SCHEDULES`):
+        schedule: which block boundaries to keep (:data:`vlrnn.SCHEDULES`):
             ``"flat"`` keeps all (one extra forward pass), ``"two_level"`` O(sqrt(K))
             of the K boundaries (two extra), ``"revolve"`` binomial checkpointing with
             ceil(log2 K) + 2 states (the fewest recomputations for its memory; a callable
-            ``n_blocks -> Schedule`` such as ``vlrnn.schedules.revolve_with(s)`` sets ``s``).
+            ``n_blocks -> Schedule`` such as ``vlrnn.engine.revolve_with(s)`` sets ``s``).
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         memory_budget: bytes or a size (``"2GB"``) for the engine's working memory.
             With ``block_len="auto"`` (default budget: half the free memory) the
@@ -70,17 +72,31 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     Returns:
         :class:`BlockLossOutput` with the differentiable ``loss`` and final ``state``
         (each sequence's state at its own last step, caller's batch order).
+
+    Example (a loss on the final state may be added; the gradient stays exact):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(3, 8)
+    >>> x, y = torch.randn(100, 2, 3), torch.randn(100, 2, 8)
+    >>> out = vlrnn.block_loss(lstm, nn.MSELoss(reduction="none"), x, y, block_len=32)
+    >>> out.n_blocks
+    4
+    >>> h, c = out.state
+    >>> (out.loss + h.pow(2).mean()).backward()   # reverse block pass; fills .grad
+    >>> lstm.weight_hh_l0.grad.shape
+    torch.Size([32, 8])
     """
-    block_len, schedule, keep_last = _configure(
-        model, loss_fn, x, target, block_len, schedule, memory_budget, state, reduction,
-        batch_first, state_batch_dim)
-    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim, schedule)
+    if block_len is None:  # (full_loss takes None: one call over the whole batch)
+        raise TypeError("block_len must be a positive int or 'auto', got None")
+    opts = Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                   offload=offload, reduction=reduction, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)
+    opts, keep_last = _configure(model, loss_fn, x, target, state, opts)
+    call = _Call(model, loss_fn, x, target, state, opts)
     lay = call.layout
     runner = call.runner()
-    if offload not in (None, "cpu"):
-        raise ValueError(f"unknown offload {offload!r}; expected None or 'cpu'")
-    runner.offload = offload
     n = len(call.blocks)
     if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, runner.boundary[0], None)
@@ -104,38 +120,45 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 1, n, state1,
                                       None if first.loss is None else first.loss.detach())
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
-    engine = _Engine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared,
-                     keep_last=keep_last)
+    engine = LossEngine(runner, lay.x_data, lay.y_data, params, first, state1, retain=shared,
+                        keep_last=keep_last)
     del first  # with more than one block its graph is not needed again
     state0 = call.state0 or []
     outs = _BlockBPTT.apply(engine, lay.x_data, lay.y_data, len(state0), *state0, *params)
     return call.output(outs[0], list(outs[1:]), runner.spec)
 
 
-def _configure(model, loss_fn, x, target, block_len, schedule, memory_budget, state,
-               reduction, batch_first, state_batch_dim):
-    """(block_len, schedule, keep_last): as given, or planned from the memory budget."""
-    if block_len is None:  # (full_loss takes None: one call over the whole batch)
-        raise TypeError("block_len must be a positive int or 'auto', got None")
-    auto = isinstance(block_len, str)
-    if auto and block_len != "auto":
-        raise ValueError(f"block_len must be a positive int or 'auto', got {block_len!r}")
-    if not auto and memory_budget is None:
-        return block_len, schedule or "flat", 1
+def _configure(model, loss_fn, x, target, state, opts: Options) -> Tuple[Options, int]:
+    """``(opts with block_len and schedule fixed, keep_last)``: as given, or planned from
+    the memory budget (``block_len="auto"`` or a ``memory_budget``)."""
+    auto = opts.block_len == "auto"
+    if not auto and opts.memory_budget is None:
+        return opts.replace(schedule=opts.schedule or "flat"), 1
     if not torch.is_grad_enabled():  # streaming evaluation holds one block: no plan needed
-        return (1024 if auto else block_len), schedule or "flat", 1
-    p = plan(model, x, None, memory_budget if memory_budget is not None else "auto",
-             loss_fn=loss_fn, target=target, state=state, reduction=reduction,
-             batch_first=batch_first, state_batch_dim=state_batch_dim, schedule=schedule,
-             block_len=None if auto else check_block_len(block_len))
-    return p.block_len, p.schedule_arg(), p.keep_last
+        return opts.replace(block_len=1024 if auto else opts.block_len,
+                            schedule=opts.schedule or "flat"), 1
+    p = plan(model, x, None, opts.memory_budget if opts.memory_budget is not None else "auto",
+             loss_fn=loss_fn, target=target, state=state, reduction=opts.reduction,
+             batch_first=opts.batch_first, state_batch_dim=opts.state_batch_dim,
+             schedule=opts.schedule, block_len=None if auto else opts.block_len)
+    return opts.replace(block_len=p.block_len, schedule=p.schedule_arg()), p.keep_last
 
 
 def block_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
                    **options) -> BlockLossOutput:
     """``block_loss(...)`` followed by ``.loss.backward()``; returns the output with the
     loss detached. Parameter gradients accumulate into ``.grad`` as with
-    ``loss.backward()``."""
+    ``loss.backward()``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> gru = nn.GRU(2, 4)
+    >>> x, y = torch.randn(50, 3, 2), torch.randn(50, 3, 4)
+    >>> out = vlrnn.block_backward(gru, nn.MSELoss(reduction="none"), x, y, block_len=16)
+    >>> out.loss.requires_grad, gru.weight_ih_l0.grad is not None
+    (False, True)
+    """
     out = block_loss(model, loss_fn, x, target, **options)
     if out.loss.requires_grad:
         out.loss.backward()
@@ -177,6 +200,18 @@ def block_outputs(model: nn.Module, x: Batch, *, block_len: int = 256, state: An
         ``batch_sizes``/``sorted_indices``/``unsorted_indices``, or dense with ``x``'s
         time and batch dims); ``final_state`` each sequence's state after its own last
         step, in the caller's batch order.
+
+    Example (a loss that couples all steps: softmax attention over time):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(3, 6)
+    >>> y, (h, c) = vlrnn.block_outputs(lstm, torch.randn(80, 2, 3), block_len=20)
+    >>> w = torch.softmax(y.sum(-1), dim=0)           # (T, B) weights over time
+    >>> (w.unsqueeze(-1) * y).sum(0).pow(2).sum().backward()
+    >>> y.shape, lstm.weight_hh_l0.grad is not None
+    (torch.Size([80, 2, 6]), True)
     """
     y, finals = joined_outputs([(model, state, reverse)], x, block_len=block_len,
                                batch_first=batch_first, state_batch_dim=state_batch_dim,
@@ -193,12 +228,13 @@ def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_l
     adds every model's dL/dx into one buffer. Returns ``(y_data, [final state per
     run])``; ``y_data`` is ``x.data``'s rows for a ``PackedSequence``, else dense."""
     grad = torch.is_grad_enabled()
-    get_schedule(schedule or "flat", 1)  # an unknown name is refused either way
+    opts = Options(block_len=check_block_len(block_len), schedule=schedule or "flat",
+                   batch_first=batch_first, state_batch_dim=state_batch_dim)
+    if not grad:  # stream, keeping no boundary states (nothing is ever recomputed)
+        opts = opts.replace(schedule=Streaming)
     calls, engines = [], []
     for model, state, reverse in runs:
-        # streaming: "recursive" keeps no boundary states, and nothing is recomputed
-        call = _Call(model, None, x, None, check_block_len(block_len), state, "mean",
-                     batch_first, state_batch_dim, (schedule or "flat") if grad else "recursive")
+        call = _Call(model, None, x, None, state, opts)
         if reverse:
             call.layout = TimeReversed(call.layout)
         calls.append(call)
@@ -231,10 +267,11 @@ def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
     ``block_len`` the model is called block by block exactly as the engine calls it
     (same shapes, same random draws), the states chained in the graph. ``reverse`` as in
     :func:`block_outputs`."""
+    opts = Options(block_len=block_len, schedule=schedule, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)  # checked; the schedule changes nothing here
     if block_len is None and not reverse:
         return model(x, state)
-    call = _Call(model, None, x, None, check_block_len(block_len or 2**62), state, "mean",
-                 batch_first, state_batch_dim, schedule)
+    call = _Call(model, None, x, None, state, opts.replace(block_len=block_len or 2**62))
     if reverse:
         call.layout = TimeReversed(call.layout)
     lay = call.layout
@@ -262,13 +299,16 @@ def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Opt
     With ``block_len=None`` the model is called once on the whole of ``x`` (state in the
     caller's order). With ``block_len`` it is called block by block exactly as the engine
     calls it (same shapes, same random draws), chaining the states in the graph.
-    ``schedule``, ``memory_budget`` and ``offload`` are accepted (so both take the same
-    arguments), but plain autograd has none of them; ``block_len="auto"`` means one call.
+    ``schedule``, ``memory_budget`` and ``offload`` are checked as :func:`block_loss`
+    checks them (so both take the same arguments), and change nothing here: plain
+    autograd keeps the whole graph. ``block_len="auto"`` means one call.
     """
     if block_len == "auto":
         block_len = None
-    call = _Call(model, loss_fn, x, target, block_len, state, reduction, batch_first,
-                 state_batch_dim, schedule)
+    opts = Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                   offload=offload, reduction=reduction, batch_first=batch_first,
+                   state_batch_dim=state_batch_dim)
+    call = _Call(model, loss_fn, x, target, state, opts)
     if block_len is not None:
         return _full_blockwise(call)
     lay = call.layout
@@ -305,7 +345,21 @@ def _full_blockwise(call: _Call) -> BlockLossOutput:
 def full_backward(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Optional[Batch],
                   **options) -> BlockLossOutput:
     """Plain BPTT: :func:`full_loss` then ``.loss.backward()``; the reference the engine
-    must match. Returns the output with the loss detached."""
+    must match. Returns the output with the loss detached.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> torch.manual_seed(0) and None
+    >>> rnn = nn.RNN(2, 3).double()
+    >>> x, y = torch.randn(30, 2, 2).double(), torch.randn(30, 2, 3).double()
+    >>> mse = nn.MSELoss(reduction="none")
+    >>> _ = vlrnn.block_backward(rnn, mse, x, y, block_len=7)
+    >>> exact = rnn.weight_hh_l0.grad.clone(); rnn.zero_grad()
+    >>> _ = vlrnn.full_backward(rnn, mse, x, y)
+    >>> torch.allclose(exact, rnn.weight_hh_l0.grad, rtol=1e-10)
+    True
+    """
     out = full_loss(model, loss_fn, x, target, **options)
     if out.loss.requires_grad:
         out.loss.backward()

@@ -8,23 +8,20 @@ is what every entry point returns (final state back in the caller's batch order)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import state as st
-from .blocks import check_block_len
-from .checks import check_state_batch_dim, check_torch_rnn
+from .checks import check_torch_rnn
 from .layout import Layout
-from .loss import check_reduction
+from .options import Options
 from .rng import cuda_devices
 from .runner import BlockRunner
 from .schedules import get_schedule
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 @dataclass
@@ -46,8 +43,7 @@ class BlockLossOutput:
 class _Call:
     """Arguments of one call, checked and normalised."""
 
-    def __init__(self, model, loss_fn, x, target, block_len, state, reduction,
-                 batch_first, state_batch_dim, schedule="flat"):
+    def __init__(self, model, loss_fn, x, target, state, opts: Options):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module (or callable) called as "
                             f"model(x, state) -> (y, new_state), got {type(model).__name__}")
@@ -56,14 +52,19 @@ class _Call:
                             f"or None, got {type(loss_fn).__name__}")
         self.model = model
         self.loss_fn = loss_fn
-        self.reduction = check_reduction(reduction)
-        self.layout = Layout(x, target, _batch_first(model, batch_first, x), _device_of(model))
+        if isinstance(opts.block_len, str):
+            raise ValueError("block_len='auto' must be planned before the call is built")
+        self.opts = opts
+        self.reduction = opts.reduction
+        self.layout = Layout(x, target, _batch_first(model, opts.batch_first, x),
+                             _device_of(model))
         self.x = x
-        self.blocks = None if block_len is None else self.layout.blocks(check_block_len(block_len))
-        self.schedule = get_schedule(schedule or "flat", len(self.blocks or [None]))
+        self.blocks = None if opts.block_len is None else self.layout.blocks(opts.block_len)
+        self.schedule = get_schedule(opts.schedule or "flat", len(self.blocks or [None]))
+        state_batch_dim = opts.state_batch_dim
         if state_batch_dim is None:
             state_batch_dim = st.default_batch_dim(model) if isinstance(model, nn.Module) else 0
-        self.batch_dim = check_state_batch_dim(state_batch_dim)
+        self.batch_dim = state_batch_dim
         self.state = state
         self.state0: Optional[List[torch.Tensor]] = None
         self.spec0 = None
@@ -71,20 +72,23 @@ class _Call:
         if state is not None:
             leaves, self.spec0 = st.flatten(state)
             st.check_batch(leaves, self.batch_dim, self.layout.n_batch, "initial state")
-        check_torch_rnn(model, self.layout, state, leaves, self.batch_dim, block_len is not None)
-        if state is not None:
+        check_torch_rnn(model, self.layout, state, leaves, self.batch_dim,
+                        opts.block_len is not None)
+        if leaves is not None:
             self.state0 = [self.layout.to_sorted(t, self.batch_dim) for t in leaves]
 
     def runner(self) -> BlockRunner:
         lay = self.layout
+        assert self.blocks is not None, "a call without block_len runs no BlockRunner"
         r = BlockRunner(self.model, self.loss_fn, lay, self.blocks, self.reduction,
-                        self.batch_dim, cuda_devices(lay.x_data, lay.y_data), self.schedule)
+                        self.batch_dim, cuda_devices(lay.x_data, lay.y_data), self.schedule,
+                        offload=self.opts.offload)
         r.spec0 = self.spec0
         r.boundary[0] = None if self.state0 is None else [t.detach() for t in self.state0]
         return r
 
     def modules_params(self) -> List[torch.Tensor]:
-        params = []
+        params: List[torch.Tensor] = []
         for obj in (self.model, self.loss_fn):
             if isinstance(obj, nn.Module):
                 params.extend(p for p in obj.parameters() if p.requires_grad)
@@ -106,9 +110,6 @@ def _device_of(model) -> torch.device:
 def _batch_first(model, batch_first: Optional[bool], x) -> bool:
     inner = getattr(model, "module", model)
     attr = getattr(inner, "batch_first", None)
-    if batch_first is not None and not isinstance(batch_first, (bool, np.bool_)):
-        raise TypeError(f"batch_first must be True, False or None, got {batch_first!r} "
-                        f"({type(batch_first).__name__})")
     if batch_first is None:
         return bool(attr) if isinstance(attr, bool) else False
     if isinstance(attr, bool) and attr != bool(batch_first) and not isinstance(x, PackedSequence):

@@ -2,22 +2,11 @@
 block runs rather than by an error from deep inside torch."""
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
+from .._common import check_rnn_state
 from .layout import Layout
-
-
-def check_state_batch_dim(d) -> int:
-    """``state_batch_dim`` as an int >= 0, or a clear error."""
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-        raise TypeError(f"state_batch_dim must be an int >= 0 (the batch dimension of the "
-                        f"state tensors) or None, got {d!r} ({type(d).__name__})")
-    if d < 0:
-        raise ValueError(f"state_batch_dim must be >= 0, got {d}")
-    return int(d)
 
 
 def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,
@@ -65,26 +54,7 @@ def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,
     if batch_dim != 1:
         raise ValueError(f"{name} keeps the batch on dim 1 of its state (layers, B, hidden); "
                          f"got state_batch_dim={batch_dim}")
-    n_lay = rnn.num_layers * (2 if rnn.bidirectional else 1)
-    h_out = getattr(rnn, "proj_size", 0) or rnn.hidden_size
-    if isinstance(rnn, nn.LSTM):
-        shapes, form = [(n_lay, layout.n_batch, h_out),
-                        (n_lay, layout.n_batch, rnn.hidden_size)], "a pair (h_0, c_0)"
-        ok = isinstance(state, (tuple, list)) and len(state) == 2 and all(
-            isinstance(t, torch.Tensor) for t in state)
-    else:
-        shapes, form = [(n_lay, layout.n_batch, rnn.hidden_size)], "one tensor h_0"
-        ok = isinstance(state, torch.Tensor)
-    expected = f"{form} of shape{'s' if len(shapes) > 1 else ''} " + " and ".join(
-        str(s) for s in shapes)
-    if not ok:
-        got = (f"a {type(state).__name__} of {len(leaves)} tensor(s)"
-               if isinstance(state, (tuple, list)) else type(state).__name__)
-        raise ValueError(f"initial state of {name}: expected {expected}, got {got}")
-    for i, (t, shape) in enumerate(zip(leaves, shapes)):
-        if tuple(t.shape) != shape:
-            raise ValueError(f"initial state of {name}: expected {expected}, got tensor {i} "
-                             f"of shape {tuple(t.shape)}")
+    for i, t in enumerate(check_rnn_state(rnn, state, layout.n_batch)):
         if dtype is not None and t.dtype != dtype:
             raise ValueError(f"initial state of {name}: tensor {i} has dtype {t.dtype}, the "
                              f"model's weights {dtype}; convert it with .to({dtype})")

@@ -10,15 +10,15 @@ reversed back.
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .blocks import sorted_lengths
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 _KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh,
             "RNN_RELU": torch.rnn_relu}

@@ -8,17 +8,17 @@ caller's batch order is restored only at the edges (initial and final state).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import List, Optional
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .blocks import TimeBlock, input_order_lengths, sorted_lengths, split_dense, split_packed
 from .streaming import ArrayStream, is_stream
+from .._common import Batch
 
 REDUCTIONS = ("sum", "mean", "seq_mean")
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 def _describe(obj) -> str:

@@ -4,7 +4,7 @@
 its forward pass (no graph) keeps the model's outputs ``y`` (rows x features) and the
 boundary states; ``y`` and the final state are the outputs of :class:`_BlockOutputs`,
 so any function of them may be the loss. Its backward receives dL/dy for all rows and
-runs the reverse block pass of :class:`~vlrnn.engine.backward._Engine` unchanged, with each
+runs the reverse block pass, :class:`~vlrnn.engine.backward.ReversePass`, with each
 block's "loss" the vector-Jacobian product ``sum(y_block * dL/dy_block)``: its gradient
 with respect to ``y_block`` is exactly ``dL/dy_block``, and everything else (schedules'
 rebuilds, dropout replay, state seeds between blocks, packed/dense, parameter, ``x`` and
@@ -20,7 +20,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from .directions import TimeReversed
-from .backward import _Engine
+from .backward import InputGrads, ReversePass, Wanted
 from .graph import graph_leaves, next_node_number, unique_tensors
 from .runner import BlockRunner, _BlockGraph
 from .loss import block_loss_value
@@ -47,34 +47,41 @@ def run_kept(runner: BlockRunner, k: int, x_data, state: Optional[List[torch.Ten
     return _BlockGraph(x_leaf, None, leaves or [], None, out), outs[0]
 
 
-class OutputsEngine(_Engine):
-    """An :class:`_Engine` whose forward keeps the model's outputs, not a loss, and
-    whose backward is seeded with dL/dy through :func:`_vjp_rows`.
+class OutputsEngine:
+    """One ``block_outputs`` run over ``x``: a forward pass that keeps the model's outputs
+    (not a loss), then the :class:`~vlrnn.engine.backward.ReversePass` seeded with dL/dy
+    through :func:`_vjp_rows`.
 
     The forward pass keeps the graphs of the first block (it ran with a graph to name
     the tensors that need a gradient) and of the last; the reverse pass re-runs the
     blocks between them. Kept graphs get their block's loss, ``sum(y * dL/dy)``, once
     dL/dy is known.
+
+    Args:
+        runner: the block runner (block 0 already run by :func:`prepare_engine`).
+        x_data: the streamed input.
+        params: the tensors whose gradients are returned.
+        first, y0: block 0's graph and its outputs in that graph.
+        state1: the state entering block 1.
+        state0: the initial-state leaves (the Function's explicit inputs).
+        retain: keep graphs built outside the call alive between blocks.
     """
 
     def __init__(self, runner: BlockRunner, x_data, params: List[torch.Tensor],
                  first: _BlockGraph, y0: torch.Tensor, state1: Optional[List[torch.Tensor]],
-                 retain: bool):
-        # (not _Engine.__init__: there is no target and no loss)
+                 state0: List[torch.Tensor], retain: bool):
         self.runner = runner
-        self.state1 = state1  # the state entering block 1
-        self.retain = retain
         self.x_data = x_data
-        self.y_data = None  # dL/dy while backward runs
         self.params = params
+        self.state0: Optional[List[torch.Tensor]] = state0
+        self.n_state = len(state0)
+        self.state1 = state1  # the state entering block 1
         self.x_grad = isinstance(x_data, torch.Tensor) and x_data.requires_grad
-        self.y_grad = False
-        self.kept = {}
+        self.retain = retain
         # k -> (graph, outputs in it): blocks run with a graph in the forward pass
         self.graphs: Dict[int, Tuple[_BlockGraph, torch.Tensor]] = {0: (first, y0)}
-        self.loss_sum = None
         self.outputs: List[torch.Tensor] = [y0.detach()]
-        self.gx: Optional[torch.Tensor] = None  # dL/dx buffer shared with another engine
+        self.n_final = 0
 
     def forward_outputs(self) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Blocks 1.. (block 0 ran before), the last with a graph; returns the outputs,
@@ -96,39 +103,32 @@ class OutputsEngine(_Engine):
 
     def backward_outputs(self, grad_y: Optional[torch.Tensor],
                          grad_final: List[Optional[torch.Tensor]], want_x: bool,
-                         want_state0: Sequence[bool], gx: Optional[torch.Tensor] = None):
-        """Input gradients ``(gx, gstate0, gparams)`` given dL/dy (``None``: y was not
-        used) and dL/d(final state). ``gx``: a buffer to add dL/dx into (another
-        engine's over the same ``x``) instead of a fresh one."""
+                         want_state0: Sequence[bool], gx: Optional[torch.Tensor] = None
+                         ) -> InputGrads:
+        """Input gradients given dL/dy (``None``: y was not used) and dL/d(final state).
+        ``gx``: a buffer to add dL/dx into (another engine's over the same ``x``)."""
         r = self.runner
-        self.y_data = grad_y
-        self.gx = gx
         r.loss_fn = None if grad_y is None else _vjp_rows
         r.reduction = "sum"
         seed = None if grad_y is None else torch.ones((), dtype=grad_y.dtype,
                                                       device=grad_y.device)
-        # _Engine.backward reads needs as (engine, x, y, n_state, *state0, ...)
-        needs = (False, want_x, False, False, *want_state0)
+        kept = {k: self._with_vjp(k, graph, y, grad_y) for k, (graph, y) in self.graphs.items()}
+        self.graphs = {}
+        reverse = ReversePass(r, self.x_data, grad_y, self.params, kept, self.retain)
         try:
-            gx, _, gstate, gparams = self.backward(seed, grad_final, needs)
+            return reverse.run(seed, grad_final, Wanted(x=want_x, y=False, state0=want_state0),
+                               gx=gx)
         finally:
-            self.y_data = self.gx = None
-            self.graphs = {}
             r.loss_fn = None
-        return gx, gstate, gparams
 
-    def x_grad_buffer(self) -> torch.Tensor:
-        return self.gx if self.gx is not None else super().x_grad_buffer()
-
-    def _graph(self, k, want_x, want_y, want_state0, rebuilt) -> _BlockGraph:
-        if k not in self.graphs:
-            return super()._graph(k, want_x, want_y, want_state0, rebuilt)
-        graph, y = self.graphs.pop(k)  # the forward pass's graph: not recomputed
-        if self.y_data is not None:
+    def _with_vjp(self, k: int, graph: _BlockGraph, y: torch.Tensor,
+                  grad_y: Optional[torch.Tensor]) -> _BlockGraph:
+        """A kept block's graph with its loss ``sum(y * dL/dy)`` set."""
+        if grad_y is not None:
             lay, blk = self.runner.layout, self.runner.blocks[k]
             with torch.enable_grad():
                 graph.loss = block_loss_value(_vjp_rows, lay.output_rows(y, blk),
-                                              lay.rows(lay.part(self.y_data, blk), blk),
+                                              lay.rows(lay.part(grad_y, blk), blk),
                                               lay, blk, "sum")
         return graph
 
@@ -173,13 +173,13 @@ class _BlockOutputs(torch.autograd.Function):
             # a time-reversed layout adds its dL/dx into the buffer; any other writes
             # its own (then summed here)
             into = gx if isinstance(e.runner.layout, TimeReversed) else None
-            g, gstate, gparams = e.backward_outputs(
-                gy, list(grad_final[g_i:g_i + n_fin]), want_x, needs[t_i:t_i + n_state], into)
-            gx = g if (gx is None or into is not None) else gx + g
+            g = e.backward_outputs(gy, list(grad_final[g_i:g_i + n_fin]), want_x,
+                                   needs[t_i:t_i + n_state], into)
+            gx = g.x if (gx is None or into is not None) else gx + g.x
             g_i += n_fin
             t_i += n_state + n_params
-            out_grads.extend(gstate)
-            out_grads.extend(gparams)
+            out_grads.extend(g.state0)
+            out_grads.extend(g.params)
         return (None, gx, None, *out_grads)
 
 
@@ -202,10 +202,7 @@ def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
     if not (params or x_grad or state_grad):
         return None
     state1 = runner.advance(0, out)
-    engine = OutputsEngine(runner, x_data, params, first, y0, state1, retain=shared)
-    engine.n_state = len(state0)
-    engine.state0 = state0
-    return engine
+    return OutputsEngine(runner, x_data, params, first, y0, state1, state0, retain=shared)
 
 
 def apply_engines(engines: List[OutputsEngine], x_data):

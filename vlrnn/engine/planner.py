@@ -9,7 +9,7 @@ then picks the fastest configuration whose predicted memory fits the budget:
 - else, over block lengths and schedules (``flat``, ``two_level``, and ``revolve`` with
   every number of states ``s`` that fits), the plan with the least predicted time whose
   memory fits; time counts block forward calls exactly (``revolve``: the binomial
-  optimum, :func:`vlrnn.schedules.revolve_calls`) plus a fixed cost per block call;
+  optimum, :func:`vlrnn.engine.revolve_calls`) plus a fixed cost per block call;
 - memory the budget leaves over keeps the graphs of the last blocks from the forward
   pass, so those blocks are not recomputed (more budget, less recompute, smoothly).
 
@@ -20,13 +20,13 @@ parameters, the optimizer or the input batch, which the caller holds anyway.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import torch
 
 from .call import _Call
+from .options import Options, parse_bytes
 from .rng import preserved
 from .schedules import (SCHEDULES, ScheduleSpec, extra_calls, get_schedule, revolve_with,
                         schedule_name)
@@ -37,26 +37,6 @@ BLOCK_LENS = (16, 32, 64, 128, 256, 512, 1024)
 BACKWARD_COST = 2.0  # a backward step costs about two forward steps
 RAGGED_MAX_BLOCK_LEN = 256  # see choose(): long ragged packed blocks are slow in torch
 
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20,
-          "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40,
-          "tib": 2**40}
-
-
-def parse_bytes(value: Union[int, float, str]) -> int:
-    """``"2GB"``, ``"512 MiB"``, ``1e9`` -> bytes (binary units: 1 GB = 2**30 bytes)."""
-    if isinstance(value, bool):
-        raise TypeError(f"memory_budget must be bytes or a string like '2GB', got {value!r}")
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"memory_budget must be positive, got {value}")
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"memory_budget {value!r} is not a size like '2GB', '512MB' or bytes")
-    n = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if n <= 0:
-        raise ValueError(f"memory_budget must be positive, got {value!r}")
-    return int(n)
 
 
 def available_memory(device: torch.device) -> int:
@@ -302,8 +282,9 @@ def plan(model, x_example: Any, T: Optional[int] = None,
             if schedule_name(schedule) != "revolve" or states is None:
                 raise ValueError(f"plan() takes a schedule name or revolve_with(states), "
                                  f"got {schedule!r}")
-    call = _Call(model, loss_fn, x_example, target, max(1, int(probe_len)), state, reduction,
-                 batch_first, state_batch_dim)
+    opts = Options(block_len=max(1, int(probe_len)), reduction=reduction,
+                   batch_first=batch_first, state_batch_dim=state_batch_dim)
+    call = _Call(model, loss_fn, x_example, target, state, opts)
     lay = call.layout
     runner = call.runner()
     device = getattr(lay.x_data, "device", torch.device("cpu"))

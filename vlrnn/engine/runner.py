@@ -61,7 +61,7 @@ class BlockRunner:
 
     def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
                  blocks: List[TimeBlock], reduction: str, batch_dim: int,
-                 devices: List[int], schedule: Schedule):
+                 devices: List[int], schedule: Schedule, offload: Optional[str] = None):
         self.model = model
         self.loss_fn = loss_fn
         self.layout = layout
@@ -81,7 +81,7 @@ class BlockRunner:
         self.final_slots: Optional[StateSlots] = None  # slot 0: the final state, B rows
         self.final_in_slots = True  # every ender so far was written into final_slots
         self.autocast = _autocast_state()
-        self.offload: Optional[str] = None  # "cpu": keep boundary states in host memory
+        self.offload = offload  # "cpu": keep boundary states in host memory
         self.state_device: Optional[torch.device] = None  # where the model's states live
 
     # -- one block -------------------------------------------------------------------------

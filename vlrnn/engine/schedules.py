@@ -11,8 +11,6 @@ below them). All schedules give the same gradient; they trade memory for recompu
   O(sqrt(K)) states.
 - ``revolve``: binomial checkpointing (Griewank and Walther) with ``s`` states: the
   fewest block forward calls any schedule can make with ``s`` states.
-- ``recursive``: the same as ``revolve`` (an alias kept for old code; it used to
-  bisect, with about 70% more recompute at the same memory).
 
 (K blocks; the last block is never recomputed.) Schedules are picked by name from
 :data:`SCHEDULES`, as ``block_loss(..., schedule="two_level")``, or given as a callable
@@ -212,8 +210,22 @@ def revolve_with(states: int, tail: int = 1) -> Callable[[int], Revolve]:
     return functools.partial(Revolve, states=states, tail=tail)
 
 
+class Streaming(Schedule):
+    """Keep no boundary: the forward pass of inference under ``torch.no_grad()``, which
+    never runs a reverse pass (so nothing is ever rebuilt). Internal; not in
+    :data:`SCHEDULES`."""
+
+    name = "streaming"
+
+    def keep(self, k: int) -> bool:
+        return False
+
+    def rebuild(self, start: int, k: int) -> List[int]:
+        raise RuntimeError("a streaming forward pass keeps no boundaries: there is no reverse "
+                           "pass to rebuild them for")
+
+
 SCHEDULES: Dict[str, Type[Schedule]] = {s.name: s for s in (Flat, TwoLevel, Revolve)}
-SCHEDULES["recursive"] = Revolve  # the old name: bisection did ~70% more recompute
 
 ScheduleSpec = Union[str, Callable[[int], Schedule]]
 
@@ -224,7 +236,7 @@ def get_schedule(name: ScheduleSpec, n_blocks: int) -> Schedule:
     if callable(name) and not isinstance(name, str):
         made = name(n_blocks)
         if not isinstance(made, Schedule):
-            raise TypeError(f"a schedule callable must return a vlrnn.schedules.Schedule for "
+            raise TypeError(f"a schedule callable must return a vlrnn.engine.Schedule for "
                             f"n_blocks, got {type(made).__name__}")
         return made
     try:

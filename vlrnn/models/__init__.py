@@ -12,6 +12,9 @@ __all__ += ["QRNN", "linear_scan"]
 from .pooled import POOLS, SequenceModel  # noqa: E402
 
 __all__ += ["POOLS", "SequenceModel"]
+from .split_cell import SplitCell, is_split_cell  # noqa: E402
+
+__all__ += ["SplitCell", "is_split_cell"]
 from .min_rnn import MinGRU, MinLSTM  # noqa: E402
 
 __all__ += ["MinGRU", "MinLSTM"]
@@ -24,3 +27,4 @@ __all__ += ["Mamba"]
 from .registry import MODELS, build_named_model  # noqa: E402
 
 __all__ += ["MODELS", "build_named_model"]
+

@@ -1,15 +1,14 @@
 """``WithHead``: a recurrent model followed by a per-step output head, as one vlrnn model."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
-import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from .._common import Batch
 
 __all__ = ["WithHead"]
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class WithHead(nn.Module):

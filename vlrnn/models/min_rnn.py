@@ -89,6 +89,10 @@ class _MinRNN(ScanModel):
         view.layers = nn.ModuleList([(self.layers_reverse if reverse else self.layers)[layer]])
         return view.train(self.training)
 
+    def check_state(self, state: torch.Tensor, n_batch: int, like=None) -> None:
+        """A clear error unless ``state`` is ``(num_layers * num_directions, B, H)``."""
+        self._check_state(state, n_batch)
+
     def split_directions(self, state: torch.Tensor, n_batch: int) -> list[torch.Tensor]:
         """``state`` (checked) as each view's ``(1, B, H)``, layer major, forward first."""
         h = self._check_state(state, n_batch)[0]

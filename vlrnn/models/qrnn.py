@@ -20,7 +20,7 @@ padding steps get ``f = 0`` (so ``c_t = c_{t-1}``), which freezes a finished seq
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,26 +31,13 @@ from .head import WithHead
 from .inputs import dense_time_major
 from .qrnn_layer import qrnn_layer
 from .scan import METHODS, linear_scan
+from .._common import Batch
+from .._common import positive_int as _positive_int
+from .._common import probability as _probability
 
 __all__ = ["QRNN"]
 
-Batch = Union[torch.Tensor, PackedSequence]
 LayerState = Tuple[torch.Tensor, ...]  # (c,) for window 1, (c, x_prev) for window 2
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-    return float(value)
 
 
 class QRNN(nn.Module):
@@ -152,21 +139,13 @@ class QRNN(nn.Module):
         """Layer ``layer``, one direction, as a one-layer unidirectional QRNN over this
         model's own ``nn.Linear`` (shared, so gradients reach it): what
         :class:`vlrnn.Blockwise` runs block by block, the reverse direction on each
-        sequence read backwards. Its state is ``(entry,)``, entry as in ``state``."""
+        sequence read backwards. Its state is ``(entry,)``, entry as in ``state``
+        (NOTE [direction views] in ``vlrnn.engine.blockwise``)."""
         view = QRNN(self._in_size(layer), self.hidden_size, 1, window=self.window,
                     zoneout=self.zoneout, output_gate=self.output_gate,
                     batch_first=self.batch_first, scan=self.scan)
         view.layers = nn.ModuleList([(self.layers_reverse if reverse else self.layers)[layer]])
         return view.train(self.training)
-
-    def split_directions(self, state, n_batch: int) -> List[Tuple[LayerState]]:
-        """``state`` (checked) as the initial state of each :meth:`direction_view`, layer
-        major, forward first (NOTE [direction views] in ``vlrnn.engine.blockwise``)."""
-        return [(s,) for s in self._check_state(state, n_batch, None)]
-
-    def join_directions(self, finals) -> Tuple[LayerState, ...]:
-        """The views' final states, in :meth:`split_directions`' order, as this model's."""
-        return tuple(f[0] for f in finals)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -214,7 +193,7 @@ class QRNN(nn.Module):
             raise ValueError(f"input feature size mismatch: expected input_size="
                              f"{self.input_size}, got {n_feat} features (input shape "
                              f"{tuple(x.data.shape if packed else x.shape)})")
-        states = self._check_state(state, B, inp)
+        states = self.check_state(state, B, inp)
         if packed and x.sorted_indices is not None and state is not None:
             idx = x.sorted_indices
             states = [tuple(t.index_select(0, idx) for t in s) for s in states]
@@ -302,7 +281,9 @@ class QRNN(nn.Module):
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
         return h, c[T - 1]
 
-    def _check_state(self, state, n_batch: int, like: torch.Tensor) -> List[LayerState]:
+    def check_state(self, state, n_batch: int, like: torch.Tensor) -> List[LayerState]:
+        """``state`` as one entry per layer and direction (zeros for ``None``), or a
+        ``ValueError`` that says what was expected (NOTE [direction views])."""
         if state is None:
             return list(self.initial_state(n_batch, like.device, like.dtype))
         n_entries = self.num_layers * self.num_directions

@@ -22,14 +22,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import positive_int, probability
 from .head import WithHead
 from .inputs import dense_time_major
-from .qrnn import _packed_to_padded, _positive_int, _probability
+from .qrnn import _packed_to_padded
 
 __all__ = ["ScanModel", "at_last", "positive_int", "probability"]
 
-positive_int = _positive_int
-probability = _probability
 
 
 def at_last(t: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:

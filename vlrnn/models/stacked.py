@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .compiled import compiled_layer
+from .._common import positive_int as _positive_int
 from .fused import fused_kernel, run_fused_layer
 from .head import WithHead
 from .inputs import dense_time_major
+from .split_cell import is_split_cell
 from .step_loop import CellState, _leaves, _same_kind, step_loop
 
 __all__ = ["StackedRNN"]
@@ -35,14 +36,6 @@ _CELLS = {
     "gru": nn.GRUCell,
     "rnn": lambda n_in, n_hid: nn.RNNCell(n_in, n_hid, nonlinearity="tanh"),
 }
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _cell_factory(cell: CellSpec) -> Callable[[int, int], nn.Module]:
@@ -133,19 +126,10 @@ class StackedRNN(nn.Module):
             ``nn.RNNCell`` as one call of torch's fused kernel (``torch.lstm`` etc.) on the
             cell's own parameters, as fast as ``nn.LSTM``; same numbers as the step loop.
             ``False`` runs every layer as a Python loop of cell calls (the reference).
-            Other cells always run the step loop.
-        compile: run every other (custom) cell's layer compiled: the part of the cell
-            that reads only ``x_t`` once per block, the per-step rest as a TorchScript
-            loop with a per-step backward derived from the cell's ops (torch.fx), and
-            the parameter gradients as one product over all steps (about 2-3x the
-            speed of the step loop for an Elman cell through the engine; same
-            gradients to rounding). The cell must be row-wise (``RuntimeError``
-            naming the cause for batch norm or a mean over the batch) with a state of
-            one tensor or a pair; a cell fx cannot trace runs whole per step (its
-            ``forward`` must then be scriptable: ``RuntimeError`` with TorchScript's
-            reason). Built on the first call (about a second) and again when the
-            parameters are replaced or a training flag changes; first derivatives
-            only; autocast runs the step loop. See :mod:`vlrnn.models.compiled`.
+            Other cells always run the step loop; one that follows the split-cell
+            protocol (:class:`~vlrnn.models.SplitCell`: ``input_part(x)`` and
+            ``step(u, h)``) runs ``input_part`` once over each block's rows and only
+            ``step`` per step.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
@@ -177,10 +161,9 @@ class StackedRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: Union[int, Sequence[int]],
                  num_layers: Optional[int] = None, cell: CellSpec = "lstm",
                  dropout: float = 0.0, batch_first: bool = False, residual: bool = False,
-                 layer_norm: bool = False, fused: bool = True, compile: bool = False):
+                 layer_norm: bool = False, fused: bool = True):
         super().__init__()
         self.fused = bool(fused)
-        self.compile = bool(compile)
         self.input_size = _positive_int("input_size", input_size)
         sizes = _layer_sizes(hidden_size, num_layers)
         self.hidden_sizes: Tuple[int, ...] = tuple(sizes)
@@ -215,14 +198,6 @@ class StackedRNN(nn.Module):
                                 f"{type(c).__name__} for layer {layer}")
             cells.append(c)
         self.cells = nn.ModuleList(cells)
-        # scripted step loops, one cache per layer (not submodules: state_dict unchanged)
-        self._compiled_loops: List[dict] = [{} for _ in cells]
-
-    def __getstate__(self):
-        # scripted loops are neither picklable nor worth copying: rebuilt on demand
-        d = self.__dict__.copy()
-        d["_compiled_loops"] = [{} for _ in range(self.num_layers)]
-        return d
 
     def extra_repr(self) -> str:
         hidden = (self.hidden_size if len(set(self.hidden_sizes)) == 1
@@ -238,8 +213,6 @@ class StackedRNN(nn.Module):
             s += ", layer_norm=True"
         if not self.fused:
             s += ", fused=False"
-        if self.compile:
-            s += ", compile=True"
         return s
 
     @property
@@ -357,23 +330,17 @@ class StackedRNN(nn.Module):
                                          sizes if batch_sizes is not None else None, h)
             return out, _same_kind(h, _leaves(final))
         packed = batch_sizes is not None
-        if self.compile and n_steps and not _autocast_on(layer_in):
-            run = compiled_layer(cell, h, layer_in, self._compiled_loops[layer])
+        if is_split_cell(cell):  # the input-only part once over the block's rows
             rows = layer_in if packed else layer_in.reshape(-1, layer_in.shape[-1])
-            out, final = run(rows, sizes, _leaves(h))
-            if not packed:
-                out = out.view(n_steps, -1, out.shape[-1])
-            return out, _same_kind(h, final)
-        steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
-        outs, final = step_loop(cell, steps, sizes, h)
+            u = cell.input_part(rows)
+            steps = u.split(sizes) if packed else u.view(n_steps, -1, u.shape[-1]).unbind(0)
+            outs, final = step_loop(cell.step, steps, sizes, h)
+        else:
+            steps = layer_in.split(sizes) if packed else layer_in.unbind(0)
+            outs, final = step_loop(cell, steps, sizes, h)
         if not outs:  # zero time steps: state unchanged
             return layer_in.new_zeros((0,) + layer_in.shape[1:-1] + (self.hidden_sizes[layer],)), final
         return (torch.cat(outs) if packed else torch.stack(outs)), final
-
-
-def _autocast_on(x: torch.Tensor) -> bool:
-    # under autocast the compiled path would cast differently: the step loop runs instead
-    return torch.is_autocast_enabled(x.device.type) or torch.is_autocast_enabled("cpu")
 
 
 def _check_builtin_state(h: CellState, lstm: bool, layer: int) -> None:

@@ -5,10 +5,9 @@ on dim 0; these helpers rebuild a state of the same kind from its tensors.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
 __all__ = ["step_loop"]
 
@@ -36,7 +35,7 @@ def _narrow(s: CellState, n: int) -> CellState:
     return _same_kind(s, [t[:n] for t in s])
 
 
-def step_loop(cell: nn.Module, steps: Sequence[torch.Tensor], sizes: Sequence[int],
+def step_loop(cell: Callable[[torch.Tensor, CellState], CellState], steps: Sequence[torch.Tensor], sizes: Sequence[int],
                h: CellState) -> Tuple[List[torch.Tensor], CellState]:
     """One layer over all steps, one cell call per step (any cell).
 

@@ -280,7 +280,7 @@ def rng_state() -> Dict[str, Any]:
     """State of every generator a training run draws from: torch CPU, each CUDA device
     (if available), numpy's global one and Python's ``random``. Plain values only (so
     the checkpoint loads with ``weights_only=True``)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple form
     state: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),

@@ -136,16 +136,19 @@ class CheckpointMixin:
         self.stopped_early = bool(data.get("stopped_early", False))
         self._global_step = int(data.get("global_step", 0))
         rng, saved = data["rng"], data.get("loader_rng", [])
-        if self.distributed:
-            if data.get("rng_ranks") is not None and data.get("world_size") == self.world_size:
-                rng = data["rng_ranks"][self.rank]
-                saved = data["loader_rng_ranks"][self.rank]
-            else:
-                warnings.warn(f"checkpoint {path} was written by a run of "
-                              f"{data.get('world_size', 1)} process(es), this one has "
-                              f"{self.world_size}: every rank continues from rank 0's "
-                              "random-number state, so the run will not repeat an "
-                              "uninterrupted one bit for bit", RuntimeWarning, stacklevel=3)
+        written_by = int(data.get("world_size") or 1)
+        if written_by == self.world_size and self.distributed and data.get("rng_ranks"):
+            rng = data["rng_ranks"][self.rank]
+            saved = data["loader_rng_ranks"][self.rank]
+        elif written_by != self.world_size:
+            # weights, optimizer, scheduler, epoch and the epoch order of batches carry on
+            # (tests/test_resume_world_size.py); only per-rank random streams cannot
+            warnings.warn(f"checkpoint {path} was written by a run of {written_by} "
+                          f"process(es), this one has {self.world_size}: training continues "
+                          "from its weights, optimizer state and epoch, and every rank from "
+                          "rank 0's random-number state (dropout masks and shuffling differ "
+                          "from an uninterrupted run; keep the global batch the same)",
+                          RuntimeWarning, stacklevel=3)
         ckpt_io.set_rng_state(rng)
         gens = _loader_generators(loader)
         if len(saved) == len(gens):

@@ -6,15 +6,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
-from torch.nn.utils.rnn import PackedSequence
 
 from . import distributed as dd
 from .helpers import _is_oom, _move, _n_observed, _n_rows, _n_seqs, _oom_error
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 class EpochMixin:
@@ -51,7 +50,7 @@ class EpochMixin:
         of the stepped batches, rows per second, steps skipped)."""
         from tqdm.auto import tqdm
 
-        self._check_same_length(loader)
+        self.placement.check_same_length(loader)
         self._train_model.train()
         try:
             n = len(loader)  # type: ignore[arg-type]
@@ -100,7 +99,7 @@ class EpochMixin:
         try:
             loss = self._loss(self._train_model, x, y, train=True)
             value = float(loss.detach())
-            if self._bad_loss(value, epoch, i):
+            if self.guards.bad_loss(value, epoch, i):
                 return None  # no backward: parameters and optimizer state untouched
             if loss.requires_grad:
                 loss.backward()
@@ -109,7 +108,7 @@ class EpochMixin:
                 raise _oom_error(err, f"at epoch {epoch}, batch {i}", self.block_len,
                                  self.memory_budget) from err
             raise
-        if self._bad_gradient(epoch, i):
+        if self.guards.bad_gradient(epoch, i):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         if self.clip_grad_norm is not None:

@@ -3,13 +3,13 @@ introspection (epochs, generators), non-finite gradients and out-of-memory messa
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), numpy's global generator and Python's ``random``."""

@@ -5,15 +5,14 @@ block's activations at a time, the outputs kept.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
 from ..engine.bptt import block_outputs
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 
 
 def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: int = 256,
@@ -43,7 +42,15 @@ def predict_blocks(model: nn.Module, x: Batch, state: Any = None, *, block_len: 
         ``x``'s time and batch dims); ``final_state`` each sequence's state after its own
         last step, in the model's format and ``x``'s batch order.
 
-    Runs under ``torch.no_grad()``; the model's train/eval mode is left as it is.
+    Builds no graph whatever the caller's grad mode (it runs under ``torch.no_grad()``:
+    ``block_outputs`` with gradients on would keep every block's outputs differentiable);
+    the model's train/eval mode is left as it is.
+
+    >>> lstm = nn.LSTM(3, 5)
+    >>> y, (h, c) = predict_blocks(lstm, torch.randn(40, 2, 3), block_len=16)
+    >>> y.shape, y.requires_grad
+    (torch.Size([40, 2, 5]), False)
     """
-    return block_outputs(model, x, block_len=block_len, state=state, batch_first=batch_first,
-                         state_batch_dim=state_batch_dim)
+    with torch.no_grad():
+        return block_outputs(model, x, block_len=block_len, state=state,
+                             batch_first=batch_first, state_batch_dim=state_batch_dim)

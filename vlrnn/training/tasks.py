@@ -15,15 +15,10 @@ import pandas as pd
 from pandas.api import types as pdt
 
 from ..data import DataWarning
+from .._common import show
 
 TASKS = ("classification", "regression")
-_SHOW = 5
-
-
-def _show(items: Sequence[Any]) -> str:
-    items = list(items)
-    text = ", ".join(repr(i) for i in items[:_SHOW])
-    return text + (f", ... ({len(items)} in all)" if len(items) > _SHOW else "")
+_show = show  # (one rule for listing offending values: vlrnn._common)
 
 
 def _plain(v: Any) -> Any:

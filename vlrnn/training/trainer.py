@@ -16,24 +16,22 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
-from ..engine.blocks import check_block_len
 from ..engine.bptt import block_loss
 from ..engine.loss import check_reduction
-from ..engine.schedules import SCHEDULES
+from ..engine.options import Options
 from . import checkpoint_files as ckpt_io
 from . import distributed as dd
 from .checkpointing import CHECKPOINT_FORMAT, CheckpointMixin
 from .epochs import EpochMixin
-from .guards import GuardsMixin
+from .guards import Guards
 from .helpers import (_is_scheduler, _loader_generators, _move, _n_observed, _set_epoch,
                       seed_everything)
-from .placement import PlacementMixin
+from .placement import Placement
 from .predict import predict_blocks
 from .tensorboard import TensorBoardLogger
+from .._common import Batch
 
-Batch = Union[torch.Tensor, PackedSequence]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
 __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
@@ -41,7 +39,7 @@ __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
+class Trainer(EpochMixin, CheckpointMixin):
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -61,6 +59,9 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             (and the schedule too, with ``schedule=None``).
         memory_budget: bytes or a size (``"4GB"``) for the engine's working memory, as in
             ``block_loss``; with ``block_len="auto"``, default half the free memory.
+        offload: ``"cpu"`` keeps the engine's boundary states in (pinned) host memory
+            during training, as in ``block_loss``; ``None`` (default) keeps them where
+            the model runs.
         reduction: ``"mean"``, ``"sum"`` or ``"seq_mean"``, as in ``block_loss``; or
             ``"observed"``: the sum of the per-row losses divided by the number of
             observed (finite) target values of the batch, for targets with NaN where
@@ -82,7 +83,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             watch: ``"val_loss"`` (default) or ``"val_<metric>"``; names ending in
             ``accuracy`` are maximised, the others minimised.
         schedule: which block boundaries the engine keeps (``"flat"``, ``"two_level"``,
-            ``"revolve"``; :data:`vlrnn.schedules.SCHEDULES`), as in ``block_loss``;
+            ``"revolve"``; :data:`vlrnn.SCHEDULES`), as in ``block_loss``;
             ``None``: ``"flat"``, or the planner's choice with ``block_len="auto"``.
         clip_grad_norm: clip the gradient's total norm to this before each step.
         early_stopping_patience: stop after this many epochs without a better
@@ -157,7 +158,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
                  checkpoint_dir: Union[str, Path, None] = None, progress: bool = True,
                  seed: int = 0, device: Union[str, torch.device, None] = None,
                  scaler_state: Any = None, config: Optional[Dict[str, Any]] = None,
-                 memory_budget: Union[int, str, None] = None, skip_nonfinite: bool = False,
+                 memory_budget: Union[int, str, None] = None, offload: Optional[str] = None,
+                 skip_nonfinite: bool = False,
                  distributed: Optional[bool] = None,
                  sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
                  metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
@@ -180,9 +182,10 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         self.metrics = metrics
         self.monitor = monitor
         self._maximise = monitor.endswith("accuracy")
-        if schedule is not None and not callable(schedule) and schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; expected one of "
-                             + ", ".join(repr(k) for k in SCHEDULES))
+        # the engine's options, checked once (vlrnn.engine.options); "observed" is the
+        # Trainer's own reduction, run as the engine's "sum"
+        Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
+                offload=offload)
         self.schedule = schedule
         if early_stopping_patience is not None and (
                 isinstance(early_stopping_patience, bool)
@@ -193,14 +196,12 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
-        if block_len != "auto":
-            check_block_len(block_len)  # a clear error now rather than at the first batch
-        self.distributed = self._want_distributed(distributed, device)
-        self.rank, self.world_size = dd.get_rank(), dd.get_world_size()
-        self.is_main = self.rank == 0
+        self.placement = Placement(distributed, device)  # process group, rank, device
+        self.distributed, self.device = self.placement.distributed, self.placement.device
+        self.rank, self.world_size = self.placement.rank, self.placement.world_size
+        self.is_main = self.placement.is_main
         self.seed = int(seed)
         seed_everything(self.seed)
-        self.device = self._pick_device(device)
         ddp_cls = nn.parallel.DistributedDataParallel
         train_model: Optional[nn.Module] = None
         if isinstance(model, ddp_cls):  # wrapped by the caller: train through it as it is
@@ -216,6 +217,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             self.sequence_loss_fn = sequence_loss_fn.to(self.device)
         self.block_len = block_len
         self.memory_budget = memory_budget
+        self.offload = offload
         self.skip_nonfinite = bool(skip_nonfinite)
         self.clip_grad_norm = clip_grad_norm
         self.patience = early_stopping_patience
@@ -228,6 +230,9 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             log_dir, write=self.is_main)
         self._global_step = 0  # batches since the start of the run (TensorBoard's x axis)
         self.params = self._trainable()
+        self.guards = Guards(self.skip_nonfinite, self.distributed, self.params,
+                             [("", self.model), ("loss_fn.", self.loss_fn),
+                              ("sequence_loss_fn.", self.sequence_loss_fn)])
         if optimizer is None:
             if not self.params:
                 raise ValueError("model has no trainable parameters")
@@ -306,8 +311,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
                 return self.history
         if self.tensorboard is not None:
             self.tensorboard.open()
-        train_batches = self._share(train_loader, "pad")
-        val_batches = None if val_loader is None else self._share(val_loader, None)
+        train_batches = self.placement.share(train_loader, "pad")
+        val_batches = None if val_loader is None else self.placement.share(val_loader, None)
         for epoch in range(done + 1, epochs + 1):
             t0 = time.perf_counter()
             lr = float(self.optimizer.param_groups[0]["lr"])
@@ -361,7 +366,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         rank evaluates its share of ``loader`` (unpadded) and the sums are all-reduced:
         call it on every rank.
         """
-        return self._evaluate(self._share(loader, None))
+        return self._evaluate(self.placement.share(loader, None))
 
     def predict(self, x: Batch, state: Any = None, block_len: Optional[int] = None
                 ) -> Tuple[Batch, Any]:
@@ -391,7 +396,8 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
         out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
                          block_len=self.block_len, reduction=reduction,
                          schedule=self.schedule if train else None,
-                         memory_budget=self.memory_budget if train else None)
+                         memory_budget=self.memory_budget if train else None,
+                         offload=self.offload if train else None)
         loss = out.loss
         if self.loss_fn is not None and self.reduction == "observed":
             loss = loss / max(_n_observed(steps_y), 1)
@@ -418,3 +424,7 @@ class Trainer(EpochMixin, CheckpointMixin, GuardsMixin, PlacementMixin):
             self.tensorboard.close()
         if self.patience is not None and self.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if self.distributed:
+            # every rank has written what it writes: a script may now tear the group down
+            # (or just exit, which gloo survives more reliably than destroy_process_group)
+            dd.barrier()
