@@ -54,7 +54,6 @@ from .directions import DirectionView
 from .schedules import get_schedule
 
 
-
 class Blockwise(nn.Module):
     """``module`` run block by block, with the same call, outputs and parameters.
 
