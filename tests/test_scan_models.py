@@ -264,3 +264,66 @@ def test_mamba_engine_with_the_per_step_scan(monkeypatch):
     monkeypatch.setattr(sel, "STEP_BYTES", 0)
     test_block_loss_equals_one_plain_call("mamba", "packed_unsorted")
     test_block_loss_training_dropout_replayed("mamba", 3)
+
+
+# -- bidirectional MinGRU/MinLSTM under Blockwise (NOTE [direction views]) ------------------
+@pytest.mark.parametrize("cls", [MinGRU, MinLSTM])
+@pytest.mark.parametrize("layout", ["packed_unsorted", "batch_first"])
+def test_bidirectional_blockwise_equals_plain(cls, layout):
+    torch.manual_seed(9)
+    bf = layout == "batch_first"
+    model = cls(N_IN, N_HID, 2, bidirectional=True, batch_first=bf).eval()
+    x = batch(layout)
+    h0 = random_state(model)
+    assert h0.shape == (4, 4, N_HID)
+    proj = torch.randn(2 * N_HID, N_CLS)
+    tensors = [*model.parameters(), inputs_of(x), h0]
+    wrapped = vlrnn.Blockwise(model, block_len=3)
+
+    def go(m):
+        def run():
+            y, s = m(x, h0)
+            coupled_loss(y, s, proj, bf).backward()
+            return y, s
+        return run
+
+    r, g, (yr, sr), (yg, sg) = run_both(tensors, go(model), go(wrapped))
+    torch.testing.assert_close(inputs_of(yg), inputs_of(yr), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(sg, sr, rtol=1e-12, atol=1e-13)
+    assert_close_grads(r, g)
+
+
+def test_bidirectional_dropout_same_draws_and_reverse_is_read_backwards():
+    torch.manual_seed(10)
+    model = MinLSTM(N_IN, N_HID, 3, dropout=0.4, bidirectional=True).train()
+    x = batch("packed_unsorted")
+    proj = torch.randn(2 * N_HID, N_CLS)
+    tensors = [*model.parameters(), x.data]
+
+    def go(plain: bool):
+        def run():
+            wrapped = vlrnn.Blockwise(model, block_len=3)
+            wrapped.plain = plain
+            torch.manual_seed(11)
+            y, s = wrapped(x)
+            coupled_loss(y, s, proj).backward()
+            return y.data
+        return run
+
+    r, g, yr, yg = run_both(tensors, go(True), go(False))
+    torch.testing.assert_close(yg, yr, rtol=1e-12, atol=1e-13)
+    assert_close_grads(r, g)
+    one = MinGRU(N_IN, N_HID, 1, bidirectional=True)
+    xd = torch.randn(9, 2, N_IN)
+    y, _ = one(xd)
+    y_rev, _ = one.direction_view(0, reverse=True)(xd.flip(0))
+    torch.testing.assert_close(y[..., N_HID:], y_rev.flip(0), rtol=1e-12, atol=1e-14)
+
+
+def test_block_engine_refuses_a_bidirectional_model():
+    model = MinGRU(N_IN, N_HID, 1, bidirectional=True)
+    x = torch.randn(8, 2, N_IN)
+    with pytest.raises(ValueError, match=r"MinGRU\(bidirectional=True\) cannot be run block by"):
+        vlrnn.block_loss(model, None, x, None, block_len=4)
+    with pytest.raises(ValueError, match="neither residual nor layer_norm"):
+        MinGRU(N_IN, N_HID, 2, bidirectional=True, layer_norm=True)

@@ -25,8 +25,11 @@ one-layer unidirectional model over the same parameters, state ``(entry,)``) and
 ``check_state(state, n_batch, like)`` (a clear error for a wrong state; ``state`` one
 entry per layer and direction, batch on dim 0), plus ``num_layers`` and ``dropout``
 (between layers), is run layer by layer and direction by direction like a
-bidirectional torch RNN. The engine asks the model through these names; it imports no
-model.
+bidirectional torch RNN. A model whose state has another layout also offers
+``split_directions(state, n_batch)`` (the views' initial states, one per layer and
+direction, layer major, forward first) and ``join_directions(finals)`` (its own state
+from the views' final states, same order); ``MinGRU``/``MinLSTM`` do. The engine asks
+the model through these names; it imports no model.
 
 Parameters and ``state_dict``: ``Blockwise`` shares the wrapped module's parameter,
 buffer and submodule dictionaries (it registers nothing of its own), so
@@ -160,22 +163,28 @@ class Blockwise(nn.Module):
         direction, batch on dim 0."""
         m = self.module
         packed = isinstance(x, PackedSequence)
+        split = getattr(m, "split_directions", None)
+        join = getattr(m, "join_directions", None)
+        entries = None
         if state is not None:
             n_batch = int(x.batch_sizes[0]) if packed else \
                 x.shape[0 if m.batch_first else 1]
             ref = x.data if packed else x
             m.check_state(state, n_batch, ref)  # a clear error before any block runs
+            entries = split(state, n_batch) if callable(split) else [(s,) for s in state]
         data = x.data if packed else x
         dirs = len(self.views[0])
         finals = []
         for l, row in enumerate(self.views):
-            runs = [(view, None if state is None else (state[l * dirs + d],), d == 1)
+            runs = [(view, None if entries is None else entries[l * dirs + d], d == 1)
                     for d, view in enumerate(row)]
             data, fins = self._join(runs, _like(data, x))
-            finals.extend(f[0] for f in fins)
+            finals.extend(fins)
             if l + 1 < m.num_layers and m.dropout > 0 and self.training:
                 data = F.dropout(data, m.dropout, True)
-        return _like(data, x), tuple(finals)
+        if callable(join):
+            return _like(data, x), join(finals)
+        return _like(data, x), tuple(f[0] for f in finals)
 
     def _join(self, runs, x: Batch):
         """One layer's directions over ``x``: (outputs joined on the last dim, finals)."""

@@ -15,6 +15,12 @@ def check_torch_rnn(model, layout: Layout, state, leaves, batch_dim: int,
     known: check ``x`` and the initial state before the first block, so that a mistake
     is named here rather than by a shape error deep inside the first call."""
     rnn = getattr(model, "module", model)
+    if blockwise and getattr(rnn, "bidirectional", False) is True and \
+            callable(getattr(rnn, "direction_view", None)):
+        raise ValueError(f"{type(rnn).__name__}(bidirectional=True) cannot be run block by "
+                         "block: its reverse direction reads the future, which a time block "
+                         "does not hold. Wrap it in vlrnn.Blockwise(model, block_len=...) "
+                         "and call that as the model (each direction runs block by block)")
     if not isinstance(rnn, nn.RNNBase):
         return
     name = type(rnn).__name__

@@ -163,7 +163,7 @@ class SequenceModel(nn.Module):
             blk_max = steps.amax(0)
         if bd == 1:
             add, blk_max = add.unsqueeze(0), blk_max.unsqueeze(0)
-        extra = ()
+        extra: Tuple[torch.Tensor, ...] = ()
         if self.carries_last:  # every sequence in x has its latest output row in this block
             row = _last_rows(y, self.batch_first)
             extra = (row.unsqueeze(0) if bd == 1 else row,)

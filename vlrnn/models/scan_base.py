@@ -22,14 +22,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import positive_int, probability
 from .head import WithHead
 from .inputs import dense_time_major
-from .qrnn import _packed_to_padded, _positive_int, _probability
+from .qrnn import _packed_to_padded
 
 __all__ = ["ScanModel", "at_last", "positive_int", "probability"]
 
-positive_int = _positive_int
-probability = _probability
 
 
 def at_last(t: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
@@ -58,6 +57,11 @@ class ScanModel(nn.Module):
         """Features of ``y``."""
         raise NotImplementedError
 
+    @property
+    def state_layers(self) -> int:
+        """Entries on the state's dim 0: ``num_layers`` (times 2 when bidirectional)."""
+        return self.num_layers * (2 if getattr(self, "bidirectional", False) else 1)
+
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, rest)`` of each state tensor ``(num_layers, B, *rest)``."""
         raise NotImplementedError
@@ -77,7 +81,7 @@ class ScanModel(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> Any:
         """The state used for ``state=None``: zeros (see ``state`` in the class docs)."""
-        out = [torch.zeros((self.num_layers, batch_size, *rest), device=device, dtype=dtype)
+        out = [torch.zeros((self.state_layers, batch_size, *rest), device=device, dtype=dtype)
                for _, rest in self.state_shapes()]
         return out[0] if len(out) == 1 else tuple(out)
 
@@ -91,10 +95,10 @@ class ScanModel(nn.Module):
             raise ValueError(f"state of {type(self).__name__} must be {form}, got "
                              f"{type(state).__name__}")
         for (name, rest), t in zip(shapes, leaves):
-            want = (self.num_layers, n_batch, *rest)
+            want = (self.state_layers, n_batch, *rest)
             if tuple(t.shape) != want:
                 raise ValueError(f"state of {type(self).__name__}: {name} has shape "
-                                 f"{tuple(t.shape)}, expected {want} (num_layers, batch, ...)")
+                                 f"{tuple(t.shape)}, expected {want} (layers, batch, ...)")
         return list(leaves)
 
     def forward(self, x: torch.Tensor | PackedSequence, state: Any = None
@@ -117,7 +121,7 @@ class ScanModel(nn.Module):
                              f"{self.input_size}, got {n_feat} features (input shape "
                              f"{shape})")
         if state is None:
-            states = [torch.zeros((self.num_layers, B, *rest), device=inp.device,
+            states = [torch.zeros((self.state_layers, B, *rest), device=inp.device,
                                   dtype=inp.dtype) for _, rest in self.state_shapes()]
         else:
             states = self._check_state(state, B)
