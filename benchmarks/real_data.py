@@ -83,6 +83,12 @@ def run_peer(split: real_sets.Split, peer: str, seed: int) -> dict[str, Any]:
                 "MiniRocket": lambda: MiniRocketClassifier(random_state=seed)}
     est = make[peer]()
     Xtr, Xte = _aeon_x(split.X_train), _aeon_x(split.X_test)
+    if peer == "MiniRocket" and (isinstance(Xtr, list) or isinstance(Xte, list)):
+        # MiniRocket takes equal lengths only: every series padded to the longest by
+        # repeating its last value
+        n = max(x.shape[0] for x in split.X_train + split.X_test)
+        Xtr, Xte = (np.stack([np.pad(x, ((0, n - x.shape[0]), (0, 0)), mode="edge").T
+                              for x in xs]) for xs in (split.X_train, split.X_test))
     t0 = time.perf_counter()
     est.fit(Xtr, split.y_train)
     pred = est.predict(Xte)
@@ -191,6 +197,7 @@ def main(argv=None) -> int:
         if name in PANELS:
             fc_rows += run_panel(name, options, args.seed, not args.no_peers)
             print(pd.DataFrame(fc_rows[-5:]).to_string(index=False), flush=True)
+            _write(sets, fc_rows, options, args, argv)
             continue
         split = real_sets.load(name)
         row: dict[str, Any] = {"set": name, "train/test": f"{len(split.X_train)}/"
@@ -206,6 +213,14 @@ def main(argv=None) -> int:
                 row["InceptionTime (published)"] = published_inception(name)
         sets.append(row)
         print(json.dumps(row), flush=True)
+        _write(sets, fc_rows, options, args, argv)
+    _write(sets, fc_rows, options, args, argv)
+    return 0
+
+
+def _write(sets: list[dict], fc_rows: list[dict], options: dict[str, Any], args, argv
+           ) -> None:
+    """The tables so far (written after every set: a crash keeps what ran)."""
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     stem = "real_data" + (f"_{args.tag}" if args.tag else "")
@@ -220,7 +235,6 @@ def main(argv=None) -> int:
     pd.concat([pd.DataFrame(sets), pd.DataFrame(fc_rows)]).to_csv(out / f"{stem}.csv",
                                                                    index=False)
     print(f"wrote {out / stem}.md", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
