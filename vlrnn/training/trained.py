@@ -55,7 +55,7 @@ def _cell_class(name: str) -> type:
 
 #: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
 #: the convolution features (measured in docs/benchmarks.md, "Real data")
-CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 1, 1],
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 2, 4],
               "norm": None, "skip": True}
 
 
