@@ -187,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--peers-only", action="store_true",
+                   help="classification/regression sets: the peers alone (no vlrnn run)")
     p.add_argument("--tag", default="", help="suffix of the result files")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -203,8 +205,9 @@ def main(argv=None) -> int:
         row: dict[str, Any] = {"set": name, "train/test": f"{len(split.X_train)}/"
                                f"{len(split.X_test)}", "metric": "rmse" if split.regression
                                else "accuracy"}
-        v = run_vlrnn(split, options, args.seed)
-        row.update({"vlrnn": v["score"], "vlrnn s": v["seconds"], "epochs": v["epochs"]})
+        if not args.peers_only:
+            v = run_vlrnn(split, options, args.seed)
+            row.update({"vlrnn": v["score"], "vlrnn s": v["seconds"], "epochs": v["epochs"]})
         if not args.no_peers:
             for peer in ("1-NN DTW", "MiniRocket"):
                 r = run_peer(split, peer, args.seed)
