@@ -167,11 +167,11 @@ def markdown(frame: pd.DataFrame) -> str:
     """A pipe table (no tabulate needed); floats with 3 decimals (seconds with 1)."""
     def cell(col: str, v: Any) -> str:
         if isinstance(v, float):
-            return "" if np.isnan(v) else (f"{v:.1f}" if col.endswith("s") and " " in col
-                                           or col == "seconds" else f"{v:.3f}")
+            secs = col in ("s", "seconds") or col.endswith(" s")
+            return "" if np.isnan(v) else (f"{v:.1f}" if secs else f"{v:.3f}")
         return str(v)
     lines = ["| " + " | ".join(frame.columns) + " |",
-             "|" + "|".join("---" if frame[c].dtype == object else "---:"
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---"
                             for c in frame.columns) + "|"]
     for _, r in frame.iterrows():
         lines.append("| " + " | ".join(cell(c, r[c]) for c in frame.columns) + " |")

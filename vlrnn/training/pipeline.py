@@ -237,7 +237,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         front: ``"conv"``: causal convolutions before the recurrent layers, their
             features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
             ``trained.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
-            ``"conv"`` for series tasks, ``None`` for per-step tasks.
+            ``"conv"`` for series classification, ``None`` otherwise.
         steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
             ``STEPS_BUDGET`` with ``recipe="steps"``).
         weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
@@ -246,7 +246,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
             the learning rate per epoch, gradient norm clipped to 1, the last weights
             kept (:mod:`vlrnn.training.recipe`); ``"auto"``: ``"steps"`` for series
-            tasks, ``"classic"`` for per-step tasks (:func:`vlrnn.training.recipe.resolve`).
+            classification, ``"classic"`` otherwise (:func:`vlrnn.training.recipe.resolve`).
         ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
             split and average them (:class:`~vlrnn.models.MeanOfModels`; class
             probabilities for classification); their histories are stacked with a
@@ -283,7 +283,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
                       f"{config['target_cols']}: left out of the loss and the metrics "
                       "(their steps still feed the model)", DataWarning, stacklevel=2)
-    recipe, front = resolve(level, recipe, front)
+    recipe, front = resolve(level, kind, recipe, front)
     watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
     val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
     if val_fraction:
