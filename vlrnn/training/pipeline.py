@@ -302,7 +302,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
     fc = front_config(front)
     config.update({
-        "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
+        "input_cols": input_columns(config), "n_features": train.n_features, "n_targets": n_out,
         "classes": None if codes is None else list(codes.classes), "cell": name,
         "hidden_size": int(hidden_size), "num_layers": int(num_layers),
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
