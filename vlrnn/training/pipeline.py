@@ -26,10 +26,10 @@ from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
 from .recipe import (CLIP_NORM, STEPS_BUDGET, STEPS_LR, STEPS_MAX_EPOCHS, WEIGHT_DECAY,
-                     cosine_decay, resolve, val_share)
+                     cosine_decay, front_config, head_pool, resolve, val_share)
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
 from .task_scaling import Scalers, check_scale, default_scale
-from .trained import TrainedModel, build_model, cell_name, front_config
+from .trained import TrainedModel, build_model, cell_name
 from .trainer import Trainer
 
 __all__ = ["TrainedModel", "pack_and_train"]
@@ -236,7 +236,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             go to the head too (``front`` ``skip``).
         front: ``"conv"``: causal convolutions before the recurrent layers, their
             features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
-            ``trained.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``recipe.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
             ``"conv"`` for series classification, ``None`` otherwise.
         steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
             ``STEPS_BUDGET`` with ``recipe="steps"``).
@@ -308,7 +308,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
         "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
         "dtype": str(dtype).replace("torch.", ""),
-        "pool": _pool(pool, fc) if level == "series" else None, "front": fc,
+        "pool": head_pool(pool, fc, DEFAULT_POOL) if level == "series" else None, "front": fc,
         "label_col": series_target if isinstance(series_target, str) else None,
     })
     config.update(_baselines(train, kind, level, codes, scalers))
@@ -375,19 +375,6 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     model = MeanOfModels(members, probabilities=kind == "classification")
     history = pd.concat(histories, ignore_index=True)
     return TrainedModel(model, history, scalers, config, trainer)
-
-
-def _pool(pool: Optional[Sequence[str]], front: Optional[Dict[str, Any]]) -> list:
-    """What a series head reads: ``pool``, default :data:`DEFAULT_POOL`, or
-    ``("mean", "max")`` when the front end's features go to the head too (``skip``)."""
-    skip = bool(front and front.get("skip"))
-    if pool is None:
-        return ["mean", "max"] if skip else list(DEFAULT_POOL)
-    if skip and "last" in pool:
-        raise ValueError("pool 'last' reads the rnn's final state, which is narrower than "
-                         "the outputs when the conv front end's features go to the head "
-                         "(front skip); use pool=('mean', 'max') or front={'skip': False}")
-    return list(pool)
 
 
 def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):
