@@ -258,7 +258,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
 
     Returns:
         :class:`~vlrnn.TrainedModel`; its history has the loss (scaled units)
-        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units).
+        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units;
+        for ``scale="series"`` forecasts in the scaled units the loss sees).
     """
     if "optimizer" in trainer_options:
         raise TypeError("pack_and_train builds the model itself, so it cannot take an "
