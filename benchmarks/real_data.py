@@ -83,6 +83,12 @@ def run_peer(split: real_sets.Split, peer: str, seed: int) -> dict[str, Any]:
                 "MiniRocket": lambda: MiniRocketClassifier(random_state=seed)}
     est = make[peer]()
     Xtr, Xte = _aeon_x(split.X_train), _aeon_x(split.X_test)
+    if peer == "MiniRocket" and (isinstance(Xtr, list) or isinstance(Xte, list)):
+        # MiniRocket takes equal lengths only: every series padded to the longest by
+        # repeating its last value
+        n = max(x.shape[0] for x in split.X_train + split.X_test)
+        Xtr, Xte = (np.stack([np.pad(x, ((0, n - x.shape[0]), (0, 0)), mode="edge").T
+                              for x in xs]) for xs in (split.X_train, split.X_test))
     t0 = time.perf_counter()
     est.fit(Xtr, split.y_train)
     pred = est.predict(Xte)
@@ -161,11 +167,11 @@ def markdown(frame: pd.DataFrame) -> str:
     """A pipe table (no tabulate needed); floats with 3 decimals (seconds with 1)."""
     def cell(col: str, v: Any) -> str:
         if isinstance(v, float):
-            return "" if np.isnan(v) else (f"{v:.1f}" if col.endswith("s") and " " in col
-                                           or col == "seconds" else f"{v:.3f}")
+            secs = col in ("s", "seconds") or col.endswith(" s")
+            return "" if np.isnan(v) else (f"{v:.1f}" if secs else f"{v:.3f}")
         return str(v)
     lines = ["| " + " | ".join(frame.columns) + " |",
-             "|" + "|".join("---" if frame[c].dtype == object else "---:"
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---"
                             for c in frame.columns) + "|"]
     for _, r in frame.iterrows():
         lines.append("| " + " | ".join(cell(c, r[c]) for c in frame.columns) + " |")
@@ -181,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--peers-only", action="store_true",
+                   help="classification/regression sets: the peers alone (no vlrnn run)")
     p.add_argument("--tag", default="", help="suffix of the result files")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -191,13 +199,15 @@ def main(argv=None) -> int:
         if name in PANELS:
             fc_rows += run_panel(name, options, args.seed, not args.no_peers)
             print(pd.DataFrame(fc_rows[-5:]).to_string(index=False), flush=True)
+            _write(sets, fc_rows, options, args, argv)
             continue
         split = real_sets.load(name)
         row: dict[str, Any] = {"set": name, "train/test": f"{len(split.X_train)}/"
                                f"{len(split.X_test)}", "metric": "rmse" if split.regression
                                else "accuracy"}
-        v = run_vlrnn(split, options, args.seed)
-        row.update({"vlrnn": v["score"], "vlrnn s": v["seconds"], "epochs": v["epochs"]})
+        if not args.peers_only:
+            v = run_vlrnn(split, options, args.seed)
+            row.update({"vlrnn": v["score"], "vlrnn s": v["seconds"], "epochs": v["epochs"]})
         if not args.no_peers:
             for peer in ("1-NN DTW", "MiniRocket"):
                 r = run_peer(split, peer, args.seed)
@@ -206,6 +216,14 @@ def main(argv=None) -> int:
                 row["InceptionTime (published)"] = published_inception(name)
         sets.append(row)
         print(json.dumps(row), flush=True)
+        _write(sets, fc_rows, options, args, argv)
+    _write(sets, fc_rows, options, args, argv)
+    return 0
+
+
+def _write(sets: list[dict], fc_rows: list[dict], options: dict[str, Any], args, argv
+           ) -> None:
+    """The tables so far (written after every set: a crash keeps what ran)."""
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     stem = "real_data" + (f"_{args.tag}" if args.tag else "")
@@ -220,7 +238,6 @@ def main(argv=None) -> int:
     pd.concat([pd.DataFrame(sets), pd.DataFrame(fc_rows)]).to_csv(out / f"{stem}.csv",
                                                                    index=False)
     print(f"wrote {out / stem}.md", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -95,3 +95,13 @@ def test_conv_front_per_step_and_bad_front():
     assert len(res.predict(df)) == len(df)
     with pytest.raises(ValueError, match="front must be None, 'conv'"):
         vlrnn.pack_and_train(df, series_target="kind", epochs=1, front="lstm", **OPTS)
+
+
+def test_auto_recipe_and_front_follow_the_task():
+    from vlrnn.training.recipe import resolve
+    assert resolve("series", "classification", "auto", "auto") == ("steps", "conv")
+    assert resolve("series", "regression", "auto", "auto") == ("classic", None)
+    assert resolve("step", "classification", "auto", "auto") == ("classic", None)
+    assert resolve("step", "regression", "steps", "conv") == ("steps", "conv")
+    res = vlrnn.pack_and_train(frame(), series_target="kind", epochs=1, **OPTS)
+    assert res.config["recipe"] == "steps" and res.config["front"]["dilations"] == [1, 2, 4]

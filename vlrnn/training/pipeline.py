@@ -32,12 +32,14 @@ from .recipe import (
     STEPS_MAX_EPOCHS,
     WEIGHT_DECAY,
     cosine_decay,
+    front_config,
+    head_pool,
     resolve,
     val_share,
 )
 from .task_scaling import Scalers, check_scale, default_scale
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
-from .trained import TrainedModel, build_model, cell_name, front_config
+from .trained import TrainedModel, build_model, cell_name
 from .trainer import Trainer
 
 __all__ = ["TrainedModel", "pack_and_train"]
@@ -246,8 +248,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             go to the head too (``front`` ``skip``).
         front: ``"conv"``: causal convolutions before the recurrent layers, their
             features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
-            ``trained.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
-            ``"conv"`` for series tasks, ``None`` for per-step tasks.
+            ``recipe.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``"conv"`` for series classification, ``None`` otherwise.
         steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
             ``STEPS_BUDGET`` with ``recipe="steps"``).
         weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
@@ -256,7 +258,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
             the learning rate per epoch, gradient norm clipped to 1, the last weights
             kept (:mod:`vlrnn.training.recipe`); ``"auto"``: ``"steps"`` for series
-            tasks, ``"classic"`` for per-step tasks (:func:`vlrnn.training.recipe.resolve`).
+            classification, ``"classic"`` otherwise (:func:`vlrnn.training.recipe.resolve`).
         ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
             split and average them (:class:`~vlrnn.models.MeanOfModels`; class
             probabilities for classification); their histories are stacked with a
@@ -271,7 +273,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
 
     Returns:
         :class:`~vlrnn.TrainedModel`; its history has the loss (scaled units)
-        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units).
+        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units;
+        for ``scale="series"`` forecasts in the scaled units the loss sees).
     """
     if "optimizer" in trainer_options:
         raise TypeError("pack_and_train builds the model itself, so it cannot take an "
@@ -296,7 +299,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
                       f"{config['target_cols']}: left out of the loss and the metrics "
                       "(their steps still feed the model)", DataWarning, stacklevel=2)
-    recipe, front = resolve(level, recipe, front)
+    recipe, front = resolve(level, kind, recipe, front)
     watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
     val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
     if val_fraction:
@@ -315,13 +318,13 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
     fc = front_config(front)
     config.update({
-        "input_cols": input_columns(config), "n_features": ds.n_features, "n_targets": n_out,
+        "input_cols": input_columns(config), "n_features": train.n_features, "n_targets": n_out,
         "classes": None if codes is None else list(codes.classes), "cell": name,
         "hidden_size": int(hidden_size), "num_layers": int(num_layers),
         "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
         "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
         "dtype": str(dtype).replace("torch.", ""),
-        "pool": _pool(pool, fc) if level == "series" else None, "front": fc,
+        "pool": head_pool(pool, fc, DEFAULT_POOL) if level == "series" else None, "front": fc,
         "label_col": series_target if isinstance(series_target, str) else None,
     })
     config.update(_baselines(train, kind, level, codes, scalers))
@@ -389,19 +392,6 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     model = MeanOfModels(members, probabilities=kind == "classification")
     history = pd.concat(histories, ignore_index=True)
     return TrainedModel(model, history, scalers, config, trainer)
-
-
-def _pool(pool: Optional[Sequence[str]], front: Optional[Dict[str, Any]]) -> list:
-    """What a series head reads: ``pool``, default :data:`DEFAULT_POOL`, or
-    ``("mean", "max")`` when the front end's features go to the head too (``skip``)."""
-    skip = bool(front and front.get("skip"))
-    if pool is None:
-        return ["mean", "max"] if skip else list(DEFAULT_POOL)
-    if skip and "last" in pool:
-        raise ValueError("pool 'last' reads the rnn's final state, which is narrower than "
-                         "the outputs when the conv front end's features go to the head "
-                         "(front skip); use pool=('mean', 'max') or front={'skip': False}")
-    return list(pool)
 
 
 def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):

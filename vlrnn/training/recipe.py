@@ -15,12 +15,14 @@ Each default here was chosen by side-by-side runs on the development sets of iss
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["CLIP_NORM", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR", "STEPS_MAX_EPOCHS",
-           "WEIGHT_DECAY", "cosine_decay", "resolve", "val_share"]
+__all__ = ["CLIP_NORM", "CONV_FRONT", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR",
+           "STEPS_MAX_EPOCHS", "WEIGHT_DECAY", "cosine_decay", "front_config", "head_pool",
+           "resolve", "val_share"]
 
 #: fewest series for which ``val_fraction="auto"`` holds out a validation split
 MIN_VAL_SERIES = 300
@@ -63,15 +65,57 @@ STEPS_MAX_EPOCHS = 1000
 STEPS_LR = 1e-3
 
 
-def resolve(level: str, recipe: str, front: Any) -> tuple[str, Any]:
-    """``recipe="auto"`` and ``front="auto"`` for a task level: series tasks get the
+def resolve(level: str, kind: str, recipe: str, front: Any) -> tuple[str, Any]:
+    """``recipe="auto"`` and ``front="auto"`` for a task: series classification gets the
     steps recipe and the convolutional front end (docs/benchmarks.md, "Real data");
-    per-step tasks keep the classic recipe and no front end (their figures in
-    examples/results/tasks.md were measured with it)."""
+    series regression and per-step tasks keep the classic recipe and no front end (on
+    the one regression development set, CardanoSentiment, the classic recipe had the
+    lower RMSE, 0.292 against 0.323; the per-step figures in examples/results/tasks.md
+    were measured with it)."""
+    series_clf = level == "series" and kind == "classification"
     if recipe == "auto":
-        recipe = "steps" if level == "series" else "classic"
+        recipe = "steps" if series_clf else "classic"
     if recipe not in ("classic", "steps"):
         raise ValueError(f"recipe must be 'auto', 'classic' or 'steps', got {recipe!r}")
     if isinstance(front, str) and front == "auto":
-        front = "conv" if level == "series" else None
+        front = "conv" if series_clf else None
     return recipe, front
+
+
+#: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
+#: the convolution features (measured in docs/benchmarks.md, "Real data")
+CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 2, 4],
+              "norm": None, "skip": True}
+
+
+def front_config(front: Any) -> dict[str, Any] | None:
+    """``front=`` as the config records it: ``None`` or the conv front end's settings
+    (``"conv"`` = :data:`CONV_FRONT`; a dict overrides some of them)."""
+    if front is None:
+        return None
+    if front == "conv":
+        return dict(CONV_FRONT)
+    if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
+        out = {**CONV_FRONT, **front}
+        if "kernel_sizes" in front and "dilations" not in front:
+            out["dilations"] = [1] * len(out["kernel_sizes"])
+        return {"channels": int(out["channels"]),
+                "kernel_sizes": [int(k) for k in out["kernel_sizes"]],
+                "dilations": [int(d) for d in out["dilations"]],
+                "norm": out["norm"], "skip": bool(out["skip"])}
+    raise ValueError(f"front must be None, 'conv' or a dict with some of {sorted(CONV_FRONT)}, "
+                     f"got {front!r}")
+
+
+def head_pool(pool: Sequence[str] | None, front: dict[str, Any] | None,
+              default: Sequence[str]) -> list:
+    """What a series head reads: ``pool``, else ``default``, or
+    ``("mean", "max")`` when the front end's features go to the head too (``skip``)."""
+    skip = bool(front and front.get("skip"))
+    if pool is None:
+        return ["mean", "max"] if skip else list(default)
+    if skip and "last" in pool:
+        raise ValueError("pool 'last' reads the rnn's final state, which is narrower than "
+                         "the outputs when the conv front end's features go to the head "
+                         "(front skip); use pool=('mean', 'max') or front={'skip': False}")
+    return list(pool)

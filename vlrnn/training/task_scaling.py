@@ -10,7 +10,9 @@ Modes (:data:`SCALE_MODES`):
   forecasts: causal, row ``t`` by the statistics of rows ``0..t`` only, so a prediction
   never depends on a later row. Forecast targets are the change from the last observed
   value at the forecast's origin, in units of that series' mean absolute one-step change
-  up to the origin; outputs get the scale and the level back. Targets of per-step
+  up to the origin; outputs get the scale and the level back. Forecast inputs are the
+  causal z-scores beside the global ones (the training series' mean/std per column,
+  which tell a series' level among the others; ``2 F`` input features). Targets of per-step
   regression and of series regression (not among the inputs) keep the global scaler.
 - ``None``: nothing scaled.
 
@@ -63,7 +65,8 @@ class Scalers:
     """The scaling a model was trained with.
 
     Attributes:
-        features: the global feature scaler (``mode="global"``), else ``None``.
+        features: the global feature scaler (``mode="global"``, and series-scaled
+            forecasts, whose inputs hold both), else ``None``.
         targets: the global target scaler (numeric targets, ``mode="global"``, and per-step
             or series regression under ``"series"``), else ``None``.
         mode: ``"global"``, ``"series"`` or ``None``.
@@ -85,7 +88,10 @@ class Scalers:
         if kind == "regression" and not (mode == "series" and config.get("horizon")):
             targets = nan_scaler([y[:1] for y in train.ys] if level == "series"
                                  else train.ys, repeat=h)
-        features = StandardScaler().fit(train) if mode == "global" else None
+        # series-scaled forecasts read the global z-scores beside the causal ones: the
+        # level of a series among the others often carries its future (fertility panel)
+        both = mode == "series" and bool(config.get("horizon"))
+        features = StandardScaler().fit(train) if mode == "global" or both else None
         return cls(features, targets, mode)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -94,7 +100,14 @@ class Scalers:
         if self.mode == "global" and self.features is not None:
             return self.features.transform(ds)
         if self.mode == "series":
-            return ds.replace(xs=scale_series(ds.xs, causal=config["level"] != "series"))
+            own = scale_series(ds.xs, causal=config["level"] != "series")
+            if self.features is None:
+                return ds.replace(xs=own)
+            glob = self.features.transform(list(ds.xs))
+            meta = ds._meta()
+            meta["feature_cols"] = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
+            return SeriesDataset([torch.cat([a, b], dim=1) for a, b in zip(own, glob)],
+                                 ds.ys, **meta)
         return ds
 
     # -- targets --------------------------------------------------------------------------

@@ -86,31 +86,6 @@ def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
     return obj
 
 
-#: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
-#: the convolution features (measured in docs/benchmarks.md, "Real data")
-CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 1, 1],
-              "norm": None, "skip": True}
-
-
-def front_config(front: Any) -> Optional[Dict[str, Any]]:
-    """``front=`` as the config records it: ``None`` or the conv front end's settings
-    (``"conv"`` = :data:`CONV_FRONT`; a dict overrides some of them)."""
-    if front is None:
-        return None
-    if front == "conv":
-        return dict(CONV_FRONT)
-    if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
-        out = {**CONV_FRONT, **front}
-        if "kernel_sizes" in front and "dilations" not in front:
-            out["dilations"] = [1] * len(out["kernel_sizes"])
-        return {"channels": int(out["channels"]),
-                "kernel_sizes": [int(k) for k in out["kernel_sizes"]],
-                "dilations": [int(d) for d in out["dilations"]],
-                "norm": out["norm"], "skip": bool(out["skip"])}
-    raise ValueError(f"front must be None, 'conv' or a dict with some of {sorted(CONV_FRONT)}, "
-                     f"got {front!r}")
-
-
 def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
                 trusted: bool = False) -> nn.Module:
     """The model a config describes, in the current default dtype: ``rnn + Linear`` per
