@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import traceback
 import warnings
 from datetime import timedelta
@@ -26,6 +25,7 @@ from test_trainer_distributed import (
     build_model,
     compare_history,
     equal_row_batches,
+    free_port,
     packed,
 )
 
@@ -76,12 +76,6 @@ def _worker(rank, port, tmp, queue):
         end_distributed_worker()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @gloo
 def test_resume_two_processes_to_one_and_one_to_two(tmp_path):
     old = torch.get_default_dtype()
@@ -91,7 +85,7 @@ def test_resume_two_processes_to_one_and_one_to_two(tmp_path):
         fit(union_batches(), 1, ckpt=tmp_path / "by_one")  # 1 process, epoch 1
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        port = _free_port()
+        port = free_port()
         procs = [ctx.Process(target=_worker, args=(r, port, str(tmp_path), queue))
                  for r in range(WORLD)]
         for p in procs:

@@ -211,7 +211,7 @@ def train_lm(train: List[torch.Tensor], val: List[torch.Tensor], *, seconds: flo
         if elapsed >= next_eval or elapsed >= seconds:
             curve.append((elapsed, evaluate_bits(model, probe, device, block_len)))
             next_eval += seconds / max(1, evals - 1)
-            t0 += time.perf_counter() - t0 - elapsed  # evaluation time is not training time
+            t0 = time.perf_counter() - elapsed  # evaluation time is not training time
     bar.close()
     return {"curve": curve, "steps": steps, "bytes": seen, "longest": len(train[longest]),
             "did_longest": did_longest, "model": model}
