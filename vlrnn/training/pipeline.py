@@ -25,6 +25,7 @@ from ..models import MeanOfModels
 from .frames import input_columns, task_dataset
 from .losses import MaskedCrossEntropy, masked_mse
 from .metrics import epoch_metrics
+from .model_config import build_model, cell_name
 from .recipe import (
     CLIP_NORM,
     STEPS_BUDGET,
@@ -39,7 +40,7 @@ from .recipe import (
 )
 from .task_scaling import Scalers, check_scale, default_scale
 from .tasks import ClassCodes, check_task, infer_kind, series_labels
-from .trained import TrainedModel, build_model, cell_name
+from .trained import TrainedModel
 from .trainer import Trainer
 
 __all__ = ["TrainedModel", "pack_and_train"]
