@@ -8,7 +8,7 @@ bytes, about 15 files and 1.6 M packed rows, 671 blocks of 256 steps. Model
 so the number of running sequences, and with it the size of every per-block
 temporary, changes block by block: the pattern that fragments glibc's heap when small
 long-lived tensors are allocated between the big short-lived ones (as the engine's kept
-boundary states were, one clone per block, before :mod:`vlrnn.engine.store`).
+boundary states were, one clone per block, before :mod:`vlrnn.engine._store`).
 
 Each repetition runs in a fresh process and reports the peak RSS (``VmHWM``), the RSS
 once model and batch exist and after the forward pass (``block_loss``), the time of

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent))
 import real_sets
 
 import vlrnn
-from vlrnn.training.forecast_metrics import naive_scale, scaled_scores
+from vlrnn.training._forecast_metrics import naive_scale, scaled_scores
 
 PANELS = {"fertility": (real_sets.fertility_panel, 5), "macro": (real_sets.macro_panel, 8)}
 

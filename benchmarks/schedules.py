@@ -58,7 +58,7 @@ THREADS = [1]  # torch threads per worker process (--threads)
 def bisection(n_blocks: int):
     """vlrnn's ``recursive`` schedule before it became ``revolve``: keep boundary 0 only;
     to reach ``k`` from ``start``, keep the midpoints of repeated bisection."""
-    from vlrnn.engine.schedules import Schedule
+    from vlrnn.engine._schedules import Schedule
 
     class Bisection(Schedule):
         name = "bisection"
@@ -296,7 +296,7 @@ def count_calls(schedule, n_blocks: int) -> dict:
     from torch import nn
 
     import vlrnn
-    from vlrnn.engine.runner import BlockRunner
+    from vlrnn.engine._runner import BlockRunner
     torch.manual_seed(0)
     model, head = nn.GRU(2, 3), nn.Linear(3, 1)
     calls, no_grad, held = [0], [0], [0]
@@ -326,7 +326,7 @@ def count_calls(schedule, n_blocks: int) -> dict:
 def counts(a) -> str:
     import math
 
-    from vlrnn.engine.schedules import revolve_calls, revolve_with
+    from vlrnn.engine._schedules import revolve_calls, revolve_with
     Ks = [64, 1000] if a.quick else [64, 1000, 10_000]
     rows = []
     for K in Ks:

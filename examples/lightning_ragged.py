@@ -49,7 +49,6 @@ from vlrnn.cli.demo import (
     stdlib_files,
 )
 from vlrnn.data import LengthBucketSampler
-from vlrnn.engine.bptt import block_outputs
 from vlrnn.memory import peak_rss_mb
 
 LN2 = math.log(2)
@@ -85,7 +84,7 @@ class ByteLM(L.LightningModule):
     def predict_step(self, batch, batch_idx):
         """Bits per byte of each file in the batch, in batch order: ``(B,)``."""
         x, y = batch
-        logits, _ = block_outputs(self.model, x, block_len=self.hparams.block_len)
+        logits, _ = vlrnn.block_outputs(self.model, x, block_len=self.hparams.block_len)
         bits = cross_entropy_rows(logits.data, y.data) / LN2                 # (N,) rows
         padded, lengths = pad_packed_sequence(PackedSequence(
             bits, x.batch_sizes, x.sorted_indices, x.unsorted_indices))       # (T, B)

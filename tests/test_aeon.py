@@ -25,9 +25,9 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
 import vlrnn
+from vlrnn._estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS
+from vlrnn._estimators._core import TEST_PARAMS
 from vlrnn.aeon import RNNClassifier, RNNRegressor
-from vlrnn.estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS
-from vlrnn.estimators._core import TEST_PARAMS
 
 
 @parametrize_with_checks([RNNClassifier, RNNRegressor])

@@ -219,7 +219,7 @@ def test_unknown_schedule_refused():
 def test_joined_outputs_of_several_models_over_one_x():
     """Several models over the same x in one autograd node (Blockwise's bidirectional
     layers): outputs joined on the last dim, dL/dx summed over all of them."""
-    from vlrnn.engine.bptt import joined_outputs
+    from vlrnn.engine._bptt import joined_outputs
     torch.manual_seed(8)
     a, b = nn.GRU(N_IN, N_HID), nn.LSTM(N_IN, 2)
     x = batch("time_major")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from vlrnn import cli
-from vlrnn.training.pipeline import TrainedModel
+from vlrnn.training._pipeline import TrainedModel
 
 TRAIN = ["--id-col", "id", "--time-col", "t", "--target", "y", "--hidden-size", "4",
          "--num-layers", "1", "--block-len", "8", "--batch-size", "2", "--no-progress"]

@@ -8,7 +8,7 @@ from hypothesis import strategies as hs
 from torch import nn
 
 import vlrnn
-from vlrnn.engine.schedules import SCHEDULES
+from vlrnn.engine._schedules import SCHEDULES
 
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, state_like
 
@@ -370,7 +370,7 @@ def test_stacked_rnn_against_plain(cell, block_len):
 def test_schedule_states_and_recompute(monkeypatch, schedule, max_states, max_calls):
     """64 blocks: states held at once and model calls stay within each schedule's
     promise, and the gradient is still exact."""
-    from vlrnn.engine.runner import BlockRunner
+    from vlrnn.engine._runner import BlockRunner
     model, head = make("gru")
     x, y = torch.randn(64, 2, 3), torch.randn(64, 2, 2)
     lf = mse_head(head)
@@ -413,7 +413,7 @@ def test_offload_cpu_is_exact(schedule):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_offload_keeps_boundaries_on_the_host(monkeypatch):
-    from vlrnn.engine.runner import BlockRunner
+    from vlrnn.engine._runner import BlockRunner
     model, head = make("gru", layers=2)
     model, head = model.cuda(), head.cuda()
     x, y = ragged_batch([40, 9, 33], 3, 2)
@@ -444,7 +444,7 @@ def test_kept_states_share_one_buffer_per_leaf(monkeypatch, schedule, offload):
     per state leaf allocated up front, however many blocks there are: cloned one per
     block, they could pin memory among the blocks' activations, and glibc's heap grew
     by megabytes per block on ragged CPU batches. The gradient stays exact."""
-    from vlrnn.engine.runner import BlockRunner
+    from vlrnn.engine._runner import BlockRunner
     runners = []
     orig = BlockRunner.advance
     monkeypatch.setattr(BlockRunner, "advance",
@@ -527,7 +527,7 @@ def test_state_unlike_the_first_is_kept_exactly():
 # -- outputs streamed block by block ----------------------------------------------------------
 @pytest.mark.parametrize("sorted_", [True, False])
 def test_block_outputs_equal_one_call(sorted_):
-    from vlrnn.engine.bptt import block_outputs
+    from vlrnn.engine._bptt import block_outputs
     model, _ = make("lstm", layers=2)
     x, _ = ragged_batch([7, 1, 13, 5], 3, 2, sorted_=sorted_)
     h0 = state_like("lstm", 2, 4, 4)

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import vlrnn
-from vlrnn.data import from_arrays
-from vlrnn.estimators import (
+from vlrnn._estimators import (
     CLASSIFIER_OPTIONS,
     FORECASTER_OPTIONS,
     REGRESSOR_OPTIONS,
@@ -28,7 +27,8 @@ from vlrnn.estimators import (
     predict_values,
     train_options,
 )
-from vlrnn.estimators._core import TEST_PARAMS
+from vlrnn._estimators._core import TEST_PARAMS
+from vlrnn.data import from_arrays
 
 TINY = dict(TEST_PARAMS)
 
@@ -124,7 +124,7 @@ def test_import_extra_names_the_extra():
 
 
 def test_import_vlrnn_needs_neither_framework():
-    code = ("import sys, vlrnn, vlrnn.estimators; "
+    code = ("import sys, vlrnn, vlrnn._estimators; "
             "bad = [m for m in ('aeon', 'sktime') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import vlrnn
 from vlrnn.data import SeriesDataset, make_loader
 from vlrnn.models import WithHead
-from vlrnn.training import checkpoint_files as ckpt_io
+from vlrnn.training import _checkpoint_files as ckpt_io
 
 HERE = Path(__file__).resolve()
 EPOCHS = 3
@@ -91,7 +91,7 @@ class _SlowFile:
 
 
 class _OsShim:
-    """``os`` as vlrnn.training.checkpoint_files sees it in a child: pauses before the N-th rename of
+    """``os`` as vlrnn.training._checkpoint_files sees it in a child: pauses before the N-th rename of
     last.pt, slows writes and fsyncs, and reports each completed last.pt."""
 
     def __init__(self, events: str, pause_at: int, slow: bool):

@@ -19,8 +19,8 @@ from torch.nn.utils.rnn import pack_sequence
 import vlrnn
 from vlrnn import cli
 from vlrnn.training import CheckpointError, TrainedModel
+from vlrnn.training import _checkpoint_files as ckpt_io
 from vlrnn.training import _integrity as integrity
-from vlrnn.training import checkpoint_files as ckpt_io
 
 OPTS = dict(id_col="id", time_col="t", target_cols="y", hidden_size=4, num_layers=1,
             block_len=8, batch_size=2, lr=0.03, progress=False, device="cpu", seed=0)

@@ -33,8 +33,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import vlrnn
 from vlrnn.data import DataWarning, from_dataframe
-from vlrnn.engine.blocks import input_order_lengths
-from vlrnn.engine.schedules import revolve_with
+from vlrnn.engine._blocks import input_order_lengths
+from vlrnn.engine._schedules import revolve_with
 
 EXAMPLES = 300
 RTOL = 1e-7

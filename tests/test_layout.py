@@ -17,7 +17,50 @@ def test_no_aliases_for_old_module_paths():
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(f"vlrnn.{old}")
     assert not hasattr(vlrnn, "_MOVED")
-    assert importlib.import_module("vlrnn.engine.schedules").SCHEDULES is vlrnn.SCHEDULES
+    assert importlib.import_module("vlrnn.engine._schedules").SCHEDULES is vlrnn.SCHEDULES
+    for old in ("engine.bptt", "engine.schedules", "training.trainer", "data.frame",
+                "models.stacked", "cli.commands", "estimators"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"vlrnn.{old}")
+
+
+# the modules a user imports: the packages, and these; every other module is internal
+PUBLIC_MODULES = {"vlrnn.memory", "vlrnn.aeon", "vlrnn.sktime", "vlrnn.__main__",
+                  "vlrnn.cli.demo", "vlrnn.cli.recall"}
+
+
+def _module_names():
+    return sorted(".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+                  for p in ROOT.rglob("*.py"))
+
+
+def test_internal_modules_are_underscored():
+    """What is public is visible: a module is a package's ``__init__``, one of the few
+    public modules, or its name (or its package's) starts with an underscore."""
+    public_looking = [
+        name for name in _module_names()
+        if not name.endswith("__init__") and name not in PUBLIC_MODULES
+        and not any(part.startswith("_") for part in name.split(".")[1:])]
+    assert public_looking == [], f"internal modules without an underscore: {public_looking}"
+
+
+@pytest.mark.parametrize("name", ["vlrnn", "vlrnn.engine", "vlrnn.training", "vlrnn.data",
+                                  "vlrnn.models", "vlrnn.cli", *sorted(PUBLIC_MODULES - {"vlrnn.__main__"})])
+def test_public_modules_export_explicitly(name):
+    """Each public module lists its names in ``__all__``: every one exists, none is
+    private, and nothing public-looking it defines itself is left out."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as err:  # aeon / sktime adapters without their extra
+        pytest.skip(f"{name}: {err}")
+    exported = module.__all__
+    assert [n for n in exported if n.startswith("_")] == [], name
+    assert [n for n in exported if not hasattr(module, n)] == [], name
+    assert len(set(exported)) == len(exported), name
+    if not hasattr(module, "__path__"):  # a module, not a package: its own definitions
+        own = [n for n, obj in vars(module).items() if not n.startswith("_")
+               and getattr(obj, "__module__", None) == name and callable(obj)]
+        assert sorted(set(own) - set(exported)) == [], name
 
 
 def _imports():

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 import vlrnn
 from vlrnn.data import collate_packed
-from vlrnn.engine.bptt import block_outputs
+from vlrnn.engine._bptt import block_outputs
 
 from helpers import end_distributed_worker
 from training_helpers import BLOCK, LR, build_model, max_rel_diff, mse, plain_loop, series

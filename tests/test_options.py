@@ -1,4 +1,4 @@
-"""The engine's options, checked once (vlrnn.engine.options): every entry point refuses the
+"""The engine's options, checked once (vlrnn.engine._options): every entry point refuses the
 same bad values with the same message, and the Trainer takes offload like block_loss."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence
 
 import vlrnn
-from vlrnn.engine.options import Options
+from vlrnn.engine import Options
 
 MSE = nn.MSELoss(reduction="none")
 BAD = [(dict(block_len=0), ValueError, "block_len"),

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import vlrnn
-from vlrnn.training.pipeline import TrainedModel
+from vlrnn.training._pipeline import TrainedModel
 
 
 def ragged_frame(n_series: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -130,7 +130,7 @@ def test_bad_input_errors():
 
 
 def test_auto_epochs_aims_for_steps_within_a_row_budget():
-    from vlrnn.training.pipeline import AUTO_ROWS, AUTO_STEPS, auto_epochs
+    from vlrnn.training._pipeline import AUTO_ROWS, AUTO_STEPS, auto_epochs
     assert auto_epochs(AUTO_STEPS // 20, 100) == (20, False)   # ~AUTO_STEPS optimizer steps
     assert auto_epochs(10 * AUTO_STEPS, 100) == (10, False)    # at least 10 epochs
     assert auto_epochs(1, 100) == (100, False)                 # at most 100
@@ -139,7 +139,7 @@ def test_auto_epochs_aims_for_steps_within_a_row_budget():
 
 
 def test_epochs_none_stops_at_the_row_budget_and_says_so(monkeypatch, capsys):
-    import vlrnn.training.pipeline as pipeline
+    import vlrnn.training._pipeline as pipeline
     df = ragged_frame(6)
     monkeypatch.setattr(pipeline, "AUTO_ROWS", 3 * len(df))   # > 3 epochs of training rows
     opts = {**OPTS, "progress": True}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import vlrnn
-from vlrnn.engine.planner import choose, parse_bytes
+from vlrnn.engine._planner import choose, parse_bytes
 
 from helpers import assert_close_grads, ragged_batch, run_both
 

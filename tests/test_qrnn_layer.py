@@ -1,4 +1,4 @@
-"""QRNN's one-node layer (vlrnn.models.qrnn_layer) and its scans (vlrnn.models.qrnn_scan):
+"""QRNN's one-node layer (vlrnn.models._qrnn_layer) and its scans (vlrnn.models._qrnn_scan):
 the chunked scans against step loops (values, every length, both directions, stability)
 and the hand-written backward against autograd through the reference ops, in float64,
 window 1 and 2, with and without masks."""
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from vlrnn.models import linear_scan
-from vlrnn.models.qrnn_layer import qrnn_layer
-from vlrnn.models.qrnn_scan import chunk_len, chunked_scan, lerp_scan
+from vlrnn.models._qrnn_layer import qrnn_layer
+from vlrnn.models._qrnn_scan import chunk_len, chunked_scan, lerp_scan
 
 from helpers import assert_close_grads
 

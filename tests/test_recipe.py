@@ -11,8 +11,8 @@ import torch
 
 import vlrnn
 from vlrnn.models import MeanOfModels
-from vlrnn.training.pipeline import TrainedModel
-from vlrnn.training.recipe import MIN_VAL_SERIES, cosine_decay, val_share
+from vlrnn.training._pipeline import TrainedModel
+from vlrnn.training._recipe import MIN_VAL_SERIES, cosine_decay, val_share
 
 OPTS = {"id_col": "id", "time_col": "t", "hidden_size": 8, "num_layers": 1, "block_len": 8,
         "batch_size": 4, "progress": False, "device": "cpu"}
@@ -98,7 +98,7 @@ def test_conv_front_per_step_and_bad_front():
 
 
 def test_auto_recipe_and_front_follow_the_task():
-    from vlrnn.training.recipe import resolve
+    from vlrnn.training._recipe import resolve
     assert resolve("series", "classification", "auto", "auto") == ("steps", "conv")
     assert resolve("series", "regression", "auto", "auto") == ("classic", None)
     assert resolve("step", "classification", "auto", "auto") == ("classic", None)

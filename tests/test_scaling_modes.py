@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import vlrnn
-from vlrnn.data.series_scaling import causal_diff_scale, causal_stats, series_stats
-from vlrnn.training.forecast_metrics import drift_forecasts, naive_scale, scaled_scores
-from vlrnn.training.pipeline import TrainedModel
+from vlrnn.data._series_scaling import causal_diff_scale, causal_stats, series_stats
+from vlrnn.training._forecast_metrics import drift_forecasts, naive_scale, scaled_scores
+from vlrnn.training._pipeline import TrainedModel
 
 OPTS = {"id_col": "id", "time_col": "t", "hidden_size": 8, "num_layers": 1, "block_len": 8,
         "batch_size": 4, "progress": False, "device": "cpu", "epochs": 2}

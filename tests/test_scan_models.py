@@ -260,7 +260,7 @@ def test_bad_input_and_state_named(kind):
 
 
 def test_mamba_engine_with_the_per_step_scan(monkeypatch):
-    import vlrnn.models.selective_scan as sel
+    import vlrnn.models._selective_scan as sel
     monkeypatch.setattr(sel, "STEP_BYTES", 0)
     test_block_loss_equals_one_plain_call("mamba", "packed_unsorted")
     test_block_loss_training_dropout_replayed("mamba", 3)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
-from vlrnn.models.lti_scan import lti_scan
-from vlrnn.models.qrnn_scan import lerp_scan
-from vlrnn.models.selective_scan import selective_scan
+from vlrnn.models._lti_scan import lti_scan
+from vlrnn.models._qrnn_scan import lerp_scan
+from vlrnn.models._selective_scan import selective_scan
 
 from helpers import assert_close_grads, flat_state, run_both
 
@@ -279,6 +279,6 @@ def test_selective_scan_matches_loop_across_sub_blocks(chunk, ragged, method):
 
 def test_mamba_matches_step_loop_with_the_per_step_scan(monkeypatch):
     """The model's default for large states (one step at a time), forced on small ones."""
-    import vlrnn.models.selective_scan as sel
+    import vlrnn.models._selective_scan as sel
     monkeypatch.setattr(sel, "STEP_BYTES", 0)
     test_matches_step_loop("mamba", 2)

@@ -7,9 +7,9 @@ import torch
 from test_pipeline import OPTS, ragged_frame
 
 import vlrnn
-from vlrnn.cli import commands
+from vlrnn.cli import _commands as commands
 from vlrnn.models import MODELS, build_named_model
-from vlrnn.training.pipeline import TrainedModel
+from vlrnn.training._pipeline import TrainedModel
 
 
 def test_registry_names_and_errors():

@@ -10,9 +10,9 @@ from checkpoint_schedules.multistage import optimal_extra_steps, optimal_steps_b
 from torch import nn
 
 import vlrnn
-from vlrnn.engine.planner import choose
-from vlrnn.engine.runner import BlockRunner
-from vlrnn.engine.schedules import Revolve, extra_calls, get_schedule, revolve_calls, revolve_with
+from vlrnn.engine._planner import choose
+from vlrnn.engine._runner import BlockRunner
+from vlrnn.engine._schedules import Revolve, extra_calls, get_schedule, revolve_calls, revolve_with
 
 from helpers import assert_close_grads, flat_state, ragged_batch, run_both, seeded_total
 
@@ -29,7 +29,7 @@ def test_revolve_splits_are_optimal_on_long_runs():
     optimum for up to 3,000 blocks: the engine tests below check the counts at small K."""
     from functools import lru_cache
 
-    from vlrnn.engine.schedules import _advance
+    from vlrnn.engine._schedules import _advance
 
     @lru_cache(maxsize=None)
     def cost(n, s):

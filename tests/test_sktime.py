@@ -22,8 +22,8 @@ from sktime.datasets import load_japanese_vowels
 from sktime.datatypes import check_is_mtype, convert_to
 from sktime.utils.estimator_checks import check_estimator
 
-from vlrnn.estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS
-from vlrnn.estimators._core import TEST_PARAMS
+from vlrnn._estimators import CLASSIFIER_OPTIONS, REGRESSOR_OPTIONS
+from vlrnn._estimators._core import TEST_PARAMS
 from vlrnn.sktime import RNNClassifier, RNNRegressor
 
 

@@ -19,8 +19,8 @@ from sktime.forecasting.base import ForecastingHorizon
 from sktime.utils.estimator_checks import check_estimator
 
 import vlrnn
-from vlrnn.estimators import FORECASTER_OPTIONS
-from vlrnn.estimators._core import TEST_PARAMS
+from vlrnn._estimators import FORECASTER_OPTIONS
+from vlrnn._estimators._core import TEST_PARAMS
 from vlrnn.sktime import RNNForecaster
 
 FH = [1, 2, 3, 4, 5]

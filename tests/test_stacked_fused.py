@@ -11,7 +11,7 @@ from torch import nn
 
 import vlrnn
 from vlrnn.models import StackedRNN
-from vlrnn.models.fused import fused_kernel
+from vlrnn.models._fused import fused_kernel
 
 from helpers import assert_close_grads, flat_state, ragged_batch, seeded_total
 

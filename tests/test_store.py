@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from vlrnn.engine.store import ALIGN_BYTES, StateSlots
+from vlrnn.engine._store import ALIGN_BYTES, StateSlots
 
 
 def test_slots_hold_what_was_written_as_clones_would():

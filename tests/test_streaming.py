@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import vlrnn
-from vlrnn.engine.streaming import ArrayStream
+from vlrnn.engine._streaming import ArrayStream
 
 from helpers import assert_close_grads, run_both
 

@@ -9,7 +9,7 @@ import torch
 
 import vlrnn
 from vlrnn.data import DataWarning
-from vlrnn.training.pipeline import TrainedModel
+from vlrnn.training._pipeline import TrainedModel
 
 OPTS = dict(id_col="id", time_col="t", hidden_size=8, num_layers=1, block_len=8,
             batch_size=4, progress=False, device="cpu")

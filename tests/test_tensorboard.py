@@ -163,7 +163,7 @@ def test_cli_no_tensorboard_and_missing_package(csv, tmp_path, capsys, monkeypat
 
 def test_cuda_peak_memory_is_logged_on_cuda(tmp_path, monkeypatch):
     # the logger's CUDA branch, on any machine: max_memory_allocated of the trainer's device
-    from vlrnn.training.tensorboard import TensorBoardLogger
+    from vlrnn.training._tensorboard import TensorBoardLogger
 
     asked = []
     monkeypatch.setattr(torch.cuda, "max_memory_allocated",

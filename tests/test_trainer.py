@@ -14,8 +14,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import vlrnn
 from vlrnn.data import SeriesDataset, make_loader
 from vlrnn.models import StackedRNN, WithHead
-from vlrnn.training import checkpoint_files as ckpt_io
-from vlrnn.training.trainer import HISTORY_COLUMNS, predict_blocks
+from vlrnn.training import _checkpoint_files as ckpt_io
+from vlrnn.training._trainer import HISTORY_COLUMNS, predict_blocks
 
 MSE = nn.MSELoss(reduction="none")
 
@@ -323,7 +323,7 @@ def test_predict_packed_equals_one_model_call(name, with_state):
     assert torch.equal(y.sorted_indices, x.sorted_indices)
     assert torch.equal(y.unsorted_indices, x.unsorted_indices)
     torch.testing.assert_close(y.data, ref_y.data, rtol=1e-10, atol=1e-12)
-    for a, b in zip(vlrnn.engine.state.flatten(final)[0], vlrnn.engine.state.flatten(ref_state)[0]):
+    for a, b in zip(vlrnn.engine._state.flatten(final)[0], vlrnn.engine._state.flatten(ref_state)[0]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -365,7 +365,7 @@ def test_with_head_forwards_layout_attributes():
 
 
 def test_schedule_is_passed_to_the_engine(monkeypatch):
-    import vlrnn.training.trainer as trainer_mod
+    import vlrnn.training._trainer as trainer_mod
 
     seen = []
     real = trainer_mod.block_loss

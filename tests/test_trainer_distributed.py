@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 import vlrnn
 from vlrnn.data import LengthBucketSampler, SeriesDataset, collate_packed, make_loader
 from vlrnn.models import WithHead
-from vlrnn.training import checkpoint_files as ckpt_io
-from vlrnn.training import distributed as dd
-from vlrnn.training.tensorboard import tensorboard_available
+from vlrnn.training import _checkpoint_files as ckpt_io
+from vlrnn.training import _distributed as dd
+from vlrnn.training._tensorboard import tensorboard_available
 
 from helpers import end_distributed_worker
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .estimators import _docs
-from .estimators._core import (
+from ._estimators import _docs
+from ._estimators._core import (
     CLASSIFIER_OPTIONS,
     REGRESSOR_OPTIONS,
     TEST_PARAMS,

@@ -20,8 +20,8 @@ from typing import Any, Optional, Union
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from .engine.blocks import split_packed
-from .engine.bptt import full_loss
+from .engine._blocks import split_packed
+from .engine._bptt import full_loss
 
 __all__ = ["rss_mb", "peak_rss_mb", "reset_peak_rss", "release_free_memory", "plain_bptt_mb"]
 

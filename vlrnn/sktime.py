@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .estimators import _docs
-from .estimators._core import (
+from ._estimators import _docs
+from ._estimators._core import (
     CLASSIFIER_OPTIONS,
     FORECASTER_OPTIONS,
     REGRESSOR_OPTIONS,
@@ -35,7 +35,7 @@ from .estimators._core import (
     predict_values,
     train_options,
 )
-from .estimators._forecast import fit_forecaster, forecast_frame, forecast_values
+from ._estimators._forecast import fit_forecaster, forecast_frame, forecast_values
 
 import_extra("sktime", "sktime")
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from ..engine.bptt import block_loss
+from ..engine._bptt import block_loss
 from ..models import StackedRNN
 
 VOCAB = 256  # bytes

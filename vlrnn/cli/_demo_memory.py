@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch.nn.utils.rnn import pack_sequence
 
-from ..engine.bptt import block_backward, full_backward
+from ..engine._bptt import block_backward, full_backward
 from ..memory import peak_rss_mb, reset_peak_rss, rss_mb
 from ._demo_lm import ByteLSTM, cross_entropy_rows
 

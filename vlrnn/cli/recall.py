@@ -24,7 +24,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..engine.bptt import block_loss
+from ..engine._bptt import block_loss
+
+__all__ = ["K", "NOISE", "Recall", "accuracy", "chrono_init", "exact_step", "make_batch", "train",
+           "truncated_step"]
 
 K = 4            # classes
 NOISE = 4        # distractor channels

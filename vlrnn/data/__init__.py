@@ -1,12 +1,12 @@
 """Ragged pandas frames in, PackedSequence batches out."""
-from .arrays import ArrayFrame, from_arrays
-from .batching import LengthBucketSampler, collate_packed, collate_series, make_loader
-from .dataset import SeriesDataset
-from .frame import from_dataframe
-from .scaling import StandardScaler
-from .split import split_series, split_time
-from .tsfile import read_ts
-from .validate import DataWarning
+from ._arrays import ArrayFrame, from_arrays
+from ._batching import LengthBucketSampler, collate_packed, collate_series, make_loader
+from ._dataset import SeriesDataset
+from ._frame import from_dataframe
+from ._scaling import StandardScaler
+from ._split import split_series, split_time
+from ._tsfile import read_ts
+from ._validate import DataWarning
 
 __all__ = [
     "ArrayFrame",

@@ -1,29 +1,26 @@
 """The exact-BPTT engine: time blocks, the reverse block pass and its entry points.
 
-Entry points: ``bptt`` (``block_loss``, ``block_backward``, ``block_outputs``, and
-``full_loss``, ``full_backward``, ``full_outputs``: plain autograd, the oracle) and
-``blockwise`` (``Blockwise``, with ``directions`` for bidirectional layers).
-Underneath: ``call`` (one call's arguments, checked), ``runner`` (``BlockRunner``: one
-block forward, the boundary cache), ``backward`` (the ``autograd.Function`` and the
-reverse block pass), ``outputs`` (the same pass seeded with dL/dy), ``graph`` (which
-tensors a block's graph reaches); ``blocks``, ``layout``, ``loss``, ``state``, ``store``,
-``streaming``, ``rng`` and ``checks`` (time blocks, packed/dense rows, per-block loss
-values, state pytrees, boundary buffers, input read from arrays, random-number replay,
-argument checks); ``schedules`` (which boundaries to keep) and ``planner`` (block length
-and schedule for a memory budget).
+Public: ``block_loss``, ``block_backward``, ``block_outputs`` and the plain-autograd
+references ``full_loss``, ``full_backward``, ``full_outputs`` (the oracle); ``Blockwise``;
+``Options`` (the options every entry point checks once); ``plan`` and ``Plan`` (block
+length and schedule for a memory budget); the schedules (``SCHEDULES``, ``Schedule``,
+``revolve_with``, ``revolve_calls``); ``TimeBlock``, ``split_packed`` and ``BlockRunner``.
+Everything else lives in underscored modules (docs/guides/how-it-works.md has the map).
 """
-from .blocks import TimeBlock, split_packed
-from .blockwise import Blockwise
-from .bptt import block_backward, block_loss, block_outputs, full_backward, full_loss, full_outputs
-from .call import BlockLossOutput
-from .planner import Plan, plan
-from .runner import BlockRunner
-from .schedules import SCHEDULES, Schedule, revolve_calls, revolve_with
+from ._blocks import TimeBlock, split_packed
+from ._blockwise import Blockwise
+from ._bptt import block_backward, block_loss, block_outputs, full_backward, full_loss, full_outputs
+from ._call import BlockLossOutput
+from ._options import Options
+from ._planner import Plan, plan
+from ._runner import BlockRunner
+from ._schedules import SCHEDULES, Schedule, revolve_calls, revolve_with
 
 __all__ = [
     "BlockLossOutput",
     "BlockRunner",
     "Blockwise",
+    "Options",
     "Plan",
     "SCHEDULES",
     "Schedule",

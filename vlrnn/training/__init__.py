@@ -14,8 +14,8 @@ frame to the dataset of a task), ``losses`` (per-row losses that leave missing t
 out) and ``metrics`` (accuracy, MAE, RMSE and baselines).
 """
 from ._integrity import CheckpointError
-from .pipeline import pack_and_train
-from .trained import TrainedModel
-from .trainer import Trainer
+from ._pipeline import pack_and_train
+from ._trained import TrainedModel
+from ._trainer import Trainer
 
 __all__ = ["CheckpointError", "TrainedModel", "Trainer", "pack_and_train"]

@@ -1,0 +1,174 @@
+"""``LRU``: the Linear Recurrent Unit of Orvieto, Smith, Gu, Fernando, Gulcehre, Pascanu
+and De (ICML 2023), in the residual stack the paper trains it in, under vlrnn's
+``(x, state) -> (y, state)`` contract.
+
+Each layer (pre-norm residual block, model width ``H``, complex state size ``N``)::
+
+    v_t  = LayerNorm(u_t)
+    x_t  = lam * x_{t-1} + gamma * (B v_t)          (complex, diagonal lam, (N,))
+    lam  = exp(-exp(nu) + i exp(theta))              (exponential parameterisation)
+    y_t  = Re(C x_t) + D * v_t
+    u'_t = u_t + dropout(GLU(W dropout(GELU(y_t))))   (W: H -> 2H, GLU back to H)
+
+with ``|lam|`` drawn uniformly on the ring ``[r_min, r_max]``, phases in ``[0,
+max_phase]``, and ``gamma = sqrt(1 - |lam|^2)`` (trained as ``gamma_log``) normalising
+the input so that the state's variance does not blow up as ``|lam| -> 1``. The model
+is ``Linear(input_size, H)``, then the layers, then a final ``LayerNorm``. Everything
+but the recurrence acts on each step alone, and the recurrence is run by
+:func:`vlrnn.models._lti_scan.lti_scan` (a fused complex multiply-add per step,
+stable over any length).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._lti_scan import lti_scan
+from ._scan_base import ScanModel, at_last, positive_int, probability
+
+__all__ = ["LRU", "LRULayer"]
+
+
+class LRULayer(nn.Module):
+    """One residual LRU block on ``(T, B, H)`` rows; state ``(B, 2N)`` real: ``[Re x, Im x]``.
+
+    Parameters: ``nu_log``, ``theta_log``, ``gamma_log`` ``(N,)``; ``B_re``, ``B_im``
+    ``(N, H)``; ``C_re``, ``C_im`` ``(H, N)``; ``D`` ``(H,)``; ``norm`` (LayerNorm),
+    ``mlp`` (``Linear(H, 2H)`` before a GLU)."""
+
+    def __init__(self, hidden_size: int, state_size: int, r_min: float, r_max: float,
+                 max_phase: float, dropout: float):
+        super().__init__()
+        H, N = hidden_size, state_size
+        self.hidden_size, self.state_size, self.dropout = H, N, dropout
+        u1, u2 = torch.rand(N), torch.rand(N)
+        nu_log = torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+        theta_log = torch.log(max_phase * u2.clamp_min(1e-4))
+        gamma_log = torch.log(torch.sqrt(1 - torch.exp(-torch.exp(nu_log)) ** 2))
+        self.nu_log = nn.Parameter(nu_log)
+        self.theta_log = nn.Parameter(theta_log)
+        self.gamma_log = nn.Parameter(gamma_log)
+        self.B_re = nn.Parameter(torch.randn(N, H) / math.sqrt(2 * H))
+        self.B_im = nn.Parameter(torch.randn(N, H) / math.sqrt(2 * H))
+        self.C_re = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
+        self.C_im = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
+        self.D = nn.Parameter(torch.randn(H))
+        self.norm = nn.LayerNorm(H)
+        self.mlp = nn.Linear(H, 2 * H)
+
+    def log_lambda(self) -> torch.Tensor:
+        """``log lam = -exp(nu_log) + i exp(theta_log)``, ``(N,)`` complex."""
+        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
+
+    def forward(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        T, B, H = u.shape
+        N = self.state_size
+        v = self.norm(u)
+        # gamma * (B v) with [Re, Im] of each state unit interleaved: the matmul's output
+        # rows are complex numbers as they are (a view, no copy)
+        gamma = torch.exp(self.gamma_log).unsqueeze(1)
+        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
+        x = lti_scan(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]))
+        # Re(C x) = C_re Re x - C_im Im x: one matmul over the interleaved [Re x, Im x]
+        xr = torch.view_as_real(x)                                        # (T, B, N, 2)
+        w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
+        y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
+        y = F.dropout(F.gelu(y), self.dropout, self.training)
+        # GLU as a product with a sigmoid: torch's glu_backward recomputes the sigmoid
+        # and was the slowest pass of the layer's backward
+        lin, gate = self.mlp(y).chunk(2, -1)
+        y = F.dropout(lin * torch.sigmoid(gate), self.dropout, self.training)
+        x_last = at_last(xr, last)                                        # (B, N, 2)
+        return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
+
+
+class LRU(ScanModel):
+    r"""Deep LRU: ``Linear(input_size, H)``, ``num_layers`` residual LRU blocks, LayerNorm.
+
+    Args:
+        input_size: number of input features ``F``.
+        hidden_size: model width ``H`` (features of ``y``).
+        num_layers: stacked residual LRU blocks.
+        dropout: ``F.dropout`` inside every block (after the GELU and after the GLU, as
+            the paper), training mode only; replayed exactly by the block engine.
+        state_size: complex state size ``N`` per layer (default ``hidden_size``).
+        r_min, r_max: ``|lam|`` drawn on the ring between them at initialisation (close
+            to 1: long memory).
+        max_phase: phases of ``lam`` drawn in ``[0, max_phase]``.
+        batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
+
+    Inputs: ``x``, ``state``
+        - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
+          ``PackedSequence`` with ``data`` ``(N_rows, F)``, sorted or not.
+        - **state** (optional): ``(num_layers, B, 2 N)`` real: each layer's complex state
+          as ``[real parts, imaginary parts]``; batch in the caller's order; ``None``:
+          zeros.
+
+    Outputs: ``y``, ``new_state``
+        - **y**: same form as ``x`` with ``H`` features.
+        - **new_state**: ``(num_layers, B, 2 N)``, each sequence's state at its own last
+          step; passed back in, it continues the sequences exactly.
+
+    Attributes:
+        encoder: ``nn.Linear(F, H)``. layers: ``nn.ModuleList`` of :class:`LRULayer`.
+        norm: the final ``nn.LayerNorm(H)``. state_batch_dim: ``1``.
+
+    Example:
+        >>> import torch, vlrnn
+        >>> from vlrnn.models import LRU
+        >>> rnn = LRU(3, 8, num_layers=2, state_size=16)
+        >>> y, h = rnn(torch.randn(50, 4, 3))
+        >>> y.shape, h.shape
+        (torch.Size([50, 4, 8]), torch.Size([2, 4, 32]))
+        >>> out = vlrnn.block_loss(rnn, None, torch.randn(50, 4, 3), None, block_len=16)
+        >>> out.state.shape
+        torch.Size([2, 4, 32])
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, *, state_size: int | None = None,
+                 r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * math.pi,
+                 batch_first: bool = False):
+        super().__init__()
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.state_size = positive_int("state_size", state_size if state_size is not None
+                                       else self.hidden_size)
+        self.dropout = probability("dropout", dropout)
+        if not 0.0 <= r_min < r_max <= 1.0:
+            raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
+        self.r_min, self.r_max, self.max_phase = float(r_min), float(r_max), float(max_phase)
+        self.batch_first = bool(batch_first)
+        self.encoder = nn.Linear(self.input_size, self.hidden_size)
+        self.layers = nn.ModuleList(
+            LRULayer(self.hidden_size, self.state_size, r_min, r_max, max_phase, self.dropout)
+            for _ in range(self.num_layers))
+        self.norm = nn.LayerNorm(self.hidden_size)
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``y``: ``hidden_size``."""
+        return self.hidden_size
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"state_size={self.state_size}, dropout={self.dropout}, r_min={self.r_min}, "
+                f"r_max={self.r_max}, batch_first={self.batch_first}")
+
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [("h", (2 * self.state_size,))]
+
+    def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
+             last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        u = self.encoder(inp)
+        finals = []
+        for l, layer in enumerate(self.layers):
+            u, x_last = layer(u, states[0][l], last)
+            finals.append(x_last)
+        return self.norm(u), [torch.stack(finals)]

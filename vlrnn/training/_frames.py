@@ -1,0 +1,182 @@
+"""A long frame -> the ``SeriesDataset`` a task trains or predicts on.
+
+One function, :func:`task_dataset`, used both by ``pack_and_train`` and by
+``TrainedModel``, so that training and prediction read a frame the same way:
+
+- per-step tasks: ``y`` ``(T_i, K)``, the target values (class ids for classification),
+  NaN where a target is missing;
+- forecasting (``horizon=h``): the inputs also hold the targets' own values at each step
+  (forward-filled within the series: only the past), and ``y`` ``(T_i, h * K)`` holds
+  the next ``h`` steps' targets, column ``(k - 1) * K + j`` = target ``j`` at ``t + k``,
+  NaN past the series' end;
+- series tasks: ``y`` ``(T_i, 1)`` repeats the series' label on every row (the loader
+  keeps its first row; see :func:`series_batches`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import SeriesDataset, StandardScaler, from_dataframe
+from ._tasks import ClassCodes, series_labels
+
+_PLACEHOLDER = "__vlrnn_target_{}__"
+
+
+def input_columns(config: Dict[str, Any]) -> List[str]:
+    """Columns the model reads: the features, then (forecasting) the targets' values."""
+    cols = list(config["feature_cols"])
+    if config.get("horizon"):
+        cols += list(config["target_cols"])
+    return cols
+
+
+def _check_columns(df: pd.DataFrame, cols: List[str], why: str) -> None:
+    missing = [c for c in dict.fromkeys(cols) if c not in df.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} needed {why} are not in the frame; it has "
+                         f"columns {list(df.columns)}")
+
+
+def _past_filled(frame: pd.DataFrame, config: Dict[str, Any]) -> pd.DataFrame:
+    """The target columns as inputs: a missing value takes the series' last observed one
+    (never a later one); a series that starts with a missing target is an error."""
+    id_col, time_col = config["id_col"], config["time_col"]
+    order = frame.sort_values([id_col, time_col], kind="stable").index
+    out = frame.copy()
+    for t in config["target_cols"]:
+        filled = frame.loc[order].groupby(id_col, sort=False)[t].ffill()
+        lead = filled.isna()
+        if lead.any():
+            ids = list(dict.fromkeys(frame.loc[filled.index[lead], id_col]))
+            raise ValueError(f"target column {t!r} is missing (NaN) at the start of series "
+                             f"{ids[:5]}: forecasting reads each series' own past values, "
+                             "and there is none before its first observed value; drop those "
+                             "leading rows")
+        out[t] = filled.reindex(frame.index)
+    return out
+
+
+def task_dataset(df: pd.DataFrame, config: Dict[str, Any], *, with_targets: bool,
+                 codes: Optional[ClassCodes] = None, series_target: Any = None,
+                 min_length: int = 1) -> Tuple[SeriesDataset, int]:
+    """The dataset of ``df`` for the task ``config`` describes.
+
+    Args:
+        df: long frame; its index may be anything (``dataset.index`` holds row positions
+            ``0..len(df)-1``).
+        config: ``id_col``, ``time_col``, ``feature_cols``, ``target_cols``, ``level``
+            (``"step"``/``"series"``), ``task``, ``horizon``.
+        with_targets: read the targets (training, evaluation); otherwise ``y`` is zeros.
+        codes: class codes (classification).
+        series_target: labels (series tasks with targets), as ``pack_and_train`` takes.
+        min_length: fewest rows a series may have.
+
+    Returns:
+        ``(dataset, n_missing)``: ``n_missing`` counts missing target values.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    id_col, time_col = config["id_col"], config["time_col"]
+    inputs = input_columns(config)
+    _check_columns(df, [id_col, time_col, *inputs], "as inputs")
+    frame = df.reset_index(drop=True)
+    step_targets = config["level"] == "step"
+    if step_targets and with_targets:
+        _check_columns(df, config["target_cols"], "as targets")
+    if config.get("horizon"):
+        frame = _past_filled(frame, config)
+    n_out = len(config["target_cols"]) if step_targets else 1
+    holders = [_PLACEHOLDER.format(j) for j in range(n_out)]
+    load = frame[[id_col, time_col, *inputs]].copy()
+    for h in holders:
+        load[h] = 0.0
+    ds = from_dataframe(load, id_col=id_col, time_col=time_col, target_cols=holders,
+                        feature_cols=inputs, min_length=min_length,
+                        dtype=torch.get_default_dtype())
+    if not with_targets:
+        return ds, 0
+    dtype = torch.get_default_dtype()
+    if step_targets:
+        values = _step_values(df, config, codes)
+        ys = [torch.as_tensor(values[ix.to_numpy()], dtype=dtype) for ix in ds.index]
+        if config.get("horizon"):
+            _check_horizon(ds, config["horizon"])
+            ys = [_future(y, config["horizon"]) for y in ys]
+        n_missing = int(sum(int(torch.isnan(y).sum()) for y in ys)) if not \
+            config.get("horizon") else int(np.isnan(values).sum())
+    else:
+        labels = series_labels(df, id_col, series_target, ds.ids)
+        if codes is not None:
+            ids = pd.Series(list(labels.index), index=labels.index)
+            enc = codes.encode(labels, "series_target", ids=ids)
+        else:
+            enc = _floats(labels, "series_target")
+        ys = [torch.full((T, 1), float(v), dtype=dtype) for v, T in zip(enc, ds.lengths)]
+        n_missing = 0
+    ds = SeriesDataset(ds.xs, ys, ids=ds.ids, feature_cols=ds.feature_cols,
+                       target_cols=[f"y{j}" for j in range(ys[0].shape[1])] if ys else [],
+                       index=ds.index, times=ds.times, id_col=id_col, time_col=time_col)
+    return ds, n_missing
+
+
+def _floats(values: pd.Series, what: str) -> np.ndarray:
+    try:
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} holds {values.dtype} values; regression needs numbers"
+                         ) from None
+
+
+def _step_values(df: pd.DataFrame, config: Dict[str, Any],
+                 codes: Optional[ClassCodes]) -> np.ndarray:
+    """``(N, K)`` float targets in row position order; NaN where missing."""
+    if codes is not None:
+        col = config["target_cols"][0]
+        ids = df[config["id_col"]].reset_index(drop=True)
+        return codes.encode(df[col].reset_index(drop=True), f"target column {col!r}",
+                            ids=ids)[:, None]
+    out = np.column_stack([_floats(df[c], f"target column {c!r}")
+                           for c in config["target_cols"]])
+    bad = np.isinf(out)
+    if bad.any():
+        col = config["target_cols"][int(np.flatnonzero(bad.any(0))[0])]
+        raise ValueError(f"target column {col!r} has infinite values; only NaN (missing) "
+                         "is allowed in targets")
+    return out
+
+
+def _check_horizon(ds: SeriesDataset, h: int) -> None:
+    short = [(i, T) for i, T in zip(ds.ids, ds.lengths) if T <= h]
+    if short:
+        shown = ", ".join(f"{i!r} ({T} steps)" for i, T in short[:5])
+        raise ValueError(f"horizon={h} is longer than series {shown}: a series needs more "
+                         f"than {h} steps to give at least one step its next {h} targets; "
+                         "drop those series or lower the horizon")
+
+
+def _future(y: torch.Tensor, h: int) -> torch.Tensor:
+    """``(T, K)`` -> ``(T, h * K)``: row ``t`` holds rows ``t+1 .. t+h``, NaN past the end."""
+    T, K = y.shape
+    pad = torch.cat([y, y.new_full((h, K), float("nan"))])
+    return torch.cat([pad[k:k + T] for k in range(1, h + 1)], dim=1)
+
+
+def nan_scaler(ys: List[torch.Tensor], repeat: int = 1) -> StandardScaler:
+    """A target ``StandardScaler`` from the observed (finite) values of ``ys``
+    (``(T_i, K)`` each); columns repeated ``repeat`` times (one block per horizon step)."""
+    rows = torch.cat([y.detach().double().cpu() for y in ys])
+    k = rows.shape[1] // repeat
+    rows = rows.reshape(-1, k) if repeat == 1 else rows[:, :k]
+    seen = torch.isfinite(rows)
+    n = seen.sum(0).clamp_min(1)
+    zero = torch.zeros_like(rows)
+    mean = torch.where(seen, rows, zero).sum(0) / n
+    var = (torch.where(seen, rows - mean, zero) ** 2).sum(0) / n
+    std = var.sqrt()
+    std = torch.where(std <= 1e-12 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
+    return StandardScaler(targets=True).load_state_dict(
+        {"mean": mean.repeat(repeat), "std": std.repeat(repeat), "targets": True})

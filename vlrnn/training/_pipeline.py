@@ -1,0 +1,427 @@
+"""``pack_and_train``: from a long-format DataFrame to a trained model in one call.
+
+Frame -> task dataset (:mod:`vlrnn.training._frames`) -> split by whole series ->
+scalers fitted on the training series -> length-bucketed packed batches -> model ->
+:class:`vlrnn.Trainer`. Four tasks, one call each: a value at every step (regression),
+a class at every step, one label per series (``series_target=``), the next ``h`` steps
+(``horizon=h``). The result, a :class:`~vlrnn.TrainedModel`, predicts,
+forecasts, evaluates and saves.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import DataWarning, make_loader, split_series
+from ..models import MeanOfModels
+from ._frames import input_columns, task_dataset
+from ._losses import MaskedCrossEntropy, masked_mse
+from ._metrics import epoch_metrics
+from ._model_config import build_model, cell_name
+from ._recipe import (
+    CLIP_NORM,
+    STEPS_BUDGET,
+    STEPS_LR,
+    STEPS_MAX_EPOCHS,
+    WEIGHT_DECAY,
+    cosine_decay,
+    front_config,
+    head_pool,
+    resolve,
+    val_share,
+)
+from ._task_scaling import Scalers, check_scale, default_scale
+from ._tasks import ClassCodes, check_task, infer_kind, series_labels
+from ._trained import TrainedModel
+from ._trainer import Trainer
+
+__all__ = ["TrainedModel", "pack_and_train"]
+
+#: what the head of a series task reads by default: the final state and the mean and max
+#: of the outputs over time; best on average in benchmarks/results/pooling.md (the final
+#: state alone fails when the class shows far from the series' end)
+DEFAULT_POOL = ("last", "mean", "max")
+#: optimizer steps that ``epochs=None`` aims for (then early stopping decides)
+AUTO_STEPS = 600
+#: Adam learning rate of ``lr=None``: per-step tasks (a loss term per step, forecasts
+#: included) and series tasks (one per series); figures in pack_and_train's docstring
+STEP_LR = 1e-2
+SERIES_LR = 3e-3
+#: training rows (series steps, summed over epochs) that ``epochs=None`` stops at: a task
+#: of few, long batches would otherwise get 100 epochs (the standard library's token
+#: classes, 253,134 rows an epoch, 40-110 s each on 2 shared cores: 100 epochs = 1-3 h)
+AUTO_ROWS = 3_000_000
+
+
+#: fewest and most epochs ``epochs=None`` gives
+MIN_EPOCHS, MAX_EPOCHS = 10, 100
+
+
+def auto_epochs(n_batches: int, n_rows: int, steps: Optional[int] = None,
+                max_epochs: Optional[int] = None) -> Tuple[int, bool]:
+    """Epochs for ``epochs=None``: about ``steps`` (default :data:`AUTO_STEPS`) optimizer
+    steps (:data:`MIN_EPOCHS` to :data:`MAX_EPOCHS` epochs of ``n_batches``), but no
+    more than :data:`AUTO_ROWS` training rows in all (``n_rows`` an epoch), and at least
+    one epoch. Returns ``(epochs, row_budget_bound)``, the second true when the row
+    budget cut the count."""
+    want = AUTO_STEPS if steps is None else int(steps)
+    by_steps = min(max(math.ceil(want / max(n_batches, 1)), MIN_EPOCHS),
+                   max_epochs or MAX_EPOCHS)
+    by_rows = max(AUTO_ROWS // max(n_rows, 1), 1)
+    return int(min(by_steps, by_rows)), by_rows < by_steps
+
+
+def _columns(cols: Union[str, Sequence[str], None]) -> Optional[list]:
+    if cols is None:
+        return None
+    return [cols] if isinstance(cols, str) else list(cols)
+
+
+def _describe(df: pd.DataFrame, id_col: str, time_col: str, target_cols: Optional[list],
+              feature_cols: Optional[list], series_target: Any, task: Optional[str],
+              horizon: Optional[int]) -> Dict[str, Any]:
+    """Which task and columns the arguments ask for (checked, with clear errors)."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"pack_and_train expects a pandas DataFrame, got {type(df).__name__}")
+    check_task(task)
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(
+            horizon, (int, np.integer)) or horizon < 1):
+        raise ValueError(f"horizon must be an int >= 1 or None, got {horizon!r}")
+    for c in (id_col, time_col):
+        if c not in df.columns:
+            raise ValueError(f"column {c!r} not in the frame; it has columns "
+                             f"{list(df.columns)}")
+    if series_target is not None:
+        if target_cols:
+            raise ValueError("pass either target_cols (a target at every step) or "
+                             "series_target (one label per series), not both")
+        if horizon is not None:
+            raise ValueError("horizon= forecasts target_cols; it does not apply to "
+                             "series_target")
+        level = "series"
+        label_col = series_target if isinstance(series_target, str) else None
+        taken = {id_col, time_col, label_col}
+        labels = series_labels(df, id_col, series_target, pd.unique(df[id_col]))
+        kind = infer_kind(labels, "series_target", task)
+        targets: list = []
+    else:
+        if not target_cols:
+            raise ValueError("name the target: target_cols='col' (a value or class at every "
+                             "step, or what to forecast with horizon=) or series_target= "
+                             "(one label per series)")
+        level, taken = "step", {id_col, time_col, *target_cols}
+        missing = [c for c in target_cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"target column(s) {missing} not in the frame; it has columns "
+                             f"{list(df.columns)}")
+        kinds = {infer_kind(df[c], f"target column {c!r}", task) for c in target_cols}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        if kind == "mixed":
+            raise ValueError(f"target columns {target_cols} mix classes and numbers; train "
+                             "one task at a time")
+        if kind == "classification" and len(target_cols) != 1:
+            raise ValueError(f"classification takes one target column, got {target_cols}")
+        if kind == "classification" and horizon is not None:
+            raise ValueError("horizon= forecasts numeric targets; target column "
+                             f"{target_cols[0]!r} holds classes")
+        targets = list(target_cols)
+    if feature_cols is None:
+        feature_cols = [c for c in df.columns if c not in taken]
+    overlap = [c for c in feature_cols if c in taken]
+    if overlap:
+        raise ValueError(f"column(s) {overlap} are targets (or id/time) and cannot also be "
+                         "features" + ("; with horizon= the targets' past values are inputs "
+                                       "already" if horizon else ""))
+    if not feature_cols and not horizon:
+        raise ValueError(f"no feature columns: the frame has only {list(df.columns)}")
+    return {"id_col": id_col, "time_col": time_col, "target_cols": targets,
+            "feature_cols": list(feature_cols), "task": kind, "level": level,
+            "horizon": None if horizon is None else int(horizon)}
+
+
+def _class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torch.Tensor]:
+    """``"auto"``: balanced weights when the largest class is at least twice the
+    smallest (a model that learns the majority alone then pays for it), else none."""
+    if class_weight is None or class_weight is False:
+        return None
+    counts = np.bincount(codes[np.isfinite(codes)].astype(int), minlength=n).astype(float)
+    if isinstance(class_weight, str):
+        if class_weight not in ("auto", "balanced"):
+            raise ValueError(f"class_weight must be 'auto', 'balanced', None or a list of "
+                             f"{n} weights, got {class_weight!r}")
+        if class_weight == "auto" and counts.max() < 2 * max(counts.min(), 1):
+            return None
+        w = counts.sum() / (n * np.maximum(counts, 1))
+        return torch.as_tensor(w, dtype=torch.get_default_dtype())
+    w = torch.as_tensor(class_weight, dtype=torch.get_default_dtype())
+    if w.shape != (n,):
+        raise ValueError(f"class_weight must have one weight per class ({n}), got shape "
+                         f"{tuple(w.shape)}")
+    return w
+
+
+def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
+                   target_cols: Union[str, Sequence[str], None] = None,
+                   feature_cols: Union[str, Sequence[str], None] = None,
+                   task: Optional[str] = None, series_target: Any = None,
+                   horizon: Optional[int] = None, cell: Any = "lstm", hidden_size: int = 64,
+                   num_layers: int = 2, block_len: int = 256, batch_size: int = 16,
+                   epochs: Optional[int] = None, lr: Optional[float] = None,
+                   val_fraction: Union[float, str] = "auto", seed: int = 0,
+                   scale: Union[bool, str, None] = True,
+                   class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
+                   front: Any = "auto", steps: Optional[int] = None,
+                   weight_decay: Optional[float] = None, recipe: str = "auto",
+                   ensemble: int = 1,
+                   resume: Union[str, Path, None] = None, trusted: bool = False,
+                   **trainer_options: Any
+                   ) -> TrainedModel:
+    """Train a recurrent model on a long-format frame for the task the arguments name.
+
+    Tasks:
+        - ``target_cols=`` numbers: a value at every step (MSE);
+        - ``target_cols=`` classes (text, categorical, bool; integers with
+          ``task="classification"``): a class at every step (cross-entropy);
+        - ``series_target=``: one label per series, a ``pd.Series``/mapping by id or a
+          column constant within each series; classes or values as above. Trained on
+          the whole series with the exact gradient: the head reads the final state and
+          the mean and max of the outputs over time (``pool``), carried in the state
+          (:class:`~vlrnn.models.SequenceModel`), in memory of one block;
+        - ``target_cols=`` numbers with ``horizon=h``: at every step the next ``h``
+          values from the inputs up to that step, the targets' own values among them.
+
+    Missing (NaN) targets are left out of the loss (their steps still feed the model)
+    and counted in a ``DataWarning``; losses and metrics divide by observed targets.
+
+    Args:
+        df: one row per (series, time step); series may have any lengths.
+        id_col, time_col: series id and time columns.
+        target_cols, series_target: what to predict (one of them).
+        feature_cols: input columns (default: every column that is not id, time or target).
+        task: ``"classification"`` or ``"regression"``; ``None`` infers it from the dtype
+            (integers are refused as ambiguous).
+        horizon: forecast this many steps ahead.
+        cell, hidden_size, num_layers: recurrent model (``"lstm"``, ``"gru"``, ``"rnn"``,
+            a model of :data:`vlrnn.models.MODELS`: ``"mingru"``, ``"minlstm"``,
+            ``"lru"``, ``"mamba"``, ``"qrnn"``, or an ``nn.Module`` cell class).
+        block_len: time steps per block of the exact-BPTT engine.
+        batch_size: series per batch (series of similar lengths are batched together).
+        epochs: training epochs; ``None``: about 600 optimizer steps (10 to 100 epochs)
+            but at most 3 million training rows in all (:func:`auto_epochs`; a task of
+            few, long series would otherwise run 100 long epochs: the token-class
+            example gets 11 epochs of 253,134 rows, not 100), with early stopping after
+            10 epochs without a lower validation loss, keeping the best epoch's weights
+            (``recipe="classic"``); with ``recipe="steps"`` about ``steps`` (default
+            :data:`~vlrnn.training._recipe.STEPS_BUDGET`) optimizer steps (10 to
+            :data:`~vlrnn.training._recipe.STEPS_MAX_EPOCHS` epochs), no early stopping.
+        lr: learning rate; ``None``: 1e-3 (AdamW) with ``recipe="steps"``; with
+            ``"classic"`` (Adam) 1e-2 for per-step tasks (forecasts included), 3e-3 for
+            series tasks. Per-step 1e-2 over the former 1e-3, same runs side by
+            side (examples/results/tasks.md): token classes (30 files, 10 epochs)
+            accuracy 0.706 vs 0.286 (3e-3: 0.436; context-free rule 0.598); fertility
+            forecast MAE 0.054 vs 0.078 (mean of seeds 0-2; 3e-3: 0.055); CO2 per-step
+            regression (60 epochs) RMSE 0.510 vs 0.611 ppm (3e-3: 0.579).
+        val_fraction: share of whole series held out for validation (``0``: none;
+            ``"auto"``: 0.2 with ``recipe="classic"``; with ``"steps"`` 0.2 from
+            :data:`~vlrnn.training._recipe.MIN_VAL_SERIES` series on, else none).
+        seed: seeds the split, the model's initialisation, shuffling and dropout.
+        scale: ``"global"``: inputs and numeric targets standardised with the training
+            series' statistics per column; ``"series"``: each series by its own
+            statistics (series tasks: the whole series; per-step tasks and forecasts:
+            causal, row ``t`` by rows ``0..t`` only, forecasts as the change from the
+            origin's value in units of the series' own mean one-step change, the level
+            added back on output; see :mod:`vlrnn.training._task_scaling`); ``None``:
+            none; ``True``: the task's default
+            (:func:`~vlrnn.training._task_scaling.default_scale`: ``"series"`` for
+            forecasts, ``"global"`` otherwise, where levels often carry the target).
+        class_weight: ``"auto"`` (balanced weights when the largest class has at least
+            twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.
+        pool: what a series task's head reads, a subset of ``("last", "mean", "max")``;
+            ``None``: all three, or ``("mean", "max")`` with a front end whose features
+            go to the head too (``front`` ``skip``).
+        front: ``"conv"``: causal convolutions before the recurrent layers, their
+            features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
+            ``recipe.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``"conv"`` for series classification, ``None`` otherwise.
+        steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
+            ``STEPS_BUDGET`` with ``recipe="steps"``).
+        weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
+            :data:`~vlrnn.training._recipe.WEIGHT_DECAY`).
+        recipe: ``"classic"``: Adam, constant learning rate, early stopping on the
+            validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
+            the learning rate per epoch, gradient norm clipped to 1, the last weights
+            kept (:mod:`vlrnn.training._recipe`); ``"auto"``: ``"steps"`` for series
+            classification, ``"classic"`` otherwise (:func:`vlrnn.training._recipe.resolve`).
+        ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
+            split and average them (:class:`~vlrnn.models.MeanOfModels`; class
+            probabilities for classification); their histories are stacked with a
+            ``member`` column. Not with ``checkpoint_dir``/``resume``.
+        resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
+            (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
+        trusted: allow full unpickling of the ``resume`` file (it can run code the file
+            holds); only for files you trust. vlrnn's own files never need it.
+        **trainer_options: passed to :class:`vlrnn.Trainer` (``checkpoint_dir``,
+            ``progress``, ``device``, ``clip_grad_norm``, ``early_stopping_patience``,
+            ``monitor``, ``scheduler``, ``log_dir`` for TensorBoard scalars, ...).
+
+    Returns:
+        :class:`~vlrnn.TrainedModel`; its history has the loss (scaled units)
+        and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units;
+        for ``scale="series"`` forecasts in the scaled units the loss sees).
+    """
+    if "optimizer" in trainer_options:
+        raise TypeError("pack_and_train builds the model itself, so it cannot take an "
+                        "optimizer; pass lr=, or scheduler= as a callable optimizer -> scheduler")
+    name = cell_name(cell)
+    dtype = torch.get_default_dtype()
+    config = _describe(df, id_col, time_col, _columns(target_cols), _columns(feature_cols),
+                       series_target, task, horizon)
+    kind, level = config["task"], config["level"]
+    codes = None
+    if kind == "classification":
+        values = (series_labels(df, id_col, series_target, pd.unique(df[id_col]))
+                  if level == "series" else df[config["target_cols"][0]])
+        what = "series_target" if level == "series" else \
+            f"target column {config['target_cols'][0]!r}"
+        codes = ClassCodes.fit(values, what)
+    ds, n_missing = task_dataset(df, config, with_targets=True, codes=codes,
+                                 series_target=series_target,
+                                 min_length=1 if level == "series" else 2)
+    if n_missing:
+        n_all = len(df) * len(config["target_cols"])
+        warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
+                      f"{config['target_cols']}: left out of the loss and the metrics "
+                      "(their steps still feed the model)", DataWarning, stacklevel=2)
+    recipe, front = resolve(level, kind, recipe, front)
+    watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
+    val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
+    if val_fraction:
+        train, val = split_series(ds, val_fraction, seed=seed)
+    else:
+        train, val = ds, None
+    h = config["horizon"] or 1
+    mode = check_scale(scale, default_scale(config))
+    scalers = Scalers.fit(train, config, mode)
+    # targets first: series-scaled forecasts read the raw inputs (level and scale)
+    train = scalers.inputs(scalers.scale_targets(train, config), config)
+    val = None if val is None else scalers.inputs(scalers.scale_targets(val, config), config)
+    n_classes = 0 if codes is None else len(codes.classes)
+    n_out = n_classes or len(config["target_cols"]) * h or 1
+    if lr is None:
+        lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
+    fc = front_config(front)
+    config.update({
+        "input_cols": input_columns(config), "n_features": train.n_features, "n_targets": n_out,
+        "classes": None if codes is None else list(codes.classes), "cell": name,
+        "hidden_size": int(hidden_size), "num_layers": int(num_layers),
+        "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
+        "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
+        "dtype": str(dtype).replace("torch.", ""),
+        "pool": head_pool(pool, fc, DEFAULT_POOL) if level == "series" else None, "front": fc,
+        "label_col": series_target if isinstance(series_target, str) else None,
+    })
+    config.update(_baselines(train, kind, level, codes, scalers))
+    per_series = level == "series"
+    train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed,
+                               per_series=per_series)
+    val_loader = None if val is None else make_loader(val, batch_size=batch_size,
+                                                      shuffle=False, per_series=per_series)
+    if epochs is None:
+        n_rows = int(sum(train.lengths))
+        steps_recipe = recipe == "steps"
+        epochs, cut = auto_epochs(len(train_loader), n_rows,
+                                  steps or (STEPS_BUDGET if steps_recipe else None),
+                                  STEPS_MAX_EPOCHS if steps_recipe else None)
+        if cut and trainer_options.get("progress", True):
+            print(f"vlrnn: epochs=None chose {epochs} epochs: {n_rows:,} training rows an "
+                  f"epoch, {AUTO_ROWS:,} rows in all (pass epochs= for more)",
+                  file=sys.stderr)
+        if val_loader is not None and recipe == "classic":
+            trainer_options.setdefault("early_stopping_patience", 10)
+    n_members = int(ensemble)
+    if isinstance(ensemble, bool) or n_members < 1:
+        raise ValueError(f"ensemble must be an int >= 1 (models trained from seeds seed, "
+                         f"seed + 1, ...), got {ensemble!r}")
+    if n_members > 1 and (resume is not None or "checkpoint_dir" in trainer_options):
+        raise ValueError("ensemble > 1 cannot checkpoint or resume; train with ensemble=1 "
+                         "for checkpoint_dir= / resume=")
+    if recipe == "steps":
+        trainer_options.setdefault("scheduler", cosine_decay(epochs))
+        trainer_options.setdefault("clip_grad_norm", CLIP_NORM)
+    config.update({"recipe": recipe, "ensemble": n_members,
+                   "weight_decay": None if recipe != "steps" else
+                   float(WEIGHT_DECAY if weight_decay is None else weight_decay)})
+    weight = None if codes is None else _class_weights(
+        np.concatenate([y[:1, 0].numpy() if per_series else y[:, 0].numpy()
+                        for y in train.ys]), n_classes, class_weight)
+    config["class_weight"] = None if weight is None else weight.tolist()
+    if val_loader is not None:
+        trainer_options.setdefault("metrics", epoch_metrics(kind, level, scalers.targets,
+                                                            block_len))
+    members, histories = [], []
+    for j in range(n_members):
+        member_seed = seed + j
+        if j:
+            train_loader = make_loader(train, batch_size=batch_size, shuffle=True,
+                                       seed=member_seed, per_series=per_series)
+        torch.manual_seed(member_seed)  # the model's initial weights depend on the seed alone
+        model = build_model({**config, "ensemble": 1},
+                            cell_class=None if isinstance(cell, str) else cell)
+        optimizer = None if recipe != "steps" else torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=config["weight_decay"])
+        loss_fn, sequence_loss_fn = _losses(model, kind, level, weight)
+        trainer = Trainer(model, loss_fn, optimizer=optimizer, lr=lr, block_len=block_len,
+                          seed=member_seed, config=config,
+                          scaler_state=scalers.state_dict(),
+                          sequence_loss_fn=sequence_loss_fn,
+                          reduction="observed" if loss_fn is not None else "mean",
+                          **trainer_options)
+        history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume,
+                              trusted=trusted)
+        members.append(trainer.model)
+        histories.append(history.assign(member=j) if n_members > 1 else history)
+    if n_members == 1:
+        return TrainedModel(trainer.model, history, scalers, config, trainer)
+    model = MeanOfModels(members, probabilities=kind == "classification")
+    history = pd.concat(histories, ignore_index=True)
+    return TrainedModel(model, history, scalers, config, trainer)
+
+
+def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):
+    """(per-row loss, loss on the final states) of a task."""
+    if level == "step":
+        return (masked_mse if kind == "regression" else MaskedCrossEntropy(weight)), None
+    if kind == "regression":
+        def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.mse_loss(model.readout(state), y.to(model.head.weight.dtype))
+        return None, series_mse
+    ce = MaskedCrossEntropy(weight)
+
+    def series_ce(state: Any, y: torch.Tensor) -> torch.Tensor:
+        return ce(model.readout(state), y).mean()
+    return None, series_ce
+
+
+def _baselines(train, kind: str, level: str, codes: Optional[ClassCodes],
+               scalers: Scalers) -> Dict[str, Any]:
+    """What the naive baselines of ``evaluate`` need from the training series: the
+    majority class, or (series regression) the mean label in target units."""
+    if kind == "classification":
+        ys = [y[:1, 0] if level == "series" else y[:, 0] for y in train.ys]
+        c = torch.cat(ys).double().numpy()
+        counts = np.bincount(c[np.isfinite(c)].astype(int), minlength=len(codes.classes))
+        return {"majority_class": codes.classes[int(counts.argmax())]}
+    if level == "series":
+        y = torch.cat([y[:1] for y in train.ys]).double()
+        if scalers.targets is not None:
+            y = scalers.targets.inverse_transform(y)
+        return {"mean_label": float(y.mean())}
+    return {}

@@ -1,0 +1,185 @@
+"""How a task's inputs and targets are scaled (``scale=`` of :func:`vlrnn.pack_and_train`).
+
+Modes (:data:`SCALE_MODES`):
+
+- ``"global"``: one mean/std per column from the training series
+  (:class:`~vlrnn.data.StandardScaler`), for the features and numeric targets.
+- ``"series"``: each series by its own statistics
+  (:mod:`vlrnn.data._series_scaling`). Series tasks: the whole series' mean/std (the
+  whole series is the input, so this reads nothing it should not). Per-step tasks and
+  forecasts: causal, row ``t`` by the statistics of rows ``0..t`` only, so a prediction
+  never depends on a later row. Forecast targets are the change from the last observed
+  value at the forecast's origin, in units of that series' mean absolute one-step change
+  up to the origin; outputs get the scale and the level back. Forecast inputs are the
+  causal z-scores beside the global ones (the training series' mean/std per column,
+  which tell a series' level among the others; ``2 F`` input features). Targets of per-step
+  regression and of series regression (not among the inputs) keep the global scaler.
+- ``None``: nothing scaled.
+
+All methods take and return :class:`~vlrnn.data.SeriesDataset` objects whose ``xs`` are
+the raw inputs (``(T_i, F)``) and whose ``ys`` are the task's targets
+(:func:`vlrnn.training._frames.task_dataset`); datasets are never changed in place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import SeriesDataset, StandardScaler
+from ..data._series_scaling import causal_diff_scale, scale_series
+from ._frames import nan_scaler
+
+__all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
+
+SCALE_MODES = ("global", "series", None)
+
+
+def default_scale(config: dict[str, Any]) -> str:
+    """The mode ``scale=True`` means for a task (measurements: docs/benchmarks.md,
+    "Real data"): ``"series"`` for forecasts (panels whose series differ in level by
+    orders of magnitude; the forecast is a change from the last value in the series'
+    own units); ``"global"`` for every other task, where differences in level between
+    series or steps often carry the class or the value (per-series scaling removes
+    them; archive sets that are z-normalised per series already lose nothing)."""
+    if config.get("horizon"):
+        return "series"
+    return "global"
+
+
+def check_scale(scale: Any, default: str | None) -> str | None:
+    """``scale=`` as a mode: ``True`` -> ``default`` (the task's), ``False`` -> ``None``."""
+    if scale is True:
+        return default
+    if scale is False or scale is None:
+        return None
+    if scale in ("global", "series"):
+        return scale
+    raise ValueError(f"scale must be 'global', 'series', None or True (the task's default), "
+                     f"got {scale!r}")
+
+
+@dataclass
+class Scalers:
+    """The scaling a model was trained with.
+
+    Attributes:
+        features: the global feature scaler (``mode="global"``, and series-scaled
+            forecasts, whose inputs hold both), else ``None``.
+        targets: the global target scaler (numeric targets, ``mode="global"``, and per-step
+            or series regression under ``"series"``), else ``None``.
+        mode: ``"global"``, ``"series"`` or ``None``.
+    """
+
+    features: StandardScaler | None
+    targets: StandardScaler | None
+    mode: str | None = "global"
+
+    @classmethod
+    def fit(cls, train: SeriesDataset, config: dict[str, Any], mode: str | None
+            ) -> Scalers:
+        """Fit on the raw training series for the task ``config`` describes."""
+        if mode is None:
+            return cls(None, None, None)
+        level, kind = config["level"], config["task"]
+        h = config.get("horizon") or 1
+        targets = None
+        if kind == "regression" and not (mode == "series" and config.get("horizon")):
+            targets = nan_scaler([y[:1] for y in train.ys] if level == "series"
+                                 else train.ys, repeat=h)
+        # series-scaled forecasts read the global z-scores beside the causal ones: the
+        # level of a series among the others often carries its future (fertility panel)
+        both = mode == "series" and bool(config.get("horizon"))
+        features = StandardScaler().fit(train) if mode == "global" or both else None
+        return cls(features, targets, mode)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def inputs(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
+        """The inputs as the model reads them."""
+        if self.mode == "global" and self.features is not None:
+            return self.features.transform(ds)
+        if self.mode == "series":
+            own = scale_series(ds.xs, causal=config["level"] != "series")
+            if self.features is None:
+                return ds.replace(xs=own)
+            glob = self.features.transform(list(ds.xs))
+            meta = ds._meta()
+            meta["feature_cols"] = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
+            return SeriesDataset([torch.cat([a, b], dim=1) for a, b in zip(own, glob)],
+                                 ds.ys, **meta)
+        return ds
+
+    # -- targets --------------------------------------------------------------------------
+    def _forecast_stats(self, x: torch.Tensor, config: dict[str, Any], cols: list[int]):
+        """``(loc, scale)`` ``(T, h * K)`` of one raw input series: the targets' last
+        observed values and their causal mean absolute change, repeated per step ahead."""
+        now = x[:, cols].double()
+        h = config["horizon"]
+        return now.repeat(1, h), causal_diff_scale(now).repeat(1, h)
+
+    def _per_step(self, config: dict[str, Any]) -> bool:
+        return self.mode == "series" and bool(config.get("horizon"))
+
+    def scale_targets(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
+        """``ds`` (raw inputs) with its numeric targets in the units the loss sees."""
+        if self._per_step(config):
+            cols = _target_inputs(ds, config)
+            ys = []
+            for x, y in zip(ds.xs, ds.ys):
+                loc, scale = self._forecast_stats(x, config, cols)
+                ys.append(((y.double() - loc) / scale).to(y.dtype))
+            return ds.replace(ys=ys)
+        if self.targets is not None:
+            return self.targets.transform(ds)
+        return ds
+
+    def values(self, raw: torch.Tensor, x: torch.Tensor | None,
+               config: dict[str, Any]) -> torch.Tensor:
+        """Model outputs -> target units.
+
+        Args:
+            raw: ``(T, n_out)`` outputs of one series (per-step tasks) or ``(B, n_out)``
+                (series tasks, ``x=None``).
+            x: the series' raw inputs ``(T, F)`` (needed by ``"series"`` forecasts).
+        """
+        if self._per_step(config):
+            if x is None:
+                raise ValueError("series-scaled forecasts need the series' raw inputs")
+            loc, scale = self._forecast_stats(x, config, _target_inputs_cfg(config))
+            return raw.double() * scale[-raw.shape[0]:] + loc[-raw.shape[0]:]
+        if self.targets is not None:
+            return self.targets.inverse_transform(raw)
+        return raw
+
+    # -- saving ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"features": None if self.features is None else self.features.state_dict(),
+                "targets": None if self.targets is None else self.targets.state_dict(),
+                "mode": self.mode}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Scalers:
+        f, t = state.get("features"), state.get("targets")
+        mode = state.get("mode", "global" if f is not None else None)
+        if mode not in SCALE_MODES:
+            raise ValueError(f"saved scale mode must be one of {SCALE_MODES}, got {mode!r}")
+        return cls(None if f is None else StandardScaler().load_state_dict(f),
+                   None if t is None else StandardScaler(targets=True).load_state_dict(t),
+                   mode)
+
+
+def _target_inputs_cfg(config: dict[str, Any]) -> list[int]:
+    """Positions of the targets' own values among the inputs (forecasts: after the
+    features, see :func:`vlrnn.training._frames.input_columns`)."""
+    n_feat = len(config["feature_cols"])
+    return [n_feat + j for j in range(len(config["target_cols"]))]
+
+
+def _target_inputs(ds: SeriesDataset, config: dict[str, Any]) -> list[int]:
+    cols = _target_inputs_cfg(config)
+    names = [ds.feature_cols[c] for c in cols]
+    if names != list(config["target_cols"]):
+        raise ValueError(f"expected the targets {config['target_cols']} as the last inputs, "
+                         f"got {names}")
+    return cols

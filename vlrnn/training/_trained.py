@@ -1,0 +1,340 @@
+"""``TrainedModel``: a model trained by :func:`vlrnn.pack_and_train` with what it needs to
+predict, forecast, evaluate and be saved: task, classes, scalers, horizon."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+from ..data import SeriesDataset
+from . import _checkpoint_files as ckpt_io
+from ._forecast_metrics import drift_forecasts, naive_scale, scaled_scores
+from ._frames import task_dataset
+from ._metrics import classification_scores, regression_scores
+from ._model_config import build_model
+from ._predict import predict_blocks
+from ._task_scaling import Scalers
+from ._tasks import ClassCodes, extend_times, regular_step
+from ._trainer import Trainer
+
+MODEL_FORMAT = "vlrnn.TrainedModel/1"
+
+
+class TrainedModel:
+    """A model trained by :func:`vlrnn.pack_and_train`, with what it needs to predict.
+
+    Attributes:
+        model: the model (:class:`~vlrnn.models.WithHead` for per-step tasks,
+            :class:`~vlrnn.models.SequenceModel` for series tasks).
+        history: per-epoch ``pandas.DataFrame`` (see :class:`vlrnn.Trainer`); losses in
+            scaled target units, ``val_mae``/``val_rmse`` in target units.
+        scaler: :class:`Scalers` with ``features`` and ``targets`` (``None`` if unscaled).
+        config: plain dict describing task (``task``, ``level``, ``horizon``,
+            ``classes``), columns, model and training settings.
+        trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
+    """
+
+    def __init__(self, model: nn.Module, history: pd.DataFrame, scaler: Scalers,
+                 config: Dict[str, Any], trainer: Optional[Trainer] = None):
+        self.model = model
+        self.history = history
+        self.scaler = scaler
+        self.config = config
+        self.trainer = trainer
+
+    def __repr__(self) -> str:
+        c = self.config
+        what = c.get("task", "regression")
+        if c.get("level") == "series":
+            what = f"series {what}"
+        if c.get("horizon"):
+            what = f"forecast {c['horizon']} steps of"
+        return (f"TrainedModel({c['cell']} {c['num_layers']}x{c['hidden_size']}, "
+                f"{len(c['feature_cols'])} features -> {what} {c['target_cols'] or ''}, "
+                f"{len(self.history)} epochs)").replace(" , ", ", ").replace("  ", " ")
+
+    @property
+    def classes(self) -> Optional[List[Any]]:
+        """Class labels in id order (classification), else ``None``."""
+        return self.config.get("classes")
+
+    # -- running the model -------------------------------------------------------------
+    def _dataset(self, df: pd.DataFrame, with_targets: bool, series_target: Any = None
+                 ) -> SeriesDataset:
+        c = self.config
+        codes = None if self.classes is None else ClassCodes(self.classes)
+        if with_targets and c.get("level") == "series" and series_target is None:
+            series_target = c.get("label_col")
+            if series_target is None:
+                raise ValueError("this model was trained with series_target given as labels; "
+                                 "pass evaluate(df, series_target=labels)")
+        ds, _ = task_dataset(df, c, with_targets=with_targets, codes=codes,
+                             series_target=series_target, min_length=1)
+        return ds  # raw inputs: _outputs scales them
+
+    def _outputs(self, ds: SeriesDataset, batch_size: Optional[int],
+                 block_len: Optional[int]) -> List[torch.Tensor]:
+        """The model's raw outputs per series, dataset order: ``(T_i, n_out)`` per step,
+        ``(n_out,)`` per series (head on the final state); ``ds`` holds raw inputs."""
+        c = self.config
+        ds = self.scaler.inputs(ds, c)
+        p = next(self.model.parameters())
+        bs = int(batch_size or c["batch_size"])
+        order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])  # similar lengths batched
+        out: List[Optional[torch.Tensor]] = [None] * len(ds)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for s in range(0, len(order), bs):
+                    chunk = order[s:s + bs]
+                    x = pack_sequence([ds[i][0] for i in chunk], enforce_sorted=False)
+                    y, state = predict_blocks(self.model, x.to(device=p.device, dtype=p.dtype),
+                                              block_len=block_len or c["block_len"])
+                    if c.get("level") == "series":
+                        rows = self.model.readout(state)  # chunk order
+                        for j, i in enumerate(chunk):
+                            out[i] = rows[j].double().cpu()
+                        continue
+                    padded, lengths = pad_packed_sequence(y, batch_first=True)  # chunk order
+                    for j, i in enumerate(chunk):
+                        out[i] = padded[j, :int(lengths[j])].double().cpu()
+        finally:
+            self.model.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def _values(self, raw: torch.Tensor, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Regression outputs in target units (``x``: the series' raw inputs ``(T, F)``,
+        which per-series scaled forecasts read their level and scale from)."""
+        return self.scaler.values(raw, x, self.config)
+
+    # -- public --------------------------------------------------------------------------
+    def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
+                block_len: Optional[int] = None) -> pd.DataFrame:
+        """Predictions for the series of ``df`` (targets are not needed and not read).
+
+        Each series runs from a zero state over all its rows, in time order, streamed in
+        blocks of ``block_len`` steps.
+
+        Returns:
+            For per-step tasks, a frame with ``df``'s index (same rows, same order): one
+            column ``<target>_pred`` per target (target units, or the class label), for
+            classification also ``prob_<class>`` per class; with a horizon, column
+            ``<target>_h<k>`` is the forecast made at that row for ``k`` steps later.
+            For series tasks, a frame indexed by series id (named as the id column) with
+            ``prediction`` (label or value) and, for classification, ``prob_<class>``.
+        """
+        c = self.config
+        ds = self._dataset(df, with_targets=False)
+        outs = self._outputs(ds, batch_size, block_len)
+        if c.get("level") == "series":
+            return self._series_frame(ds, outs)
+        if self.classes is not None:
+            prob = [torch.softmax(o, dim=1) for o in outs]
+            cols = [f"{c['target_cols'][0]}_pred"] + [f"prob_{k}" for k in self.classes]
+            values = [torch.cat([p.argmax(1, keepdim=True).double(), p], 1) for p in prob]
+        else:
+            values = [self._values(o, x) for o, x in zip(outs, ds.xs)]
+            cols = self._value_columns()
+        n = len(df)
+        mat = np.full((n, len(cols)), np.nan)
+        for ix, v in zip(ds.index, values):
+            mat[ix.to_numpy()] = v.numpy()
+        res = pd.DataFrame(mat, index=df.index, columns=cols)
+        if self.classes is not None:
+            res[cols[0]] = pd.Series(np.array(self.classes, dtype=object)[
+                mat[:, 0].astype(int)], index=df.index)
+        return res
+
+    def _value_columns(self) -> List[str]:
+        c = self.config
+        if c.get("horizon"):
+            return [f"{t}_h{k}" for k in range(1, c["horizon"] + 1) for t in c["target_cols"]]
+        return [f"{t}_pred" for t in c["target_cols"]]
+
+    def _series_frame(self, ds: SeriesDataset, outs: List[torch.Tensor]) -> pd.DataFrame:
+        index = pd.Index(ds.ids, name=self.config["id_col"])
+        raw = torch.stack(outs) if outs else torch.zeros(0, self.config["n_targets"])
+        if self.classes is None:
+            return pd.DataFrame({"prediction": self._values(raw)[:, 0].numpy()}, index=index)
+        prob = torch.softmax(raw, dim=1).numpy()
+        res = pd.DataFrame({"prediction": np.array(self.classes, dtype=object)[
+            prob.argmax(1)]}, index=index)
+        for j, k in enumerate(self.classes):
+            res[f"prob_{k}"] = prob[:, j]
+        return res
+
+    def forecast(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
+                 block_len: Optional[int] = None) -> pd.DataFrame:
+        """The ``horizon`` steps after each series' last time stamp.
+
+        Reads every row of each series of ``df`` (features and the targets' own values),
+        and extends its time column by the series' regular step (an error naming the
+        series if its steps differ).
+
+        Returns:
+            a long frame with the id and time columns and one column per target, ``h``
+            rows per series (series in sorted id order, time ascending).
+        """
+        c = self.config
+        h = c.get("horizon")
+        if not h:
+            raise ValueError("forecast needs a model trained with horizon=h; this one "
+                             "predicts " + ("one label per series" if c.get("level") ==
+                                            "series" else "the targets at every step")
+                             + " (use predict)")
+        ds = self._dataset(df, with_targets=False)
+        steps = [regular_step(t, i, c["time_col"]) for i, t in zip(ds.ids, ds.times)]
+        outs = self._outputs(ds, batch_size, block_len)
+        K = len(c["target_cols"])
+        rows = []
+        for i, sid in enumerate(ds.ids):
+            last = self._values(outs[i], ds.xs[i])[-1].reshape(h, K).numpy()
+            for k, when in enumerate(extend_times(ds.times[i], steps[i], h)):
+                rows.append([sid, when, *last[k]])
+        return pd.DataFrame(rows, columns=[c["id_col"], c["time_col"], *c["target_cols"]])
+
+    def evaluate(self, df: pd.DataFrame, series_target: Any = None, *,
+                 batch_size: Optional[int] = None, block_len: Optional[int] = None
+                 ) -> Dict[str, float]:
+        """Scores on ``df`` (which holds the targets) next to a naive baseline's.
+
+        Classification: ``accuracy`` and ``majority_accuracy`` (always the training
+        set's most common class). Regression and forecasts, in target units: ``mae``,
+        ``rmse`` and ``persistence_mae``, ``persistence_rmse``, where persistence
+        predicts the last observed value: the previous step's target (per-step), the
+        value at the forecast's origin for every step ahead (horizon), and for a series
+        regression, which has no earlier value, the training series' mean label.
+        Forecasts also get ``mase`` and ``smape`` with ``persistence_mase``,
+        ``persistence_smape``, ``drift_mase`` and ``drift_smape`` beside them (the ``h``
+        steps after every origin; drift = the last value plus the mean change since the
+        series' first value per step ahead; MASE divided by each series' own in-sample
+        one-step naive MAE, see :mod:`vlrnn.training._forecast_metrics`).
+        Missing targets count nowhere.
+
+        ``series_target``: the labels, for a model trained on labels given as a Series;
+        default: the column it was trained with.
+        """
+        c = self.config
+        ds = self._dataset(df, with_targets=True, series_target=series_target)
+        outs = self._outputs(ds, batch_size, block_len)
+        if c.get("level") == "series":
+            true = np.array([float(y[0, 0]) for y in ds.ys])
+            raw = torch.stack(outs)
+            if self.classes is not None:
+                return self._class_scores(raw.argmax(1).numpy(), true)
+            pred = self._values(raw)[:, 0].numpy()
+            base = np.full_like(true, c["mean_label"])
+            return {**regression_scores(pred, true),
+                    **regression_scores(base, true, "persistence_")}
+        if self.classes is not None:
+            pred = np.concatenate([o.argmax(1).numpy() for o in outs])
+            true = np.concatenate([y[:, 0].double().numpy() for y in ds.ys])
+            return self._class_scores(pred, true)
+        preds = [self._values(o, x).numpy() for o, x in zip(outs, ds.xs)]
+        trues = [y.double().numpy() for y in ds.ys]
+        bases = [self._persistence(ds, i) for i in range(len(ds))]
+        pred, true, base = (np.concatenate(v) for v in (preds, trues, bases))
+        scores = {**regression_scores(pred, true),
+                  **regression_scores(base, true, "persistence_")}
+        if c.get("horizon"):
+            scores.update(self._forecast_scores(ds, preds, trues, bases))
+        return scores
+
+    def _forecast_scores(self, ds: SeriesDataset, preds: List[np.ndarray],
+                         trues: List[np.ndarray], bases: List[np.ndarray]
+                         ) -> Dict[str, float]:
+        """MASE and sMAPE of the model, persistence and drift (every origin's ``h`` steps)."""
+        c = self.config
+        h, K = c["horizon"], len(c["target_cols"])
+        cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
+        now = [ds[i][0][:, cols].double().numpy() for i in range(len(ds))]
+        # the series' observed targets: origin values, then the last origin's h steps
+        seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
+        scales = [np.tile(naive_scale(v), h) for v in seen]
+        drift = [drift_forecasts(v, h) for v in now]
+        return {**scaled_scores(preds, trues, scales),
+                **scaled_scores(bases, trues, scales, "persistence_"),
+                **scaled_scores(drift, trues, scales, "drift_")}
+
+    def _class_scores(self, pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:
+        major = self.classes.index(self.config["majority_class"])
+        return {**classification_scores(pred, true),
+                **classification_scores(np.full(len(true), major), true, "majority_")}
+
+    def _persistence(self, ds: SeriesDataset, i: int) -> np.ndarray:
+        """The last observed value at each row, laid out as the targets ``ds.ys[i]``."""
+        c = self.config
+        y = ds.ys[i].double().numpy()
+        if c.get("horizon"):
+            K = len(c["target_cols"])
+            cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
+            now = ds[i][0][:, cols].double()  # raw inputs
+            return np.tile(now.numpy(), (1, y.shape[1] // K))
+        prev = pd.DataFrame(y).ffill().shift(1).to_numpy()
+        return prev
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write model, scalers, config (task, classes, horizon) and history to one file
+        (atomically)."""
+        from .. import __version__
+
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return ckpt_io.save_atomic({
+            "format": MODEL_FORMAT, "vlrnn_version": __version__, "config": dict(self.config),
+            "model": state, "scaler": self.scaler.state_dict(),
+            "history": self.history.to_dict("records")}, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], device: Union[str, torch.device, None] = None, *,
+             cell_class: Optional[type] = None, trusted: bool = False) -> "TrainedModel":
+        """Read a file written by :meth:`save`; the model goes to ``device`` (default CPU).
+
+        Nothing in the file runs: it loads with ``weights_only=True`` and its checksum is
+        verified. A model of a custom cell needs ``cell_class=`` (the class it was trained
+        with); ``trusted=True`` instead imports the class the file names, and allows
+        full unpickling: only for files whose source you trust.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            vlrnn.CheckpointError: (a ``ValueError``) the file is damaged, truncated, not
+                a vlrnn model, from an unknown version, or needs full unpickling.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no saved model at {p}")
+        data = ckpt_io.load(p, trusted=trusted)
+        if data.get("format") != MODEL_FORMAT:
+            raise ckpt_io.CheckpointError(
+                f"{p} is not a saved vlrnn TrainedModel (format {data.get('format')!r}, "
+                f"expected {MODEL_FORMAT!r}; a Trainer checkpoint resumes with --resume)")
+        config = _upgrade(data["config"])
+        model = build_model(config, cell_class, trusted=trusted).to(
+            dtype=getattr(torch, config.get("dtype", "float32")))
+        try:
+            model.load_state_dict(data["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{p}: saved weights do not match the model its config "
+                             f"describes: {str(err).splitlines()[0]}") from None
+        model.to(device or "cpu")
+        history = pd.DataFrame(data.get("history", []))
+        return cls(model, history, Scalers.from_state_dict(data["scaler"]), config)
+
+
+def _upgrade(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A config saved before tasks existed: per-step regression."""
+    out = dict(config)
+    out.setdefault("task", "regression")
+    out.setdefault("level", "step")
+    out.setdefault("horizon", None)
+    out.setdefault("classes", None)
+    if isinstance(out.get("scale"), bool):  # saved before scale modes: True meant global
+        out["scale"] = "global" if out["scale"] else None
+    return out
+
