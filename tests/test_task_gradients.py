@@ -89,7 +89,7 @@ def test_trainer_observed_reduction_matches_full_backward():
 
     trainer = vlrnn.Trainer(model, masked_mse, reduction="observed", block_len=4,
                             progress=False, device="cpu", lr=0.0)
-    loss = trainer._loss(model, x, y, train=True)
+    loss = trainer.batch_loss(model, x, y, train=True)
     loss.backward()
     _close(_grads(model.parameters()), want)
 
@@ -171,7 +171,7 @@ def test_trainer_adds_per_step_and_sequence_losses_exactly():
     trainer = vlrnn.Trainer(model, step_loss, sequence_loss_fn=seq_loss,
                             reduction="observed", block_len=4, progress=False,
                             device="cpu", lr=0.0)
-    trainer._loss(model, x, (y_steps, y_series), train=True).backward()
+    trainer.batch_loss(model, x, (y_steps, y_series), train=True).backward()
     got = _grads(model.parameters())
     model.zero_grad()
     out = vlrnn.full_loss(model, step_loss, x, y_steps, reduction="sum")
@@ -179,7 +179,7 @@ def test_trainer_adds_per_step_and_sequence_losses_exactly():
     (out.loss / n_obs + seq_loss(out.state, y_series)).backward()
     _close(got, _grads(model.parameters()))
     with pytest.raises(TypeError, match=r"\(x, \(y_steps, y_series\)\)"):
-        trainer._loss(model, x, y_steps, train=True)
+        trainer.batch_loss(model, x, y_steps, train=True)
 
 
 def test_class_weight_auto_only_for_imbalanced_classes():

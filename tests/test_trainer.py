@@ -365,7 +365,7 @@ def test_with_head_forwards_layout_attributes():
 
 
 def test_schedule_is_passed_to_the_engine(monkeypatch):
-    import vlrnn.training._trainer as trainer_mod
+    import vlrnn.training._batch_loss as trainer_mod
 
     seen = []
     real = trainer_mod.block_loss

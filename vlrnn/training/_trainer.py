@@ -4,7 +4,9 @@ Each batch ``(x, y)`` goes through :func:`vlrnn.block_loss` (exact BPTT gradient
 memory of one block), then ``loss.backward()`` and an optimizer step. Around that: a
 validation loss streamed block by block, a per-epoch history, early stopping, atomic
 checkpoints that a run can resume from bit for bit, and ``predict`` (streamed). Here: the
-options and the fit loop; one epoch's passes are in ``epochs``, the rest in the mixins.
+options and the fit loop, over collaborators with explicit inputs: ``BatchLoss`` (one
+batch's loss), ``EpochLoop`` (one epoch's passes), ``Guards``, ``Placement``,
+``Checkpoints`` and ``Progress``.
 """
 from __future__ import annotations
 
@@ -19,32 +21,30 @@ from torch import nn
 
 from .._common import Batch
 from ..engine import Options
-from ..engine._bptt import block_loss
 from ..engine._loss import check_reduction
 from . import _distributed as dd
+from ._batch_loss import BatchLoss, dtype_of
 from ._checkpointing import CHECKPOINT_FORMAT, Checkpoints, Progress
-from ._epochs import EpochMixin
+from ._epochs import EpochLoop
 from ._guards import Guards
 from ._helpers import (
-    _is_scheduler,
-    _loader_generators,
     _move,
-    _n_observed,
     _set_epoch,
     seed_everything,
 )
 from ._placement import Placement
 from ._predict import predict_blocks
 from ._tensorboard import TensorBoardLogger
+from ._trainer_checks import check_arguments, check_loop_options, optimizer_and_scheduler
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "seconds", "steps_per_s", "lr",
                    "skipped"]
 __all__ = ["CHECKPOINT_FORMAT", "HISTORY_COLUMNS", "Trainer", "predict_blocks",
-           "seed_everything", "_loader_generators"]
+           "seed_everything"]
 
 
 # -- the trainer -------------------------------------------------------------------------------
-class Trainer(EpochMixin):
+class Trainer:
     """Train a recurrent model with exact BPTT over long ragged batches.
 
     Args:
@@ -119,19 +119,12 @@ class Trainer(EpochMixin):
     Distributed training (``torchrun --nproc_per_node=N train.py``, every process runs the
     same script with the same seed and loaders): the model is wrapped in
     ``DistributedDataParallel`` unless it is already (``trainer.model`` stays the plain
-    module); each epoch every rank trains on every ``world_size``-th batch of the loader's
-    epoch order (:func:`vlrnn.training._distributed.shard_loader`: series split across ranks, still
-    grouped by length), the last batches padded by repeating the epoch's first ones so
-    that all ranks make the same number of optimizer steps; a loader that already uses a
-    ``DistributedSampler`` is taken as it is. DDP averages the gradients over ranks, so a
-    step is the mean of the ranks' batch losses. The epoch losses are all-reduced
-    (weighted by rows), so every rank has the same history and takes the same early
-    stopping and scheduler decisions; a non-finite loss on any rank stops (or skips the
-    step on) every rank. Only rank 0 shows progress and writes checkpoints (the others
-    wait at a barrier); checkpoints hold every rank's random-number state, and a resumed
-    run must see the checkpoint folder on every rank (a shared file system) and use the
-    same number of processes to continue bit for bit. ``evaluate`` splits its loader the
-    same way, unpadded, and must be called on every rank.
+    module); each rank trains on every ``world_size``-th batch of the epoch's order, padded
+    so that all ranks make the same number of steps (a ``DistributedSampler`` loader is
+    taken as it is); epoch losses are all-reduced, so every rank takes the same early
+    stopping and scheduler decisions; rank 0 alone shows progress and writes checkpoints.
+    ``evaluate`` splits its loader the same way and must be called on every rank. The
+    distributed guide (docs/guides/distributed.md) has the details and resume rules.
 
     Batches: every item of a loader is ``(x, y)``, ``x`` a ``PackedSequence`` or a dense
     ``(T, B, F)`` tensor (``(B, T, F)`` for a batch-first model), ``y`` the targets in the
@@ -169,20 +162,8 @@ class Trainer(EpochMixin):
                  sequence_loss_fn: Optional[Callable[[Any, Any], torch.Tensor]] = None,
                  metrics: Optional[Callable[[nn.Module, Iterable], Dict[str, float]]] = None,
                  monitor: str = "val_loss", log_dir: Union[str, Path, None] = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        check_arguments(model, loss_fn, sequence_loss_fn, metrics, monitor)
         self.reduction = reduction if reduction == "observed" else check_reduction(reduction)
-        if loss_fn is None and sequence_loss_fn is None:
-            raise ValueError("Trainer needs a loss: a per-row loss_fn, a sequence_loss_fn on "
-                             "the final state, or both")
-        if sequence_loss_fn is not None and not callable(sequence_loss_fn):
-            raise TypeError("sequence_loss_fn must be callable (final_state, targets) -> "
-                            f"scalar, got {type(sequence_loss_fn).__name__}")
-        if metrics is not None and not callable(metrics):
-            raise TypeError(f"metrics must be callable (model, batches) -> dict, got "
-                            f"{type(metrics).__name__}")
-        if not isinstance(monitor, str) or not monitor.startswith("val_"):
-            raise ValueError(f"monitor must be 'val_loss' or 'val_<metric>', got {monitor!r}")
         self.sequence_loss_fn = sequence_loss_fn
         self.metrics = metrics
         self.monitor = monitor
@@ -192,15 +173,7 @@ class Trainer(EpochMixin):
         Options(block_len=block_len, schedule=schedule, memory_budget=memory_budget,
                 offload=offload)
         self.schedule = schedule
-        if early_stopping_patience is not None and (
-                isinstance(early_stopping_patience, bool)
-                or not isinstance(early_stopping_patience, int) or early_stopping_patience < 1):
-            raise ValueError(f"early_stopping_patience must be an int >= 1 or None, got "
-                             f"{early_stopping_patience!r}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
-        if config is not None and not isinstance(config, dict):
-            raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
+        check_loop_options(early_stopping_patience, clip_grad_norm, config)
         self.placement = Placement(distributed, device)  # process group, rank, device
         self.distributed, self.device = self.placement.distributed, self.placement.device
         self.rank, self.world_size = self.placement.rank, self.placement.world_size
@@ -237,24 +210,19 @@ class Trainer(EpochMixin):
         self.guards = Guards(self.skip_nonfinite, self.distributed, self.params,
                              [("", self.model), ("loss_fn.", self.loss_fn),
                               ("sequence_loss_fn.", self.sequence_loss_fn)])
-        if optimizer is None:
-            if not self.params:
-                raise ValueError("model has no trainable parameters")
-            optimizer = torch.optim.Adam(self.params, lr=lr)
-        self.optimizer = optimizer
-        if scheduler is not None and not _is_scheduler(scheduler):
-            if not callable(scheduler):
-                raise TypeError("scheduler must be an LR scheduler or a callable "
-                                f"optimizer -> scheduler, got {type(scheduler).__name__}")
-            scheduler = scheduler(self.optimizer)
-        if scheduler is not None and getattr(scheduler, "optimizer", None) is not self.optimizer:
-            raise ValueError("scheduler was built on another optimizer than the Trainer's; "
-                             "pass optimizer= too, or pass scheduler as a callable "
-                             "optimizer -> scheduler")
-        self.scheduler = scheduler
+        self.optimizer, self.scheduler = optimizer_and_scheduler(self.params, optimizer, lr,
+                                                                 scheduler)
         self.run = Progress()  # history, best epoch, early stopping: what resume restores
         self.checkpoints = Checkpoints(checkpoint_dir, self.placement, config, scaler_state,
                                        self.seed)
+        self.batch_loss = BatchLoss(self.model, self.loss_fn, self.sequence_loss_fn,
+                                    reduction=self.reduction, block_len=block_len,
+                                    schedule=schedule, memory_budget=memory_budget,
+                                    offload=offload, device=self.device)
+        self.loop = EpochLoop(self.model, self._train_model, self.batch_loss, self.optimizer,
+                              self.params, self.guards, self.placement,
+                              clip_grad_norm=clip_grad_norm, tensorboard=self.tensorboard,
+                              progress=self.progress)
 
     # -- public ------------------------------------------------------------------------------
     # the run's progress, read-only (the Trainer's public attributes of old)
@@ -326,17 +294,18 @@ class Trainer(EpochMixin):
             _set_epoch(train_loader, epoch - 1)
             if train_batches is not train_loader:
                 _set_epoch(train_batches, epoch - 1)
-            train_loss, steps_per_s, skipped = self._train_epoch(train_batches, epoch)
+            train_loss, steps_per_s, skipped = self.loop.train(train_batches, epoch, self.run)
             val_loss, scores = math.nan, {}
             if val_loader is not None:
                 _set_epoch(val_loader, epoch - 1)
                 if val_batches is not val_loader:
                     _set_epoch(val_batches, epoch - 1)
-                val_loss = self._evaluate(val_batches)
+                assert val_batches is not None
+                val_loss = self.loop.evaluate(val_batches)
                 if self.metrics is not None:
                     # the whole validation set on every rank: the same scores everywhere,
                     # so a metric that drives early stopping never splits the ranks
-                    scores = self._metrics(val_loader)
+                    scores = self.loop.metrics(val_loader, self.metrics)
             self.run.rows.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - t0, steps_per_s=steps_per_s,
                                    lr=lr, skipped=skipped, **scores))
@@ -377,7 +346,7 @@ class Trainer(EpochMixin):
         rank evaluates its share of ``loader`` (unpadded) and the sums are all-reduced:
         call it on every rank.
         """
-        return self._evaluate(self.placement.share(loader, None))
+        return self.loop.evaluate(self.placement.share(loader, None))
 
     def predict(self, x: Batch, state: Any = None, block_len: Optional[int] = None
                 ) -> Tuple[Batch, Any]:
@@ -388,37 +357,27 @@ class Trainer(EpochMixin):
         format and ``x``'s batch order, or ``None``. Returns ``(y, final_state)`` with
         ``y`` in ``x``'s layout and batch order; see :func:`predict_blocks`.
         """
-        x = _move(x, self.device, self._dtype())
-        block_len = block_len or self.block_len
-        if block_len == "auto":  # no graph is kept: any length streams in flat memory
-            block_len = 1024
+        x = _move(x, self.device, dtype_of(self.model))
+        chosen = block_len or self.block_len
+        steps = 1024 if chosen == "auto" else int(chosen)  # no graph: any length streams
         was_training = self.model.training
         self.model.eval()
         try:
-            return predict_blocks(self.model, x, state, block_len=block_len)
+            return predict_blocks(self.model, x, state, block_len=steps)
         finally:
             self.model.train(was_training)
 
-    def _loss(self, model: nn.Module, x: Batch, y: Any, train: bool) -> torch.Tensor:
-        """The batch's loss: the engine's per-row loss (divided by the observed targets
-        for ``"observed"``) plus ``sequence_loss_fn`` on the final states."""
-        steps_y, series_y = self._targets(y)
-        reduction = "sum" if self.reduction == "observed" else self.reduction
-        out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
-                         block_len=self.block_len, reduction=reduction,
-                         schedule=self.schedule if train else None,
-                         memory_budget=self.memory_budget if train else None,
-                         offload=self.offload if train else None)
-        loss = out.loss
-        if self.loss_fn is not None and self.reduction == "observed":
-            loss = loss / max(_n_observed(steps_y), 1)
-        if self.sequence_loss_fn is None:
-            return loss
-        seq = self.sequence_loss_fn(out.state, series_y)
-        if not isinstance(seq, torch.Tensor) or seq.dim() != 0:
-            raise ValueError("sequence_loss_fn must return a scalar tensor (reduce over the "
-                             f"sequences itself), got {getattr(seq, 'shape', type(seq))}")
-        return seq if self.loss_fn is None else loss + seq
+    def _better(self, row: Dict[str, float]) -> bool:
+        """Whether ``row``'s ``monitor`` value beats the best so far (NaN never does)."""
+        if self.monitor not in row:
+            raise ValueError(f"monitor={self.monitor!r} is not in the history; it has "
+                             f"{sorted(row)}")
+        value = row[self.monitor]
+        if math.isnan(value):
+            return False
+        if math.isnan(self.run.best_score):
+            return True
+        return value > self.run.best_score if self._maximise else value < self.run.best_score
 
     def _trainable(self) -> List[torch.nn.Parameter]:
         params, seen = [], set()
