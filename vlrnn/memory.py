@@ -40,7 +40,12 @@ def _status_kb(field: str) -> Optional[int]:
 
 
 def rss_mb() -> float:
-    """Resident memory of this process now, in MiB (Linux: ``VmRSS``; elsewhere the peak)."""
+    """Resident memory of this process now, in MiB (Linux: ``VmRSS``; elsewhere the peak).
+
+    >>> from vlrnn.memory import rss_mb
+    >>> rss_mb() > 0
+    True
+    """
     kb = _status_kb("VmRSS")
     return kb / 1024 if kb is not None else peak_rss_mb()
 
@@ -50,6 +55,10 @@ def peak_rss_mb() -> float:
 
     Linux: ``VmHWM``, which :func:`reset_peak_rss` can reset (``ru_maxrss`` cannot, and it
     survives ``exec``, so a freshly started worker would report its parent's peak).
+
+    >>> from vlrnn.memory import peak_rss_mb, rss_mb
+    >>> peak_rss_mb() >= rss_mb() > 0
+    True
     """
     kb = _status_kb("VmHWM")
     if kb is not None:
@@ -61,7 +70,12 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> bool:
     """Set this process's peak resident memory back to its current value (Linux 4.0+:
-    ``/proc/self/clear_refs``). Returns ``False`` where that is not possible."""
+    ``/proc/self/clear_refs``). Returns ``False`` where that is not possible.
+
+    >>> from vlrnn.memory import peak_rss_mb, reset_peak_rss, rss_mb
+    >>> if reset_peak_rss():               # Linux: the peak starts again from now
+    ...     assert peak_rss_mb() <= rss_mb() + 64
+    """
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -73,7 +87,11 @@ def reset_peak_rss() -> bool:
 def release_free_memory() -> None:
     """Give the heap's free memory back to the operating system (glibc ``malloc_trim``;
     a no-op elsewhere), so that a measurement that follows sees its own allocations
-    rather than reusing memory freed before it."""
+    rather than reusing memory freed before it.
+
+    >>> from vlrnn.memory import release_free_memory
+    >>> release_free_memory()             # safe to call anywhere; returns nothing
+    """
     name = ctypes.util.find_library("c")
     if not sys.platform.startswith("linux") or name is None:
         return
@@ -147,6 +165,14 @@ def plain_bptt_mb(model: torch.nn.Module, loss_fn, x: Union[torch.Tensor, Packed
     Linux: measured with ``/proc/self/clear_refs``, which resets the process's peak RSS
     (read your own peak first). Elsewhere: falls back to counting the bytes autograd saves
     for backward, once per tensor.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from vlrnn.memory import plain_bptt_mb
+    >>> lstm, x = nn.LSTM(4, 64), torch.randn(20_000, 8, 4)
+    >>> plain_bptt_mb(lstm, nn.MSELoss(reduction="none"), x, torch.randn(20_000, 8, 64),
+    ...               min_mb=1, max_steps=256) > 100      # what plain BPTT would hold
+    True
     """
     if not min_mb > 0:
         raise ValueError(f"min_mb must be > 0, got {min_mb!r}")

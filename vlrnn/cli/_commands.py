@@ -70,7 +70,13 @@ series' last time stamp (id, time, targets)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vlrnn`` argument parser with its subcommands."""
+    """The ``vlrnn`` argument parser with its subcommands.
+
+    >>> from vlrnn.cli import build_parser
+    >>> args = build_parser().parse_args(["demo", "--quick"])
+    >>> args.command, args.quick
+    ('demo', True)
+    """
     from .. import __version__
     from . import demo
 
@@ -340,7 +346,14 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``vlrnn`` console script (and ``python -m vlrnn``)."""
+    """Entry point of the ``vlrnn`` console script (and ``python -m vlrnn``).
+
+    >>> from vlrnn.cli import main
+    >>> main(["--version"])                 # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    SystemExit: 0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -18,6 +18,13 @@ def collate_packed(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]
     order of ``batch`` (``unsorted_indices`` maps back to it), and both share the same
     ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``, so row ``r`` of
     ``x_packed.data`` and of ``y_packed.data`` belong to the same series and step.
+
+    >>> import torch
+    >>> from vlrnn.data import collate_packed
+    >>> x, y = collate_packed([(torch.randn(5, 2), torch.randn(5, 1)),
+    ...                        (torch.randn(3, 2), torch.randn(3, 1))])
+    >>> tuple(x.batch_sizes.tolist()), y.data.shape
+    ((2, 2, 2, 1, 1), torch.Size([8, 1]))
     """
     if len(batch) == 0:
         raise ValueError("collate_packed: empty batch")
@@ -58,6 +65,13 @@ def collate_series(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]
     (``enforce_sorted=False``, batch in ``batch``'s order) and ``y`` ``(B, K)`` (the first
     row of each ``y_i``), in the same input order as the final states
     :func:`vlrnn.block_loss` returns.
+
+    >>> import torch
+    >>> from vlrnn.data import collate_series
+    >>> x, y = collate_series([(torch.randn(5, 2), torch.tensor(1)),
+    ...                        (torch.randn(3, 2), torch.tensor(0))])
+    >>> tuple(x.batch_sizes.tolist()), y.tolist()
+    ((2, 2, 2, 1, 1), [1, 0])
     """
     if len(batch) == 0:
         raise ValueError("collate_series: empty batch")
@@ -100,6 +114,11 @@ class LengthBucketSampler(Sampler):
     epoch (less the dropped ones).  ``set_epoch(e)`` selects the epoch the next iteration
     uses; each iteration then moves on to the next epoch, so a loop that never calls
     ``set_epoch`` still gets a new order each epoch.
+
+    >>> from vlrnn.data import LengthBucketSampler
+    >>> sampler = LengthBucketSampler([5, 100, 7, 98, 6, 99], batch_size=2, shuffle=False)
+    >>> [sorted(b) for b in sampler]          # series of like length batched together
+    [[0, 4], [2, 3], [1, 5]]
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True,
@@ -161,6 +180,15 @@ def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = True, se
     order.  Shuffling is seeded by ``seed``, so runs repeat.  Other keyword arguments
     (``num_workers``, ``pin_memory``, ...) go to ``DataLoader``. ``per_series=True``
     yields ``(x_packed, y)`` with one target row per series (:func:`collate_series`).
+
+    >>> import pandas as pd
+    >>> from vlrnn.data import from_dataframe, make_loader
+    >>> df = pd.DataFrame({"id": [1] * 6 + [2] * 4, "t": list(range(6)) + list(range(4)),
+    ...                    "u": range(10), "y": range(10)})
+    >>> ds = from_dataframe(df, id_col="id", time_col="t", target_cols="y")
+    >>> x, y = next(iter(make_loader(ds, batch_size=2, shuffle=False)))
+    >>> tuple(x.batch_sizes.tolist())
+    (2, 2, 2, 2, 1, 1)
     """
     collate = collate_series if per_series else collate_packed
     for key in ("batch_sampler", "sampler", "collate_fn", "batch_size", "shuffle",

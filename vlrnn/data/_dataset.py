@@ -30,6 +30,14 @@ class SeriesDataset(Dataset):
 
     Datasets are not changed in place: ``subset``, ``replace`` and the scalers and splits
     of ``vlrnn.data`` return new datasets that share the unchanged parts.
+
+    >>> import torch
+    >>> from vlrnn.data import SeriesDataset
+    >>> ds = SeriesDataset([torch.randn(4, 2), torch.randn(3, 2)],
+    ...                    [torch.randn(4, 1), torch.randn(3, 1)],
+    ...                    ids=["a", "b"], feature_cols=["u", "v"], target_cols=["y"])
+    >>> len(ds), ds.lengths
+    (2, [4, 3])
     """
 
     def __init__(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], *,

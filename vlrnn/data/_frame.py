@@ -104,6 +104,17 @@ def from_dataframe(df: pd.DataFrame, *, id_col: str, time_col: str, target_cols:
 
     Raises:
         ValueError: on any bad input, naming the column (and series id and time stamp).
+
+    >>> import pandas as pd
+    >>> from vlrnn.data import from_dataframe
+    >>> df = pd.DataFrame({"unit": ["a"] * 3 + ["b"] * 2, "t": [0, 1, 2, 0, 1],
+    ...                    "temp": [1.0, 2.0, 3.0, 4.0, 5.0], "load": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    >>> ds = from_dataframe(df, id_col="unit", time_col="t", target_cols="load")
+    >>> len(ds), ds.feature_cols, ds.target_cols
+    (2, ['temp'], ['load'])
+    >>> x, y = ds[0]
+    >>> x.shape, y.shape
+    (torch.Size([3, 1]), torch.Size([3, 1]))
     """
     _check_args(df, on_nonfinite, short_series, min_length, dtype)
     targets, features, cats = _resolve_columns(df, id_col, time_col, target_cols,

@@ -29,6 +29,15 @@ class StandardScaler:
 
     Attributes (after ``fit``): ``mean``, ``std`` (float64 tensors ``(C,)``), ``columns``
     (column names when fitted on a dataset, else ``None``).
+
+    >>> import pandas as pd
+    >>> from vlrnn.data import StandardScaler, from_dataframe
+    >>> df = pd.DataFrame({"id": [0, 0, 0, 1, 1], "t": [0, 1, 2, 0, 1],
+    ...                    "u": [10.0, 20.0, 30.0, 40.0, 50.0], "y": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    >>> ds = from_dataframe(df, id_col="id", time_col="t", target_cols="y")
+    >>> scaled = StandardScaler().fit(ds).transform(ds)
+    >>> round(float(scaled[0][0].mean()), 3), round(float(scaled[1][0].mean()), 3)
+    (-0.707, 1.061)
     """
 
     def __init__(self, *, targets: bool = False) -> None:

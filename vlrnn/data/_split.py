@@ -26,6 +26,15 @@ def split_series(dataset: SeriesDataset, val_fraction: float = 0.2, seed: int = 
     About ``val_fraction`` of the series (rounded, at least one, and at least one left
     for training) go to ``val``, drawn at random with ``seed``.  Both parts keep dataset
     order, and each series keeps its id, index and times.
+
+    >>> import pandas as pd
+    >>> from vlrnn.data import from_dataframe, split_series
+    >>> df = pd.DataFrame({"id": [i for i in range(10) for _ in range(3)],
+    ...                    "t": list(range(3)) * 10, "u": range(30), "y": range(30)})
+    >>> train, val = split_series(from_dataframe(df, id_col="id", time_col="t",
+    ...                                          target_cols="y"), val_fraction=0.2)
+    >>> len(train), len(val)                  # whole series held out
+    (8, 2)
     """
     f = _check_fraction(val_fraction)
     n = len(dataset)
@@ -50,6 +59,15 @@ def split_time(dataset: SeriesDataset, val_fraction: float = 0.2
     with the same ids, and the index and times of the rows they keep.  A model scored
     on ``val`` starts from a fresh state unless you carry over the state at the end of
     ``train``.
+
+    >>> import pandas as pd
+    >>> from vlrnn.data import from_dataframe, split_time
+    >>> df = pd.DataFrame({"id": [0] * 10 + [1] * 10, "t": list(range(10)) * 2,
+    ...                    "u": range(20), "y": range(20)})
+    >>> train, val = split_time(from_dataframe(df, id_col="id", time_col="t",
+    ...                                        target_cols="y"), val_fraction=0.2)
+    >>> [x.shape[0] for x, _ in train], [x.shape[0] for x, _ in val]
+    ([8, 8], [2, 2])
     """
     f = _check_fraction(val_fraction)
     lengths = dataset.lengths

@@ -31,6 +31,14 @@ class TimeBlock:
         batch_sizes: ``batch_sizes[start:stop]`` (CPU int64), rows per step.
         active: bool ``(B,)``, input batch order: the sequence has a step in this block.
         ends: bool ``(B,)``, input batch order: the sequence's last step is in this block.
+
+    >>> import torch
+    >>> from torch.nn.utils.rnn import pack_sequence
+    >>> import vlrnn
+    >>> x = pack_sequence([torch.randn(4, 1), torch.randn(3, 1)])
+    >>> first, second = vlrnn.split_packed(x, 2)
+    >>> second.start, second.stop, second.rows, tuple(second.batch_sizes.tolist())
+    (2, 4, slice(4, 7, None), (2, 1))
     """
 
     __slots__ = ("x", "start", "stop", "rows", "n_in", "n_out", "batch_sizes", "_lengths")

@@ -76,6 +76,19 @@ class Blockwise(nn.Module):
         plain: ``True`` runs the same decomposition with plain autograd (whole graph
             kept, the model called block by block with the same random draws): the
             reference the tests compare the block pass against, dropout included.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True)
+    >>> rnn = vlrnn.Blockwise(lstm, block_len=16)
+    >>> x = torch.randn(2, 50, 3)
+    >>> y, (h, c) = rnn(x)                   # called exactly as the wrapped module
+    >>> y.shape, h.shape
+    (torch.Size([2, 50, 5]), torch.Size([2, 2, 5]))
+    >>> y.pow(2).mean().backward()           # exact gradient, one block kept at a time
+    >>> lstm.weight_hh_l0.grad is not None
+    True
     """
 
     def __init__(self, module: nn.Module, block_len: int = 256, schedule: Optional[str] = None):

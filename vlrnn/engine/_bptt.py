@@ -266,7 +266,17 @@ def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
     the reference. With ``block_len=None`` one call ``model(x, state)``; with
     ``block_len`` the model is called block by block exactly as the engine calls it
     (same shapes, same random draws), the states chained in the graph. ``reverse`` as in
-    :func:`block_outputs`."""
+    :func:`block_outputs`.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> gru, x = nn.GRU(2, 4), torch.randn(30, 3, 2)
+    >>> y_ref, h_ref = vlrnn.full_outputs(gru, x)
+    >>> y, h = vlrnn.block_outputs(gru, x, block_len=8)
+    >>> torch.allclose(y, y_ref, atol=1e-6), y.shape
+    (True, torch.Size([30, 3, 4]))
+    """
     opts = Options(block_len=block_len, schedule=schedule, batch_first=batch_first,
                    state_batch_dim=state_batch_dim)  # checked; the schedule changes nothing here
     if block_len is None and not reverse:
@@ -302,6 +312,15 @@ def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Opt
     ``schedule``, ``memory_budget`` and ``offload`` are checked as :func:`block_loss`
     checks them (so both take the same arguments), and change nothing here: plain
     autograd keeps the whole graph. ``block_len="auto"`` means one call.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> gru, x, y = nn.GRU(2, 4), torch.randn(30, 3, 2), torch.randn(30, 3, 4)
+    >>> ref = vlrnn.full_loss(gru, nn.MSELoss(reduction="none"), x, y)      # plain autograd
+    >>> out = vlrnn.block_loss(gru, nn.MSELoss(reduction="none"), x, y, block_len=8)
+    >>> torch.allclose(ref.loss, out.loss)
+    True
     """
     if block_len == "auto":
         block_len = None

@@ -32,6 +32,14 @@ class BlockLossOutput:
         state: each sequence's state at its own last step, in the model's state format
             and the caller's batch order; differentiable.
         n_blocks: number of time blocks the batch was cut into.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> out = vlrnn.block_loss(nn.GRU(2, 3), nn.MSELoss(reduction="none"),
+    ...                        torch.randn(10, 2, 2), torch.randn(10, 2, 3), block_len=4)
+    >>> out.n_blocks, out.loss.dim(), out.state.shape
+    (3, 0, torch.Size([1, 2, 3]))
     """
 
     loss: torch.Tensor

@@ -76,6 +76,13 @@ class Plan:
         forward_passes: block forward runs per block, the recompute factor (plain
             BPTT: 1; ``flat``: 2 - 1/K).
         budget: the memory budget planned for.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> p = vlrnn.plan(nn.GRU(2, 8), torch.randn(32, 4, 2), T=10_000, memory_budget="50MB")
+    >>> p.schedule in vlrnn.SCHEDULES, p.n_blocks == -(-10_000 // p.block_len)
+    (True, True)
     """
 
     block_len: int
@@ -279,6 +286,15 @@ def plan(model, x_example: Any, T: Optional[int] = None,
 
     Returns:
         :class:`Plan`; ``print(plan)`` shows the choice and its predicted cost.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> lstm = nn.LSTM(4, 32)
+    >>> p = vlrnn.plan(lstm, torch.randn(64, 8, 4), T=100_000, memory_budget="200MB",
+    ...                loss_fn=nn.MSELoss(reduction="none"), target=torch.randn(64, 8, 32))
+    >>> p.predicted_bytes <= p.budget, p.n_blocks * p.block_len >= 100_000
+    (True, True)
     """
     states = None
     if schedule is not None:

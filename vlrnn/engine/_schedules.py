@@ -114,7 +114,14 @@ def revolve_calls(n_blocks: int, states: int) -> int:
     """All block forward calls of one ``block_backward`` under ``revolve`` with
     ``states`` states: the forward pass (``n_blocks``), each block but the last once
     more with a graph, and the rebuilds. (Those without a graph: this minus ``n_blocks
-    + 1``.)"""
+    + 1``.)
+
+    >>> from vlrnn.engine import revolve_calls
+    >>> revolve_calls(10, 10)     # the forward pass, then each block but the last again
+    19
+    >>> revolve_calls(1000, 8) < revolve_calls(1000, 4)
+    True
+    """
     return n_blocks + extra_calls(n_blocks, max(1, min(states, n_blocks - 1)))
 
 
@@ -204,7 +211,15 @@ class Revolve(Schedule):
 
 
 def revolve_with(states: int, tail: int = 1) -> Callable[[int], Revolve]:
-    """A ``schedule=`` argument: ``revolve`` with ``states`` states (see :class:`Revolve`)."""
+    """A ``schedule=`` argument: ``revolve`` with ``states`` states (see :class:`Revolve`).
+
+    >>> from vlrnn.engine import revolve_with, revolve_calls
+    >>> schedule = revolve_with(states=4)                  # keep at most 4 boundary states
+    >>> schedule(1000).name
+    'revolve'
+    >>> revolve_calls(1000, 4) > 1000                      # block forwards it costs in all
+    True
+    """
     if isinstance(states, bool) or not isinstance(states, int) or states < 1:
         raise ValueError(f"revolve_with needs a number of states >= 1, got {states!r}")
     return functools.partial(Revolve, states=states, tail=tail)

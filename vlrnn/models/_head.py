@@ -29,6 +29,14 @@ class WithHead(nn.Module):
 
     ``state_batch_dim`` and ``batch_first`` are those of ``rnn`` (1 for ``nn.RNNBase``),
     so the block engine finds the batch in the state and the time axis of dense input.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from vlrnn.models import WithHead
+    >>> model = WithHead(nn.GRU(3, 8), nn.Linear(8, 2))
+    >>> y, h = model(torch.randn(20, 4, 3), None)      # (T, B, F) in, (T, B, 2) out
+    >>> y.shape, h.shape
+    (torch.Size([20, 4, 2]), torch.Size([1, 4, 8]))
     """
 
     def __init__(self, rnn: nn.Module, head: nn.Module):

@@ -108,6 +108,16 @@ class SequenceModel(nn.Module):
         n_out: outputs of the head (classes or targets).
         pool: which summaries the head reads, e.g. ``("last",)`` or
             ``("last", "mean", "max")``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch.nn.utils.rnn import pack_sequence
+    >>> from vlrnn.models import SequenceModel
+    >>> model = SequenceModel(nn.GRU(2, 8), hidden_size=8, n_out=3, pool=("last", "mean"))
+    >>> x = pack_sequence([torch.randn(9, 2), torch.randn(4, 2)])
+    >>> _, state = model(x, None)
+    >>> model.readout(state).shape                     # one row of logits per series
+    torch.Size([2, 3])
     """
 
     def __init__(self, rnn: nn.Module, hidden_size: int, n_out: int,

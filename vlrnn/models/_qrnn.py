@@ -88,6 +88,18 @@ class QRNN(nn.Module):
         layers: ``nn.ModuleList`` of ``nn.Linear(window * F_l, k * H)``, ``k = 3`` gates
             ``(z, f, o)`` (``k = 2``, ``(z, f)``, without the output gate).
         state_batch_dim: ``0``.
+
+    >>> import torch
+    >>> import vlrnn
+    >>> from vlrnn.models import QRNN
+    >>> qrnn = QRNN(3, 16, num_layers=2)
+    >>> x = torch.randn(100, 4, 3)
+    >>> y, state = qrnn(x)                 # state: one (c,) per layer, batch first
+    >>> y.shape, len(state), state[0][0].shape
+    (torch.Size([100, 4, 16]), 2, torch.Size([4, 16]))
+    >>> y2, _ = vlrnn.block_outputs(qrnn, x, block_len=32)     # the same through the engine
+    >>> torch.allclose(y, y2, atol=1e-5)
+    True
     """
 
     state_batch_dim = 0

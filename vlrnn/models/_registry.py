@@ -23,7 +23,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def build_named_model(name: str, input_size: int, hidden_size: int, num_layers: int = 1,
                       **options) -> nn.Module:
     """``MODELS[name](input_size, hidden_size, num_layers=num_layers, **options)``, or a
-    ``ValueError`` naming the known models."""
+    ``ValueError`` naming the known models.
+
+    >>> from vlrnn.models import MODELS, build_named_model
+    >>> "mingru" in MODELS
+    True
+    >>> model = build_named_model("qrnn", input_size=3, hidden_size=8, num_layers=2)
+    >>> type(model).__name__
+    'QRNN'
+    """
     try:
         make = MODELS[name.lower()]
     except KeyError:

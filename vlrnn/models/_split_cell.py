@@ -49,5 +49,11 @@ class SplitCell(Protocol):
 
 
 def is_split_cell(cell: nn.Module) -> bool:
-    """Whether ``cell`` follows the split-cell protocol (``input_part`` and ``step``)."""
+    """Whether ``cell`` follows the split-cell protocol (``input_part`` and ``step``).
+
+    >>> from torch import nn
+    >>> from vlrnn.models import is_split_cell
+    >>> is_split_cell(nn.GRUCell(2, 3))        # no input_part/step: the plain step loop
+    False
+    """
     return callable(getattr(cell, "input_part", None)) and callable(getattr(cell, "step", None))

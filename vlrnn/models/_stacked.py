@@ -154,6 +154,13 @@ class StackedRNN(nn.Module):
             ``layer_norm``).
         hidden_sizes: tuple of every layer's output size.
         state_batch_dim: ``0``, where the batch is in every state tensor.
+
+    >>> import torch
+    >>> from vlrnn.models import StackedRNN
+    >>> rnn = StackedRNN(3, [16, 8], cell="gru", residual=False, layer_norm=True)
+    >>> y, state = rnn(torch.randn(25, 2, 3))
+    >>> y.shape, [h.shape for h in state]
+    (torch.Size([25, 2, 8]), [torch.Size([2, 16]), torch.Size([2, 8])])
     """
 
     state_batch_dim = 0
