@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ._blocks import TimeBlock
+from ._layout import Data
 from ._loss import add_loss, finish_loss
 from ._rng import preserved
 from ._runner import BlockRunner, _BlockGraph
@@ -65,8 +66,8 @@ class ReversePass:
         retain: keep graphs built outside the call alive between blocks.
     """
 
-    def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 kept: Dict[int, _BlockGraph], retain: bool):
+    def __init__(self, runner: BlockRunner, x_data: Data, y_data: Optional[Data],
+                 params: List[torch.Tensor], kept: Dict[int, _BlockGraph], retain: bool):
         self.runner = runner
         self.x_data = x_data
         self.y_data = y_data
@@ -86,8 +87,12 @@ class ReversePass:
         rebuilt: Dict[int, List[torch.Tensor]] = {}  # boundaries the backward re-ran
         want_state0 = list(want.state0)[:n_state]
         if want.x and gx is None:
+            assert isinstance(self.x_data, torch.Tensor)  # want.x: x requires grad: no stream
             gx = torch.zeros_like(self.x_data)
-        gy = torch.zeros_like(self.y_data) if want.y else None
+        gy = None
+        if want.y:
+            assert isinstance(self.y_data, torch.Tensor)  # want.y: a target requiring grad
+            gy = torch.zeros_like(self.y_data)
         gparams: List[Optional[torch.Tensor]] = [None] * len(self.params)
         g_next: Optional[List[Optional[torch.Tensor]]] = None  # dL/d(state entering k+1)
         gstate0: List[Optional[torch.Tensor]] = [None] * n_state
@@ -109,8 +114,11 @@ class ReversePass:
                         seeds.append(g)
                 in_mask = [t.requires_grad for t in graph.state_in]
                 state_in = [t for t in graph.state_in if t.requires_grad]
-                ins = ([graph.x_leaf] if want.x else []) + ([graph.y_leaf] if want.y else []) \
-                    + state_in + self.params
+                ins: List[torch.Tensor] = [graph.x_leaf] if want.x else []
+                if want.y:
+                    assert graph.y_leaf is not None  # want.y: the target was given
+                    ins.append(graph.y_leaf)
+                ins += state_in + self.params
                 if not outs or not ins:
                     g_next = None
                     continue
@@ -123,17 +131,20 @@ class ReversePass:
                 if want.x:
                     g = grads.pop(0)
                     if g is not None:
+                        assert gx is not None  # made above when want.x
                         r.layout.scatter(gx, blk, g)
                 if want.y:
                     g = grads.pop(0)
                     if g is not None:
+                        assert gy is not None  # made above when want.y
                         r.layout.scatter(gy, blk, g)
                 n_in = sum(in_mask)
                 g_iter = iter(grads[:n_in])
                 g_in = [next(g_iter) if m else None for m in in_mask]
                 for i, g in enumerate(grads[n_in:]):
                     if g is not None:
-                        gparams[i] = g if gparams[i] is None else gparams[i] + g
+                        acc = gparams[i]
+                        gparams[i] = g if acc is None else acc + g
                 if k > 0:
                     g_next = g_in if any(g is not None for g in g_in) else None
                 elif g_in:
@@ -153,6 +164,7 @@ class ReversePass:
         if r.schedule.frees_kept:  # so are these kept ones: their memory serves rebuilds
             for j in [j for j in r.boundary if j > k]:
                 del r.boundary[j]
+        state: Optional[List[torch.Tensor]]
         if k in rebuilt:
             state = rebuilt.pop(k)
         elif k in r.boundary:
@@ -161,8 +173,9 @@ class ReversePass:
             start = max([j for j in r.boundary if j < k] + [j for j in rebuilt if j < k])
             r.rebuild(self.x_data, start, k, rebuilt)
             state = rebuilt.pop(k)
-        if r.rng[k] is not None:
-            r.rng[k].restore()
+        snap = r.rng[k]
+        if snap is not None:
+            snap.restore()
         return r.run_with_graph(k, self.x_data, self.y_data, state, want_x, want_y,
                                 state_grad=k > 0 or want_state0)
 
@@ -194,9 +207,9 @@ class LossEngine:
     name the tensors that need a gradient), the loss summed on the way, the graphs of
     the last ``keep_last`` blocks kept; then the :class:`ReversePass`."""
 
-    def __init__(self, runner: BlockRunner, x_data, y_data, params: List[torch.Tensor],
-                 first: _BlockGraph, state1: Optional[List[torch.Tensor]], retain: bool,
-                 keep_last: int = 1):
+    def __init__(self, runner: BlockRunner, x_data: Data, y_data: Optional[Data],
+                 params: List[torch.Tensor], first: _BlockGraph,
+                 state1: Optional[List[torch.Tensor]], retain: bool, keep_last: int = 1):
         self.runner = runner
         self.state1 = state1  # the state entering block 1, where forward_rest starts
         self.x_data = x_data
@@ -229,12 +242,14 @@ class LossEngine:
             self.reverse.kept[k] = graph
         return finish_loss(self.loss_sum, self.x_data).clone(), [t.clone() for t in r.final_state()]
 
-    def backward(self, grad_loss, grad_final: List[Optional[torch.Tensor]],
-                 want: Wanted) -> InputGrads:
+    def backward(self, grad_loss: Optional[torch.Tensor],
+                 grad_final: List[Optional[torch.Tensor]], want: Wanted) -> InputGrads:
         return self.reverse.run(grad_loss, grad_final, want)
 
 
-def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):
+def _seed_state(g_next: Optional[List[Optional[torch.Tensor]]],
+                grad_final: List[Optional[torch.Tensor]], blk: TimeBlock,
+                d: int) -> Optional[List[Optional[torch.Tensor]]]:
     """dL/d(state leaving ``blk``): rows ``[0, n_out)`` from the next block, rows
     ``[n_out, n_in)`` from the final-state gradient (those sequences end here)."""
     n_end = blk.n_in - blk.n_out
@@ -242,8 +257,8 @@ def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):
             for g in grad_final]
     if g_next is None and all(f is None for f in fins):
         return None
-    nxts = g_next if g_next is not None else [None] * len(fins)
-    out = []
+    nxts: List[Optional[torch.Tensor]] = g_next if g_next is not None else [None] * len(fins)
+    out: List[Optional[torch.Tensor]] = []
     for nxt, fin in zip(nxts, fins):
         if fin is None and (nxt is None or n_end == 0):
             out.append(nxt)
@@ -251,6 +266,7 @@ def _seed_state(g_next, grad_final, blk: TimeBlock, d: int):
             out.append(fin)
         else:  # both parts exist or one must be padded with zeros
             if nxt is None:
+                assert fin is not None  # both None is the first case above
                 nxt = fin.new_zeros(_with_dim(fin.shape, d, blk.n_out))
             if fin is None:
                 fin = nxt.new_zeros(_with_dim(nxt.shape, d, n_end))

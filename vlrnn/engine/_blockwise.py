@@ -40,7 +40,7 @@ act on the wrapped module itself.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Protocol, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ from ._blocks import check_block_len
 from ._bptt import block_outputs, full_outputs, joined_outputs
 from ._directions import DirectionView
 from ._schedules import get_schedule
+
+if TYPE_CHECKING:  # typing.TypeGuard is Python 3.10+; vlrnn supports 3.9
+    from typing import TypeGuard
 
 
 class Blockwise(nn.Module):
@@ -110,12 +113,7 @@ class Blockwise(nn.Module):
         self._modules = module._modules
         self._non_persistent_buffers_set = module._non_persistent_buffers_set
         self.training = module.training
-        views = []
-        if _decomposed(module):
-            dirs = 2 if module.bidirectional else 1
-            make = module.direction_view if _has_direction_views(module) else (
-                lambda l, rev: DirectionView(module, l, rev))
-            views = [[make(l, d == 1) for d in range(dirs)] for l in range(module.num_layers)]
+        views = _direction_views(module) if _decomposed(module) else []
         object.__setattr__(self, "views", views)
 
     # -- the wrapped module's own state ---------------------------------------------------
@@ -149,16 +147,18 @@ class Blockwise(nn.Module):
     # -- call -------------------------------------------------------------------------------
     def forward(self, x: Batch, state: Any = None) -> Tuple[Batch, Any]:
         m = self.module
-        unbatched = isinstance(m, nn.RNNBase) and not isinstance(x, PackedSequence) \
-            and x.dim() == 2
-        if unbatched:  # (T, F), as nn.LSTM accepts: a batch of one
+        unbatched = False
+        if isinstance(m, nn.RNNBase) and not isinstance(x, PackedSequence) and x.dim() == 2:
+            unbatched = True  # (T, F), as nn.LSTM accepts: a batch of one
             x = x.unsqueeze(0 if m.batch_first else 1)
             state = None if state is None else _map_state(state, lambda t: t.unsqueeze(1))
+        y: Batch
         if self.views:
             y, new_state = self._layers(x, state)
         else:
             y, new_state = self._run(m, x, state)
         if unbatched:
+            assert isinstance(y, torch.Tensor)  # x is dense here, and so is y
             y = y.squeeze(0 if m.batch_first else 1)
             new_state = _map_state(new_state, lambda t: t.squeeze(1))
         return y, new_state
@@ -175,17 +175,16 @@ class Blockwise(nn.Module):
         as one-layer models sharing its weights; ``state`` one entry per layer and
         direction, batch on dim 0."""
         m = self.module
-        packed = isinstance(x, PackedSequence)
         split = getattr(m, "split_directions", None)
         join = getattr(m, "join_directions", None)
         entries = None
         if state is not None:
-            n_batch = int(x.batch_sizes[0]) if packed else \
+            n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
                 x.shape[0 if m.batch_first else 1]
-            ref = x.data if packed else x
+            ref = x.data if isinstance(x, PackedSequence) else x
             m.check_state(state, n_batch, ref)  # a clear error before any block runs
             entries = split(state, n_batch) if callable(split) else [(s,) for s in state]
-        data = x.data if packed else x
+        data = x.data if isinstance(x, PackedSequence) else x
         dirs = len(self.views[0])
         finals = []
         for l, row in enumerate(self.views):
@@ -217,11 +216,10 @@ class Blockwise(nn.Module):
         if _has_direction_views(m):
             return self._view_layers(x, state)
         lstm = isinstance(m, nn.LSTM)
-        packed = isinstance(x, PackedSequence)
         if state is not None:
             _check_rnn_state(m, state, x)
         h0, c0 = (state if lstm else (state, None)) if state is not None else (None, None)
-        data = x.data if packed else x
+        data = x.data if isinstance(x, PackedSequence) else x
         dirs = len(self.views[0])
         finals_h: List[torch.Tensor] = []
         finals_c: List[torch.Tensor] = []
@@ -229,9 +227,13 @@ class Blockwise(nn.Module):
             runs = []
             for d, view in enumerate(row):
                 i = l * dirs + d
-                st = None
+                st: Union[None, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]] = None
                 if h0 is not None:
-                    st = (h0[i:i + 1], c0[i:i + 1]) if lstm else h0[i:i + 1]
+                    if lstm:
+                        assert c0 is not None  # an LSTM's state is a pair: _check_rnn_state
+                        st = (h0[i:i + 1], c0[i:i + 1])
+                    else:
+                        st = h0[i:i + 1]
                 # the reverse direction reads each sequence backwards, block by block
                 # from the last; its outputs come back in x's time order
                 runs.append((view, st, d == 1))
@@ -247,6 +249,31 @@ class Blockwise(nn.Module):
         return _like(data, x), new_state
 
 
+class _ViewModel(Protocol):
+    """NOTE [direction views]: what the engine asks of a model that has them."""
+
+    bidirectional: bool
+    num_layers: int
+    dropout: float
+
+    def direction_view(self, layer: int, reverse: bool) -> nn.Module: ...
+
+    def check_state(self, state: Any, n_batch: int, like: torch.Tensor) -> None: ...
+
+
+def _direction_views(module: nn.Module) -> List[List[nn.Module]]:
+    """The one-layer, one-direction models a :func:`_decomposed` module runs as: per
+    layer, its forward direction then (bidirectional) its reverse one."""
+    if _has_direction_views(module):
+        dirs = 2 if module.bidirectional else 1
+        return [[module.direction_view(l, d == 1) for d in range(dirs)]
+                for l in range(module.num_layers)]
+    assert isinstance(module, nn.RNNBase)  # decomposed without direction views
+    dirs = 2 if module.bidirectional else 1
+    return [[DirectionView(module, l, d == 1) for d in range(dirs)]
+            for l in range(module.num_layers)]
+
+
 def _decomposed(module: nn.Module) -> bool:
     """Whether ``module`` is run layer by layer: bidirectional torch RNNs and models with
     direction views (block_outputs cannot run them whole), and torch LSTMs with
@@ -257,7 +284,7 @@ def _decomposed(module: nn.Module) -> bool:
         module.bidirectional or (getattr(module, "proj_size", 0) or 0) > 0)
 
 
-def _has_direction_views(module: nn.Module) -> bool:
+def _has_direction_views(module: nn.Module) -> TypeGuard[_ViewModel]:
     """NOTE [direction views]: the model runs its directions as views of its own."""
     return callable(getattr(module, "direction_view", None)) and \
         callable(getattr(module, "check_state", None))

@@ -20,9 +20,17 @@ from ._blocks import check_block_len
 from ._call import BlockLossOutput, _Call
 from ._directions import TimeReversed
 from ._graph import graph_leaves, next_node_number, unique_tensors
+from ._layout import Layout
 from ._loss import LossFn, block_loss_value, finish_loss
 from ._options import Options
-from ._outputs import apply_engines, as_output, join_outputs, prepare_engine, streamed_outputs
+from ._outputs import (
+    OutputsEngine,
+    apply_engines,
+    as_output,
+    join_outputs,
+    prepare_engine,
+    streamed_outputs,
+)
 from ._planner import plan
 from ._schedules import Streaming
 from ._state import assemble_final
@@ -97,7 +105,7 @@ def block_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Op
     call = _Call(model, loss_fn, x, target, state, opts)
     lay = call.layout
     runner = call.runner()
-    n = len(call.blocks)
+    n = len(runner.blocks)
     if not torch.is_grad_enabled():  # evaluation: stream the blocks, keep nothing
         total, _ = runner.run_no_grad(lay.x_data, lay.y_data, 0, n, runner.boundary[0], None)
         return call.output(finish_loss(total, lay.x_data), runner.final_state(), runner.spec)
@@ -140,7 +148,9 @@ def _configure(model, loss_fn, x, target, state, opts: Options) -> Tuple[Options
     p = plan(model, x, None, opts.memory_budget if opts.memory_budget is not None else "auto",
              loss_fn=loss_fn, target=target, state=state, reduction=opts.reduction,
              batch_first=opts.batch_first, state_batch_dim=opts.state_batch_dim,
-             schedule=opts.schedule, block_len=None if auto else opts.block_len)
+             schedule=opts.schedule,
+             # not "auto": an int (Options refuses any other string)
+             block_len=opts.block_len if isinstance(opts.block_len, int) else None)
     return opts.replace(block_len=p.block_len, schedule=p.schedule_arg()), p.keep_last
 
 
@@ -232,21 +242,26 @@ def joined_outputs(runs: List[Tuple[nn.Module, Any, bool]], x: Batch, *, block_l
                    batch_first=batch_first, state_batch_dim=state_batch_dim)
     if not grad:  # stream, keeping no boundary states (nothing is ever recomputed)
         opts = opts.replace(schedule=Streaming)
-    calls, engines = [], []
+    calls: List[_Call] = []
+    engines: List[Optional[OutputsEngine]] = []
     for model, state, reverse in runs:
         call = _Call(model, None, x, None, state, opts)
         if reverse:
+            assert isinstance(call.layout, Layout)  # as _Call built it
             call.layout = TimeReversed(call.layout)
         calls.append(call)
         if grad:
             engines.append(prepare_engine(call.runner(), call.layout.x_data, call.state0 or [],
                                           call.modules_params()))
     x_data = calls[0].layout.x_data
-    if grad and all(e is not None for e in engines):
-        y, finals = apply_engines(engines, x_data)
-        specs = [e.runner.spec for e in engines]
+    ready = [e for e in engines if e is not None]
+    finals: List[List[torch.Tensor]]
+    if grad and len(ready) == len(engines):  # every run has an engine
+        y, finals = apply_engines(ready, x_data)
+        specs = [e.runner.spec for e in ready]
     else:  # nothing needs a gradient (or no grad mode): stream, keep only the outputs
-        ys, finals, specs = [], [], []
+        ys: List[torch.Tensor] = []
+        finals, specs = [], []
         for call in calls:
             runner = call.runner()
             with torch.no_grad():
@@ -283,12 +298,15 @@ def full_outputs(model: nn.Module, x: Batch, *, block_len: Optional[int] = None,
         return model(x, state)
     call = _Call(model, None, x, None, state, opts.replace(block_len=block_len or 2**62))
     if reverse:
+        assert isinstance(call.layout, Layout)  # as _Call built it
         call.layout = TimeReversed(call.layout)
     lay = call.layout
     runner = call.runner()
-    state_k, outs, enders = call.state0, [], []
+    state_k = call.state0
+    outs: List[torch.Tensor] = []
+    enders: List[Optional[List[torch.Tensor]]] = []
     d = call.batch_dim
-    for k, blk in enumerate(call.blocks):
+    for k, blk in enumerate(runner.blocks):
         _, out = runner.run(k, lay.part(lay.x_data, blk), None, state_k, with_loss=False,
                             outputs=outs)
         enders.append([t.narrow(d, blk.n_out, blk.n_in - blk.n_out) for t in out]
@@ -348,9 +366,11 @@ def full_loss(model: nn.Module, loss_fn: Optional[LossFn], x: Batch, target: Opt
 def _full_blockwise(call: _Call) -> BlockLossOutput:
     lay = call.layout
     runner = call.runner()
-    state, total, enders = call.state0, None, []
+    state = call.state0
+    total: Optional[torch.Tensor] = None
+    enders: List[Optional[List[torch.Tensor]]] = []
     d = call.batch_dim
-    for k, blk in enumerate(call.blocks):
+    for k, blk in enumerate(runner.blocks):
         y_part = None if lay.y_data is None else lay.part(lay.y_data, blk)
         loss, out = runner.run(k, lay.part(lay.x_data, blk), y_part, state)
         if loss is not None:

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _state as st
 from ._checks import check_torch_rnn
+from ._directions import AnyLayout
 from ._layout import Layout
 from ._options import Options
 from ._rng import cuda_devices
@@ -63,7 +64,7 @@ class _Call:
             raise ValueError("block_len='auto' must be planned before the call is built")
         self.opts = opts
         self.reduction = opts.reduction
-        self.layout = Layout(x, target, _batch_first(model, opts.batch_first, x),
+        self.layout: AnyLayout = Layout(x, target, _batch_first(model, opts.batch_first, x),
                              _device_of(model))
         self.x = x
         self.blocks = None if opts.block_len is None else self.layout.blocks(opts.block_len)

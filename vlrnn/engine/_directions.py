@@ -10,17 +10,19 @@ reversed back.
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .._common import Batch
-from ._blocks import sorted_lengths
+from ._blocks import TimeBlock, sorted_lengths
+from ._layout import Data, Layout
 
-_KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh,
-            "RNN_RELU": torch.rnn_relu}
+# (overloads of different signatures: the state is a pair for the LSTM, one tensor else)
+_KERNELS: Dict[str, Callable[..., Tuple[torch.Tensor, ...]]] = {
+    "LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
 
 class DirectionView(nn.Module):
@@ -35,6 +37,7 @@ class DirectionView(nn.Module):
     """
 
     state_batch_dim = 1
+    rnn: nn.RNNBase  # set with object.__setattr__: not a submodule
 
     def __init__(self, rnn: nn.RNNBase, layer: int, reverse: bool):
         super().__init__()
@@ -52,15 +55,16 @@ class DirectionView(nn.Module):
         return [getattr(self.rnn, n) for n in self.names]
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
-        return iter(self.weights())
+        # the weights are the parent's registered parameters (named by _flat_weights_names)
+        return iter(cast(List[nn.Parameter], self.weights()))
 
-    def forward(self, x: Batch, state=None) -> Tuple[Batch, object]:
+    def forward(self, x: Batch, state: Any = None) -> Tuple[Batch, object]:
         rnn = self.rnn
         lstm = rnn.mode == "LSTM"
         kernel = _KERNELS[rnn.mode]
-        packed = isinstance(x, PackedSequence)
-        data = x.data if packed else x
-        n_batch = int(x.batch_sizes[0]) if packed else data.shape[0 if self.batch_first else 1]
+        data = x.data if isinstance(x, PackedSequence) else x
+        n_batch = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else \
+            data.shape[0 if self.batch_first else 1]
         if state is None:
             h_size = self.proj_size or self.hidden_size
             h = data.new_zeros(1, n_batch, h_size)
@@ -69,7 +73,8 @@ class DirectionView(nn.Module):
         w = self.weights()
         bias = rnn.bias
         train = self.training and rnn.training
-        if packed:
+        y: Batch
+        if isinstance(x, PackedSequence):
             out = kernel(data, x.batch_sizes, hx, w, bias, 1, 0.0, train, False)
             y = PackedSequence(out[0], x.batch_sizes, x.sorted_indices, x.unsorted_indices)
         else:
@@ -101,6 +106,7 @@ def reverse_sequences(data: torch.Tensor, packed: bool, batch_first: bool,
     """Each sequence reversed within its own length (differentiable): packed rows by
     ``index`` (:func:`reversal_index`), dense ``(T, B, ...)``/``(B, T, ...)`` along time."""
     if packed:
+        assert index is not None  # packed callers pass reversal_index
         return data.index_select(0, index.to(data.device))
     return data.flip(1 if batch_first else 0)
 
@@ -117,34 +123,38 @@ class TimeReversed:
     batch order).
     """
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout):
         if layout.streamed:
             raise ValueError("reverse=True needs x in memory (a tensor or PackedSequence), "
                              "not a stream read block by block")
         self.base = layout
-        self.index = reversal_index(layout.batch_sizes) if layout.packed else None
+        self.index: Optional[torch.Tensor] = \
+            reversal_index(layout.batch_sizes) if layout.packed else None
         self._t_dim = 1 if layout.batch_first else 0
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.base, name)
 
-    def _span(self, block) -> slice:
+    def _span(self, block: TimeBlock) -> slice:
         n = self.base.n_steps
         return slice(n - block.stop, n - block.start)
 
-    def part(self, data: torch.Tensor, block) -> torch.Tensor:
+    def part(self, data: Data, block: TimeBlock) -> torch.Tensor:
+        assert isinstance(data, torch.Tensor)  # never a stream: refused in __init__
         if self.base.packed:
+            assert self.index is not None  # packed: made in __init__
             rows = self.index[block.rows].to(data.device)
             return data.index_select(0, rows)
         span = self._span(block)
         part = data[:, span] if self._t_dim else data[span]
         return part.flip(self._t_dim)
 
-    def scatter(self, full: torch.Tensor, block, part: torch.Tensor) -> None:
+    def scatter(self, full: torch.Tensor, block: TimeBlock, part: torch.Tensor) -> None:
         """Add a block's gradient ``part`` (reversed order) into ``full`` (original
         order). Added, not written: the reverse direction of a bidirectional layer
         accumulates into the buffer its forward direction filled."""
         if self.base.packed:
+            assert self.index is not None  # packed: made in __init__
             full.index_add_(0, self.index[block.rows].to(full.device), part)
         elif self._t_dim:
             full[:, self._span(block)] += part.flip(1)
@@ -154,3 +164,8 @@ class TimeReversed:
     def unreverse(self, y: torch.Tensor) -> torch.Tensor:
         """Outputs joined in reversed order (packed rows or dense) -> original order."""
         return reverse_sequences(y, self.base.packed, self.base.batch_first, self.index)
+
+
+# A layout the engine runs over: a Layout, or one read backwards (TimeReversed has every
+# attribute of the Layout it wraps, its own or through __getattr__).
+AnyLayout = Union[Layout, TimeReversed]

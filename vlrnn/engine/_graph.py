@@ -6,16 +6,19 @@ the Function's explicit inputs, so their gradients come back as input gradients.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import torch
+from torch.autograd.graph import Node
 
 
 def next_node_number() -> int:
     """Sequence number the next autograd node created on this thread will get."""
     probe = torch.zeros((), requires_grad=True)
     with torch.enable_grad():
-        return (probe * 1).grad_fn._sequence_nr() + 1
+        node = (probe * 1).grad_fn
+        assert node is not None  # a product with a leaf that requires grad, grad enabled
+        return node._sequence_nr() + 1
 
 
 def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
@@ -24,9 +27,11 @@ def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
     ``roots``, in a fixed order, skipping ids in ``exclude``; and whether the graph
     reaches a node created before node number ``since`` (outside the block, e.g. a
     tensor a lambda ``loss_fn`` captured: its graph is shared by every block)."""
-    found, found_ids, seen = [], set(), set()
+    found: List[torch.Tensor] = []
+    found_ids: Set[int] = set()
+    seen: Set[Node] = set()
     shared = False
-    stack = []
+    stack: List[Optional[Node]] = []  # next_functions name None for inputs without a graph
     for t in roots:
         if t is None or not t.requires_grad:
             continue
@@ -55,7 +60,8 @@ def graph_leaves(roots: Sequence[Optional[torch.Tensor]], exclude: set,
 
 def unique_tensors(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
     """``tensors`` without repeats (by identity), first occurrence order."""
-    seen, out = set(), []
+    seen: Set[int] = set()
+    out: List[torch.Tensor] = []
     for t in tensors:
         if id(t) not in seen:
             seen.add(id(t))

@@ -8,7 +8,7 @@ caller's batch order is restored only at the edges (initial and final state).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -19,6 +19,8 @@ from ._streaming import ArrayStream, is_stream
 
 REDUCTIONS = ("sum", "mean", "seq_mean")
 
+# What a layout's x_data and y_data hold: a tensor, or (dense only) a stream of one.
+Data = Union[torch.Tensor, ArrayStream]
 
 
 def _describe(obj) -> str:
@@ -42,30 +44,44 @@ class Layout:
         lengths: ``(B,)`` int64, input batch order.
     """
 
-    def __init__(self, x: Batch, target: Optional[Batch], batch_first: bool,
+    x_data: Data
+    y_data: Optional[Data]
+    n_steps: int
+    n_batch: int
+    n_rows: int
+    lengths: torch.Tensor
+    batch_sizes: torch.Tensor  # packed only
+    _sorted_lengths: torch.Tensor  # packed only
+
+    def __init__(self, x: object, target: object, batch_first: bool,
                  device: Optional[torch.device] = None):
+        # x, target: a Batch (target also None), or dense arrays to stream; anything
+        # else is refused here, so both are typed object
         self.packed = isinstance(x, PackedSequence)
         self.batch_first = bool(batch_first) and not self.packed
-        self.sorted_indices = None
-        self.unsorted_indices = None
+        self.sorted_indices: Optional[torch.Tensor] = None
+        self.unsorted_indices: Optional[torch.Tensor] = None
         self.streamed = False
-        if self.packed:
+        if isinstance(x, PackedSequence):
             self._init_packed(x, target)
         elif isinstance(x, torch.Tensor) or is_stream(x):
-            if is_stream(x):  # read block by block, never all at once
-                x = ArrayStream(x, self.batch_first, device or torch.device("cpu"), "x")
+            x_dense: Data
+            if isinstance(x, torch.Tensor):
+                x_dense = x
+            else:  # is_stream(x): read block by block, never all at once
+                x_dense = ArrayStream(x, self.batch_first, device or torch.device("cpu"), "x")
                 self.streamed = True
             if is_stream(target):
                 target = ArrayStream(target, self.batch_first, device or torch.device("cpu"),
                                      "target")
-            self._init_dense(x, target)
+            self._init_dense(x_dense, target)
         else:
             raise TypeError("x must be a PackedSequence, a dense tensor (T, B, ...) "
                             "((B, T, ...) when batch_first) or an array to stream "
                             f"(numpy, np.memmap), got {_describe(x)}")
 
     # -- construction -------------------------------------------------------------------
-    def _init_packed(self, x: PackedSequence, target) -> None:
+    def _init_packed(self, x: PackedSequence, target: object) -> None:
         check_packed(x, "x")
         self.x_data = x.data
         self.batch_sizes = x.batch_sizes
@@ -110,7 +126,7 @@ class Layout:
         y_pos = seq if target.unsorted_indices is None else target.unsorted_indices.cpu()[seq]
         return (offsets[step] + y_pos).to(target.data.device)
 
-    def _init_dense(self, x, target) -> None:
+    def _init_dense(self, x: Data, target: object) -> None:
         if x.dim() < 2:
             raise ValueError("dense x must have a time and a batch dimension: (T, B, ...) "
                              f"or (B, T, ...) with batch_first; got shape {tuple(x.shape)}")
@@ -138,6 +154,7 @@ class Layout:
     # -- blocks ------------------------------------------------------------------------
     def blocks(self, block_len: int) -> List[TimeBlock]:
         if self.packed:
+            assert isinstance(self.x_data, torch.Tensor)  # packed: x.data (streams are dense)
             x = PackedSequence(self.x_data, self.batch_sizes)
             return split_packed(x, block_len)
         return split_dense(self.n_steps, self.n_batch, block_len)
@@ -146,13 +163,13 @@ class Layout:
         """The whole batch as a single block."""
         return self.blocks(max(self.n_steps, 1))[0]
 
-    def part(self, data: torch.Tensor, block: TimeBlock) -> torch.Tensor:
+    def part(self, data: Data, block: TimeBlock) -> torch.Tensor:
         """The block's share of ``x_data`` or ``y_data`` (a view): packed rows
         ``(R, ...)``, dense ``(T_b, B, ...)`` or ``(B, T_b, ...)``."""
+        if isinstance(data, ArrayStream):  # dense only: a packed batch's data is a tensor
+            return data.read(block.start, block.stop)
         if self.packed:
             return data[block.rows]
-        if isinstance(data, ArrayStream):
-            return data.read(block.start, block.stop)
         if self.batch_first:
             return data[:, block.start:block.stop]
         return data[block.start:block.stop]
@@ -260,6 +277,7 @@ def check_packed(p: PackedSequence, name: str) -> None:
                              f"(int64, length {n}), got {_describe(idx)}"
                              + (f": {idx.tolist()[:20]}" if isinstance(idx, torch.Tensor)
                                 and idx.dim() == 1 else ""))
+    assert s_idx is not None and u_idx is not None  # both permutations: checked above
     if not torch.equal(u_idx.cpu()[s_idx.cpu()], ident):
         raise ValueError(f"{name}.unsorted_indices must be the inverse permutation of "
                          f"{name}.sorted_indices, got {u_idx.tolist()[:20]} for "
@@ -273,5 +291,6 @@ def _same_order(a: PackedSequence, b: PackedSequence) -> bool:
         n = int(a.batch_sizes[0])
         ident = torch.arange(n)
         other = a.sorted_indices if a.sorted_indices is not None else b.sorted_indices
+        assert other is not None  # exactly one of the two is None here
         return torch.equal(other.cpu(), ident)
     return torch.equal(a.sorted_indices.cpu(), b.sorted_indices.cpu())

@@ -12,7 +12,8 @@ from typing import Callable, Optional
 import torch
 
 from ._blocks import TimeBlock
-from ._layout import REDUCTIONS, Layout
+from ._directions import AnyLayout
+from ._layout import REDUCTIONS, Data
 
 LossFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -25,7 +26,7 @@ def check_reduction(reduction: str) -> str:
 
 
 def block_loss_value(loss_fn: LossFn, out_rows: torch.Tensor, target_rows: Optional[torch.Tensor],
-                     layout: Layout, block: TimeBlock, reduction: str) -> torch.Tensor:
+                     layout: AnyLayout, block: TimeBlock, reduction: str) -> torch.Tensor:
     """The block's share of the total loss, a scalar.
 
     Args:
@@ -60,7 +61,7 @@ def add_loss(total: Optional[torch.Tensor], loss: Optional[torch.Tensor]) -> Opt
     return loss if total is None else total + loss
 
 
-def finish_loss(total: Optional[torch.Tensor], x_data: torch.Tensor) -> torch.Tensor:
+def finish_loss(total: Optional[torch.Tensor], x_data: Data) -> torch.Tensor:
     """The loss to report: the sum, or 0 when there is no per-step loss."""
     if total is not None:
         return total

@@ -19,19 +19,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
+from .._common import Batch
 from ._backward import InputGrads, ReversePass, Wanted
-from ._directions import TimeReversed
+from ._directions import AnyLayout, TimeReversed
 from ._graph import graph_leaves, next_node_number, unique_tensors
+from ._layout import Data
 from ._loss import block_loss_value
 from ._runner import BlockRunner, _BlockGraph
 
 
-def _vjp_rows(out_rows: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:
+def _vjp_rows(out_rows: torch.Tensor, grad_rows: Optional[torch.Tensor]) -> torch.Tensor:
     """Per-row ``y * dL/dy`` (trailing dims are summed by the engine's loss value)."""
+    assert grad_rows is not None  # the runner's y_data is dL/dy whenever this is its loss_fn
     return out_rows * grad_rows.to(out_rows.dtype)
 
 
-def run_kept(runner: BlockRunner, k: int, x_data, state: Optional[List[torch.Tensor]],
+def run_kept(runner: BlockRunner, k: int, x_data: Data, state: Optional[List[torch.Tensor]],
              x_grad: bool, state_grad: bool) -> Tuple[_BlockGraph, torch.Tensor]:
     """Block ``k`` from ``state`` with a graph on fresh leaves, its random draws
     recorded: (the block's graph, its outputs in that graph)."""
@@ -67,7 +70,7 @@ class OutputsEngine:
         retain: keep graphs built outside the call alive between blocks.
     """
 
-    def __init__(self, runner: BlockRunner, x_data, params: List[torch.Tensor],
+    def __init__(self, runner: BlockRunner, x_data: Data, params: List[torch.Tensor],
                  first: _BlockGraph, y0: torch.Tensor, state1: Optional[List[torch.Tensor]],
                  state0: List[torch.Tensor], retain: bool):
         self.runner = runner
@@ -183,7 +186,7 @@ class _BlockOutputs(torch.autograd.Function):
         return (None, gx, None, *out_grads)
 
 
-def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
+def prepare_engine(runner: BlockRunner, x_data: Data, state0: List[torch.Tensor],
                    module_params: List[torch.Tensor]) -> Optional[OutputsEngine]:
     """Run block 0 with a graph and return the engine for the rest, or ``None`` when
     nothing needs a gradient (the caller streams instead).
@@ -205,23 +208,28 @@ def prepare_engine(runner: BlockRunner, x_data, state0: List[torch.Tensor],
     return OutputsEngine(runner, x_data, params, first, y0, state1, state0, retain=shared)
 
 
-def apply_engines(engines: List[OutputsEngine], x_data):
+def apply_engines(engines: List[OutputsEngine],
+                  x_data: Data) -> Tuple[torch.Tensor, List[List[torch.Tensor]]]:
     """``(y_data, [final_sorted per engine])`` through one :class:`_BlockOutputs`."""
-    sizes, tensors = [], []
+    sizes: List[Tuple[int, int]] = []
+    tensors: List[torch.Tensor] = []
     for e in engines:
         sizes.append((e.n_state, len(e.params)))
+        assert e.state0 is not None  # cleared here, below: each engine is applied once
         tensors.extend(e.state0)
         tensors.extend(e.params)
         e.state0 = None
     res = _BlockOutputs.apply(engines, x_data, sizes, *tensors)
-    finals, i = [], 1
+    finals: List[List[torch.Tensor]] = []
+    i = 1
     for e in engines:
         finals.append(list(res[i:i + e.n_final]))
         i += e.n_final
     return res[0], finals
 
 
-def streamed_outputs(runner: BlockRunner, x_data) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+def streamed_outputs(runner: BlockRunner,
+                     x_data: Data) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """``(y_data, final_sorted)`` without a graph, one block at a time."""
     outs: List[torch.Tensor] = []
     with torch.no_grad():
@@ -230,13 +238,13 @@ def streamed_outputs(runner: BlockRunner, x_data) -> Tuple[torch.Tensor, List[to
     return join_outputs(runner.layout, outs), runner.final_state()
 
 
-def join_outputs(layout, outs: List[torch.Tensor]) -> torch.Tensor:
+def join_outputs(layout: AnyLayout, outs: List[torch.Tensor]) -> torch.Tensor:
     """The blocks' outputs as one tensor in ``x_data``'s layout and time order."""
     y = torch.cat(outs, dim=1 if layout.batch_first else 0) if len(outs) > 1 else outs[0]
     return layout.unreverse(y) if isinstance(layout, TimeReversed) else y
 
 
-def as_output(y_data: torch.Tensor, x) -> object:
+def as_output(y_data: torch.Tensor, x: object) -> Batch:
     """``y_data`` in ``x``'s form: a ``PackedSequence`` with ``x``'s ``batch_sizes``
     and indices, or the dense tensor itself."""
     if isinstance(x, PackedSequence):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -164,7 +164,7 @@ def _revolve_candidates(k: int, room: float, block: float, state_bytes: float) -
     costs time). ``room``: bytes for states and graphs of the kept blocks."""
     sb = max(state_bytes, 1.0)
     m_hi = int(min(k, room // block))
-    ms = range(1, m_hi + 1)
+    ms: Sequence[int] = range(1, m_hi + 1)
     if m_hi > MAX_REVOLVE_CANDIDATES:  # thin out: all small m, then a geometric grid
         grid = {1, m_hi}
         x = 1.0
@@ -266,7 +266,7 @@ def measure(runner, probe_len: int) -> tuple:
 
 
 def plan(model, x_example: Any, T: Optional[int] = None,
-         memory_budget: Union[int, str, None] = "auto", *, loss_fn=None, target=None,
+         memory_budget: Union[int, float, str, None] = "auto", *, loss_fn=None, target=None,
          state=None, reduction: str = "mean", batch_first: Optional[bool] = None,
          state_batch_dim: Optional[int] = None, schedule: Optional[ScheduleSpec] = None,
          block_len: Optional[int] = None, probe_len: int = 64) -> Plan:

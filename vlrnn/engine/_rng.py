@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple, Union
 
 import torch
+
+from ._streaming import ArrayStream
 
 
 class RngSnapshot:
@@ -29,7 +31,7 @@ class RngSnapshot:
             torch.cuda.set_rng_state(s, d)
 
 
-def cuda_devices(*tensors: Optional[torch.Tensor]) -> List[int]:
+def cuda_devices(*tensors: Union[torch.Tensor, ArrayStream, None]) -> List[int]:
     """CUDA device indices among ``tensors`` (whose generators dropout may use)."""
     devs = {t.device.index if t.device.index is not None else torch.cuda.current_device()
             for t in tensors if t is not None and t.device.type == "cuda"}

@@ -13,7 +13,7 @@ restored outside the engine's ``autograd.Function`` with ordinary (differentiabl
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, overload
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _state as st
 from ._blocks import TimeBlock
-from ._layout import Layout
+from ._directions import AnyLayout
+from ._layout import Data
 from ._loss import LossFn, add_loss, block_loss_value
 from ._rng import RngSnapshot
 from ._schedules import Schedule
@@ -33,14 +34,16 @@ class _BlockGraph:
 
     __slots__ = ("x_leaf", "y_leaf", "state_in", "loss", "state_out")
 
-    def __init__(self, x_leaf, y_leaf, state_in, loss, state_out):
+    def __init__(self, x_leaf: torch.Tensor, y_leaf: Optional[torch.Tensor],
+                 state_in: List[torch.Tensor], loss: Optional[torch.Tensor],
+                 state_out: List[torch.Tensor]):
         self.x_leaf = x_leaf
         self.y_leaf = y_leaf
-        self.state_in: List[torch.Tensor] = state_in
-        self.loss: Optional[torch.Tensor] = loss
-        self.state_out: List[torch.Tensor] = state_out
+        self.state_in = state_in
+        self.loss = loss
+        self.state_out = state_out
 
-    def leaf_ids(self) -> set:
+    def leaf_ids(self) -> set[int]:
         return {id(t) for t in [self.x_leaf, self.y_leaf, *self.state_in] if t is not None}
 
 
@@ -59,7 +62,7 @@ class BlockRunner:
     memory among the blocks' activations (see :mod:`vlrnn.engine._store`).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: Layout,
+    def __init__(self, model: nn.Module, loss_fn: Optional[LossFn], layout: AnyLayout,
                  blocks: List[TimeBlock], reduction: str, batch_dim: int,
                  devices: List[int], schedule: Schedule, offload: Optional[str] = None):
         self.model = model
@@ -118,7 +121,7 @@ class BlockRunner:
             loss = block_loss_value(self.loss_fn, rows, tgt, lay, blk, self.reduction)
         return loss, leaves
 
-    def run_with_graph(self, k: int, x_data: torch.Tensor, y_data: Optional[torch.Tensor],
+    def run_with_graph(self, k: int, x_data: Data, y_data: Optional[Data],
                        state_in: Optional[List[torch.Tensor]], x_grad: bool, y_grad: bool,
                        state_grad: bool) -> _BlockGraph:
         """Block ``k`` from the state ``state_in``, with a graph on fresh leaves."""
@@ -133,6 +136,16 @@ class BlockRunner:
             loss, out = self.run(k, x_leaf, y_leaf, leaves)
         return _BlockGraph(x_leaf, y_leaf, leaves or [], loss, out)
 
+    @overload
+    def stash(self, state: List[torch.Tensor], k: int) -> List[torch.Tensor]: ...
+
+    @overload
+    def stash(self, state: List[torch.Tensor], k: None = None) -> List[torch.Tensor]: ...
+
+    @overload
+    def stash(self, state: Optional[List[torch.Tensor]],
+              k: None = None) -> Optional[List[torch.Tensor]]: ...
+
     def stash(self, state: Optional[List[torch.Tensor]],
               k: Optional[int] = None) -> Optional[List[torch.Tensor]]:
         """A boundary state as kept. ``k`` names a boundary the forward pass keeps:
@@ -142,12 +155,20 @@ class BlockRunner:
         and is kept as it is. With ``offload="cpu"`` either is kept in (pinned) host
         memory, so that a GPU holds only the block it works on."""
         if k is not None:
+            # a kept boundary's rows (advance, after make_slots)
+            assert self.kept_slots is not None and state is not None
             return self.kept_slots.write(k, state, non_blocking=self.offload is not None)
         if self.offload is None or state is None:
             return state
         pin = torch.cuda.is_available()
         return [t.to("cpu", non_blocking=True).pin_memory() if pin and t.is_cuda else t.cpu()
                 for t in state]
+
+    @overload
+    def unstash(self, state: List[torch.Tensor]) -> List[torch.Tensor]: ...
+
+    @overload
+    def unstash(self, state: Optional[List[torch.Tensor]]) -> Optional[List[torch.Tensor]]: ...
 
     def unstash(self, state: Optional[List[torch.Tensor]]) -> Optional[List[torch.Tensor]]:
         """A kept boundary state back on the device the model runs on."""
@@ -175,6 +196,7 @@ class BlockRunner:
         if not self.keeps(k + 1):
             return self.next_state(k, state_out)
         rows = [t.detach().narrow(d, 0, blk.n_out) for t in state_out]
+        assert self.kept_slots is not None  # made with final_slots, above
         if self.schedule.frees_kept or not self.kept_slots.fits(rows):
             # a copy of its own: the schedule frees it early, or it is unlike the first
             nxt = self.next_state(k, state_out)
@@ -210,6 +232,7 @@ class BlockRunner:
         blk = self.blocks[k]
         enders = [t.detach().narrow(self.batch_dim, blk.n_out, blk.n_in - blk.n_out)
                   for t in state_out]
+        assert self.final_slots is not None  # advance made the slots before this
         if self.final_slots.fits(enders):
             self.enders[k] = self.final_slots.write(0, enders, start=blk.n_out)
         else:  # unlike the first state: a copy of its own, joined by final_state
@@ -248,8 +271,9 @@ class BlockRunner:
         lay = self.layout
         with torch.no_grad(), _autocast(self.autocast):
             for j in range(start, k):
-                if self.rng[j] is not None:
-                    self.rng[j].restore()
+                snap = self.rng[j]
+                if snap is not None:
+                    snap.restore()
                 _, out = self.run(j, lay.part(x_data, self.blocks[j]), None, state,
                                   with_loss=False)
                 state = self.next_state(j, out)

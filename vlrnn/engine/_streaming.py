@@ -51,11 +51,12 @@ class ArrayStream:
         self._fd: Optional[int] = None
         self._row_bytes = math.prod(shape[1:]) * np.dtype(array.dtype).itemsize
         # a whole-file memmap (not a slice of one, whose offset numpy does not track)
-        if (isinstance(array, np.memmap) and not batch_first and array.flags.c_contiguous
-                and getattr(array, "filename", None) and array._mmap is not None
-                and array.base is array._mmap):
-            self._fd = os.open(array.filename, os.O_RDONLY)
-            self._offset = int(array.offset)
+        if isinstance(array, np.memmap) and not batch_first and array.flags.c_contiguous:
+            filename = getattr(array, "filename", None)
+            mapping = getattr(array, "_mmap", None)  # np.memmap's own (private, not in its stubs)
+            if filename and mapping is not None and array.base is mapping:
+                self._fd = os.open(filename, os.O_RDONLY)
+                self._offset = int(array.offset)
 
     def __del__(self):
         if getattr(self, "_fd", None) is not None:
