@@ -37,6 +37,12 @@ class ArrayFrame(tuple):
         id_col, time_col: names of the id and time columns.
         feature_cols: names of the ``F`` feature columns, in array column order.
         target_cols: names of the per-step target columns (empty without ``targets``).
+
+    >>> import numpy as np
+    >>> from vlrnn.data import from_arrays
+    >>> data = from_arrays(np.zeros((2, 5, 3)), labels=[0, 1], feature_names=["x", "y", "z"])
+    >>> data.feature_cols, data.id_col, data.frame.groupby("id").size().tolist()
+    (['x', 'y', 'z'], 'id', [5, 5])
     """
 
     def __new__(cls, frame: pd.DataFrame, labels: Optional[pd.Series], id_col: str,
@@ -246,6 +252,12 @@ def from_arrays(arrays: Any, labels: Any = None, *, targets: Any = None,
             wrong number of dimensions, series with 0 steps, differing feature counts,
             NaN/inf, non-numeric values, labels or targets that do not match the series.
         TypeError: ``arrays`` or ``labels`` that are not a list/array of series.
+
+    >>> import numpy as np
+    >>> from vlrnn.data import from_arrays
+    >>> frame, labels = from_arrays([np.zeros((4, 2)), np.ones((3, 2))], labels=["a", "b"])
+    >>> list(frame.columns), len(frame), list(labels)
+    (['id', 't', 'f0', 'f1'], 7, ['a', 'b'])
     """
     if not isinstance(id_col, str) or not isinstance(time_col, str) or id_col == time_col:
         raise ValueError(f"id_col and time_col must be two different column names, got "

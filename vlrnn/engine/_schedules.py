@@ -24,7 +24,28 @@ from typing import Callable, Dict, List, Type, Union
 
 
 class Schedule:
-    """Base class. ``n_blocks`` is K; boundary ``k`` is the state entering block ``k``."""
+    """Base class. ``n_blocks`` is K; boundary ``k`` is the state entering block ``k``.
+
+    A custom schedule is a subclass passed as ``schedule=`` (a callable ``n_blocks ->
+    Schedule``); the gradient is the same whatever it keeps:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import vlrnn
+    >>> from vlrnn.engine import Schedule
+    >>> class KeepEven(Schedule):
+    ...     name = "keep_even"
+    ...     def keep(self, k):               # the forward pass keeps even boundaries
+    ...         return k % 2 == 0
+    ...     def rebuild(self, start, k):     # re-run from the kept one below, keep only k
+    ...         return [k]
+    >>> gru, x, y = nn.GRU(2, 3), torch.randn(40, 2, 2), torch.randn(40, 2, 3)
+    >>> a = vlrnn.block_loss(gru, nn.MSELoss(reduction="none"), x, y, block_len=8,
+    ...                      schedule=KeepEven).loss
+    >>> b = vlrnn.full_loss(gru, nn.MSELoss(reduction="none"), x, y).loss
+    >>> torch.allclose(a, b)
+    True
+    """
 
     name = ""
     # True: boundaries the forward pass keeps are dropped once the reverse pass is below

@@ -127,6 +127,14 @@ class ConvThen(nn.Module):
     ``nn.LSTM``/``nn.GRU``/``nn.RNN`` do). ``last_hidden(state)`` gives the rnn's last
     layer hidden state ``(B, H)`` (read by :class:`~vlrnn.models.SequenceModel`; with
     ``skip=True`` the outputs are wider than that, so pool ``("mean", "max")`` only).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from vlrnn.models import ConvFront, ConvThen
+    >>> model = ConvThen(ConvFront(3, channels=8), nn.GRU(8, 16))
+    >>> y, state = model(torch.randn(50, 2, 3), None)
+    >>> y.shape, model.last_hidden(state).shape
+    (torch.Size([50, 2, 16]), torch.Size([2, 16]))
     """
 
     state_batch_dim = 1

@@ -41,7 +41,27 @@ __all__ = ["SplitCell", "is_split_cell"]
 
 @runtime_checkable
 class SplitCell(Protocol):
-    """A cell whose input-only part runs over a whole block (see the module docstring)."""
+    """A cell whose input-only part runs over a whole block (see the module docstring).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from vlrnn.models import SplitCell, StackedRNN
+    >>> class Elman(nn.Module):
+    ...     def __init__(self, n_in, n_hid):
+    ...         super().__init__()
+    ...         self.ih, self.hh = nn.Linear(n_in, n_hid), nn.Linear(n_hid, n_hid, bias=False)
+    ...     def input_part(self, x):
+    ...         return self.ih(x)
+    ...     def step(self, u, h):
+    ...         return torch.tanh(u + self.hh(h))
+    ...     def forward(self, x, h):
+    ...         return self.step(self.input_part(x), h)
+    >>> isinstance(Elman(2, 4), SplitCell)
+    True
+    >>> y, _ = StackedRNN(2, 4, num_layers=2, cell=Elman)(torch.randn(10, 3, 2))
+    >>> y.shape
+    torch.Size([10, 3, 4])
+    """
 
     def input_part(self, x: torch.Tensor) -> torch.Tensor: ...
 

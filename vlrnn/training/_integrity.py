@@ -34,7 +34,18 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.
 class CheckpointError(ValueError):
     """A file vlrnn cannot vouch for: empty, truncated, damaged (checksum mismatch), not
     a vlrnn file, written by an unknown version, or needing full unpickling. The message
-    names the file, what failed and what to do."""
+    names the file, what failed and what to do.
+
+    >>> import tempfile, pathlib
+    >>> from vlrnn import CheckpointError, TrainedModel
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+    >>> _ = path.write_bytes(b"")                      # an empty file: refused, not loaded
+    >>> try:
+    ...     TrainedModel.load(path)
+    ... except CheckpointError as err:
+    ...     print("refused:", "empty" in str(err))
+    refused: True
+    """
 
 
 def digest(obj: Any) -> str:

@@ -145,6 +145,23 @@ class Trainer:
         best_epoch, best_score: the epoch with the best ``monitor`` value so far and
             that value; best_val_loss: its validation loss.
         stopped_early: whether the last ``fit`` stopped on patience.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch.nn.utils.rnn import pack_sequence
+    >>> import vlrnn
+    >>> from vlrnn.models import WithHead
+    >>> xs = [torch.randn(n, 2) for n in (30, 20, 10)]
+    >>> batch = (pack_sequence(xs), pack_sequence([x.cumsum(0)[:, :1] for x in xs]))
+    >>> trainer = vlrnn.Trainer(WithHead(nn.GRU(2, 8), nn.Linear(8, 1)),
+    ...                         nn.MSELoss(reduction="none"), lr=1e-2, block_len=8,
+    ...                         progress=False)
+    >>> history = trainer.fit([batch], epochs=5)
+    >>> list(history.epoch), bool(history.train_loss.iloc[-1] < history.train_loss.iloc[0])
+    ([1, 2, 3, 4, 5], True)
+    >>> y, state = trainer.predict(batch[0])          # streamed, no graph
+    >>> y.data.shape
+    torch.Size([60, 1])
     """
 
     def __init__(self, model: nn.Module, loss_fn: Optional[Callable], *,
