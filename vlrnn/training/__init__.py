@@ -8,10 +8,13 @@ random-number state; the checksum and :class:`CheckpointError` in ``_integrity``
 ``guards`` (non-finite losses and gradients), ``placement`` and ``distributed`` (devices,
 ranks, each rank's batches), ``tensorboard`` (the scalars of ``Trainer(log_dir=...)``),
 ``helpers`` (seeding, batches, out-of-memory messages). From a frame: ``pipeline``
-(``pack_and_train``), ``trained`` (``TrainedModel``: predict, forecast, evaluate, save),
-``tasks`` (task inference, class codes, labels per series, time steps), ``frames`` (a
-frame to the dataset of a task), ``losses`` (per-row losses that leave missing targets
-out) and ``metrics`` (accuracy, MAE, RMSE and baselines).
+(``pack_and_train``), ``_task`` (the task as one frozen ``Task``: kind, level, columns,
+horizon, season, classes, scalers, baselines; what every module below reads),
+``trained`` (``TrainedModel``: predict, forecast, evaluate, save), ``tasks`` (task
+inference, class codes, labels per series, time steps), ``frames`` (a frame to the
+dataset of a task), ``task_scaling`` (the scalers), ``losses`` (per-row losses that
+leave missing targets out, class weights, a task's losses), ``metrics`` (accuracy, MAE,
+RMSE and baselines) and ``forecast_metrics`` (MASE, sMAPE, drift and seasonal naive).
 """
 from ._integrity import CheckpointError
 from .pipeline import pack_and_train
