@@ -45,6 +45,13 @@ class MaskedCrossEntropy(nn.Module):
         return torch.where(seen, loss, torch.zeros_like(loss))
 
 
+def masked_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``|output - target|`` per value, ``(R, K)``; 0 where ``target`` is NaN."""
+    seen = torch.isfinite(target)
+    diff = output - torch.where(seen, target, output.detach())
+    return torch.where(seen, diff.abs(), torch.zeros_like(diff))
+
+
 def class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torch.Tensor]:
     """Weights per class of ``class_weight`` for the class ids ``codes`` of the training
     targets (NaN = missing). ``"auto"``: balanced weights when the largest class is at
@@ -72,8 +79,16 @@ def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor]
                 ) -> Tuple[Optional[Callable], Optional[Callable]]:
     """``(per-row loss, loss on the final states)`` of ``task`` for ``model``: masked MSE
     or cross-entropy per step; for series tasks MSE or cross-entropy of
-    ``model.readout(state)`` against the series' labels."""
+    ``model.readout(state)`` against the series' labels.
+
+    Series-scaled forecasts (``scale="series"``) take the absolute error instead of the
+    squared one: their targets are changes in units of each series' own mean one-step
+    change, so the loss is MASE's own (scaled absolute error, every origin and step
+    ahead), and a few origins with a small causal scale do not dominate it as they do
+    a squared loss (side by side: docs/benchmarks.md, "Real data")."""
     if task.level == "step":
+        if task.kind == "regression" and task.horizon and task.scale == "series":
+            return masked_l1, None
         return (masked_mse if task.kind == "regression" else MaskedCrossEntropy(weight)), None
     if task.kind == "regression":
         def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ Modes (:data:`SCALE_MODES`):
   value at the forecast's origin, in units of that series' mean absolute one-step change
   up to the origin; outputs get the scale and the level back. Forecast inputs are the
   causal z-scores beside the global ones (the training series' mean/std per column,
-  which tell a series' level among the others; ``2 F`` input features). Targets of per-step
+  which tell a series' level among the others) and each target's last one-step change in
+  the targets' own unit (the local trend, in the units the forecast is a multiple of):
+  ``2 F + K`` input features. Targets of per-step
   regression and of series regression (not among the inputs) keep the global scaler.
 - ``None``: nothing scaled.
 
@@ -107,9 +109,13 @@ class Scalers:
                 return ds.replace(xs=own)
             glob = self.features.transform(list(ds.xs))
             meta = ds._meta()
-            meta["feature_cols"] = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
-            return SeriesDataset([torch.cat([a, b], dim=1) for a, b in zip(own, glob)],
-                                 ds.ys, **meta)
+            cols = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
+            parts = [own, glob]
+            if task.horizon:  # (always: ``features`` is set for forecasts only)
+                parts.append([_changes(x, task) for x in ds.xs])
+                cols += [f"{c}@change" for c in task.target_cols]
+            meta["feature_cols"] = cols
+            return SeriesDataset([torch.cat(p, dim=1) for p in zip(*parts)], ds.ys, **meta)
         return ds
 
     # -- targets --------------------------------------------------------------------------
@@ -181,6 +187,15 @@ class Scalers:
         return cls(None if f is None else StandardScaler().load_state_dict(f),
                    None if t is None else StandardScaler(targets=True).load_state_dict(t),
                    mode)
+
+
+def _changes(x: torch.Tensor, task: Task) -> torch.Tensor:
+    """``(T, K)``: each target's last one-step change in units of its causal mean
+    absolute change (the unit the forecast targets are in; 0 at the first step)."""
+    now = x[:, task.target_inputs].double()
+    d = torch.zeros_like(now)
+    d[1:] = now[1:] - now[:-1]
+    return (d / causal_diff_scale(now)).to(x.dtype)
 
 
 def _same(a: Any, b: Any) -> bool:
