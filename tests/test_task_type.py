@@ -55,6 +55,7 @@ def test_task_is_frozen():
     assert isinstance(t.target_cols, tuple)
     lists = Task("regression", "step", "id", "t", ["y"], ["u"])   # lists become tuples
     assert lists == t and isinstance(lists.feature_cols, tuple)
+    assert hash(lists) == hash(t)                                 # usable as a key
 
 
 @pytest.mark.parametrize("kwargs, match", [

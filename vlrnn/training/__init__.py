@@ -17,8 +17,9 @@ leave missing targets out, class weights, a task's losses), ``metrics`` (accurac
 RMSE and baselines) and ``forecast_metrics`` (MASE, sMAPE, drift and seasonal naive).
 """
 from ._integrity import CheckpointError
+from ._task import Task
 from .pipeline import pack_and_train
 from .trained import TrainedModel
 from .trainer import Trainer
 
-__all__ = ["CheckpointError", "TrainedModel", "Trainer", "pack_and_train"]
+__all__ = ["CheckpointError", "Task", "TrainedModel", "Trainer", "pack_and_train"]

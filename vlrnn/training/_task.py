@@ -89,7 +89,7 @@ class Task:
     label_col: Optional[str] = None
     majority_class: Any = None
     mean_label: Optional[float] = None
-    scalers: Scalers = field(default_factory=lambda: Scalers(None, None, None))
+    scalers: Scalers = field(default_factory=lambda: Scalers(None, None, None), hash=False)
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:

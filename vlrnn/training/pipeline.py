@@ -150,7 +150,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             series' statistics per column; ``"series"``: each series by its own
             statistics (series tasks: the whole series; per-step tasks and forecasts:
             causal, row ``t`` by rows ``0..t`` only, forecasts as the change from the
-            origin's value in units of the series' own mean one-step change, the level
+            origin's value in units of the series' own mean one-step change, the last
+            change in that unit among the inputs and the absolute error in it as the
+            loss (MASE's own; :func:`~vlrnn.training.losses.task_losses`), the level
             added back on output; see :mod:`vlrnn.training.task_scaling`); ``None``:
             none; ``True``: the task's default
             (:func:`~vlrnn.training.task_scaling.default_scale`: ``"series"`` for
