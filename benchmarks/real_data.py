@@ -7,7 +7,8 @@ seed 0) next to aeon 1.6.0's 1-NN DTW and MiniRocket fitted on the same split, a
 InceptionTime's published accuracy on the archive's default split (aeon's results file,
 first resample). Forecast panels (fertility, US macro): the last ``h`` values of every
 series held out; vlrnn's ``pack_and_train(..., horizon=h)`` next to statsmodels'
-damped-trend ETS and Theta, and drift / persistence; MASE (scaled by each series'
+damped-trend ETS and Theta, and drift / persistence (and seasonal naive where the panel
+has a season: macro, quarterly); MASE (scaled by each series'
 in-sample one-step naive MAE of the training part) and sMAPE.
 
     pip install -e ".[benchmark]"
@@ -40,7 +41,9 @@ import real_sets
 import vlrnn
 from vlrnn.training._forecast_metrics import naive_scale, scaled_scores
 
-PANELS = {"fertility": (real_sets.fertility_panel, 5), "macro": (real_sets.macro_panel, 8)}
+#: panel -> (loader, horizon, season: None where none is known; macro is quarterly)
+PANELS = {"fertility": (real_sets.fertility_panel, 5, None),
+          "macro": (real_sets.macro_panel, 8, 4)}
 
 
 def _frames(split: real_sets.Split):
@@ -115,11 +118,15 @@ def _series(frame: pd.DataFrame) -> dict[Any, np.ndarray]:
     return {k: g.sort_values("t")["y"].to_numpy(float) for k, g in frame.groupby("id")}
 
 
-def _peer_forecast(y: np.ndarray, h: int, peer: str) -> np.ndarray:
+def _peer_forecast(y: np.ndarray, h: int, peer: str, season: int | None = None
+                   ) -> np.ndarray:
     from statsmodels.tsa.forecasting.theta import ThetaModel
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
     if peer == "persistence":
         return np.repeat(y[-1], h)
+    if peer == "seasonal naive":
+        from vlrnn.training._forecast_metrics import seasonal_naive_forecasts
+        return seasonal_naive_forecasts(y[:, None], h, season)[-1]
     if peer == "drift":
         slope = (y[-1] - y[0]) / max(len(y) - 1, 1)
         return y[-1] + slope * np.arange(1, h + 1)
@@ -136,7 +143,7 @@ def _peer_forecast(y: np.ndarray, h: int, peer: str) -> np.ndarray:
 
 
 def run_panel(name: str, options: dict[str, Any], seed: int, peers: bool) -> list[dict]:
-    make, h = PANELS[name]
+    make, h, season = PANELS[name]
     panel = make()
     train, test = real_sets.holdout(panel, h)
     hist, truth = _series(train), _series(test)
@@ -155,10 +162,10 @@ def run_panel(name: str, options: dict[str, Any], seed: int, peers: bool) -> lis
     sec = time.perf_counter() - t0
     out = res.forecast(train)
     score("vlrnn defaults", {k: g["y"].to_numpy(float) for k, g in out.groupby("id")}, sec)
-    for peer in (["persistence", "drift", "damped ETS", "Theta"] if peers
-                 else ["persistence", "drift"]):
+    naive = ["persistence", "drift"] + (["seasonal naive"] if season else [])
+    for peer in naive + (["damped ETS", "Theta"] if peers else []):
         t0 = time.perf_counter()
-        fc = {k: _peer_forecast(hist[k], h, peer) for k in ids}
+        fc = {k: _peer_forecast(hist[k], h, peer, season) for k in ids}
         score(peer, fc, time.perf_counter() - t0)
     return rows
 

@@ -72,7 +72,7 @@ def test_ensemble_averages_member_probabilities_and_saves(tmp_path):
     # the members differ (seeds 0, 1, 2) and the ensemble's probability is their mean
     probs = []
     for m in res.model.members:
-        one = TrainedModel(m, res.history, res.scaler, {**res.config, "ensemble": 1})
+        one = TrainedModel(m, res.history, res.task, {**res.settings, "ensemble": 1})
         probs.append(one.predict(df)["prob_a"].to_numpy())
     assert not np.allclose(probs[0], probs[1])
     np.testing.assert_allclose(pred["prob_a"], np.mean(probs, axis=0), rtol=1e-5)

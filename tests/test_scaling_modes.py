@@ -81,8 +81,8 @@ def test_series_scaled_forecast_puts_the_level_back(tmp_path):
     res_big = vlrnn.pack_and_train(big, target_cols="y", horizon=2, scale="series", **OPTS)
     fc, fc_big = res.forecast(df), res_big.forecast(big)
     np.testing.assert_allclose(fc_big["y"], 1000.0 * fc["y"], rtol=1e-3)
-    # inputs: the causal z-scores of u and y beside their global z-scores
-    assert res.config["n_features"] == 2 * 2
+    # inputs: the causal z-scores of u and y beside their global z-scores, and y's change
+    assert res.config["n_features"] == 2 * 2 + 1
     loaded = TrainedModel.load(res.save(tmp_path / "m.pt"))
     assert loaded.config["scale"] == "series" and loaded.scaler.mode == "series"
     pd.testing.assert_frame_equal(loaded.forecast(df), fc)
@@ -128,3 +128,24 @@ def test_evaluate_persistence_mase_matches_its_definition():
         per.append(np.mean(np.abs(y[1:] - y[:-1])) / np.mean(np.abs(np.diff(y))))
     assert scores["persistence_mase"] == pytest.approx(np.mean(per))  # = 1 by definition
     assert scores["persistence_mase"] == pytest.approx(1.0)
+
+
+def test_series_scaled_forecasts_read_the_change_and_train_on_the_scaled_absolute_error():
+    from vlrnn.training._losses import masked_l1, masked_mse, task_losses
+    df = frame()[["id", "t", "u", "y"]]
+    res = vlrnn.pack_and_train(df, target_cols="y", horizon=2, scale="series", **OPTS)
+    ds, _ = vlrnn.training._frames.task_dataset(df, res.task, with_targets=False)
+    seen = res.scaler.inputs(ds, res.task)
+    assert seen.feature_cols[-1] == "y@change"
+    y = ds.xs[0][:, -1:].double()                        # the raw y of the first series
+    want = torch.zeros_like(y)
+    want[1:] = (y[1:] - y[:-1]) / causal_diff_scale(y)[1:]
+    torch.testing.assert_close(seen.xs[0][:, -1:].double(), want, rtol=1e-5, atol=1e-6)
+    assert task_losses(res.model, res.task, None)[0] is masked_l1
+    glob = vlrnn.pack_and_train(df, target_cols="y", horizon=2, scale="global", **OPTS)
+    assert task_losses(glob.model, glob.task, None)[0] is masked_mse
+    assert glob.config["n_features"] == 2
+    out = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    loss = masked_l1(out, torch.tensor([[3.0, float("nan")]]))
+    loss.sum().backward()
+    assert loss.tolist() == [[2.0, 0.0]] and out.grad.tolist() == [[-1.0, 0.0]]

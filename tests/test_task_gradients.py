@@ -183,7 +183,7 @@ def test_trainer_adds_per_step_and_sequence_losses_exactly():
 
 
 def test_class_weight_auto_only_for_imbalanced_classes():
-    from vlrnn.training._pipeline import _class_weights
+    from vlrnn.training._losses import class_weights as _class_weights
 
     balanced = torch.tensor([0, 1, 1, 0, 2, 2]).double().numpy()
     assert _class_weights(balanced, 3, "auto") is None

@@ -248,7 +248,7 @@ class RNNForecaster(BaseForecaster):
     Attributes
     ----------
     model_ : vlrnn.TrainedModel
-        The trained model (``model_.config["horizon"]`` is ``h``).
+        The trained model (``model_.task.horizon`` is ``h``).
 
     Examples
     --------
@@ -334,7 +334,7 @@ class RNNForecaster(BaseForecaster):
 
     def _predict(self, fh, X: pd.DataFrame | None = None) -> pd.DataFrame:
         steps = self._steps(fh)
-        h = self.model_.config["horizon"]
+        h = self.model_.task.horizon
         if steps.max() > h:
             raise ValueError(f"fh reaches {int(steps.max())} steps ahead; the model was "
                              f"fitted for {h} (fit again with that fh)")

@@ -169,7 +169,7 @@ def fit_series_model(series: Sequence[np.ndarray], y: Any, task: str,
 
 
 def _predict_frame(model: TrainedModel, series: Sequence[np.ndarray]) -> pd.DataFrame:
-    want = model.config["n_features"]
+    want = model.settings["n_features"]
     got = {s.shape[0] for s in series}
     if got != {want}:
         raise ValueError(f"the model was fitted on series of {want} channel(s); X has series "

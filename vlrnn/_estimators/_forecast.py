@@ -95,6 +95,6 @@ def fit_forecaster(panel: PanelFrame, horizon: int, options: Mapping[str, Any]
 def forecast_values(model: TrainedModel, panel: PanelFrame) -> np.ndarray:
     """The ``h`` steps after each series' end: ``(N, h, K)``, instance order."""
     fc = model.forecast(panel.frame)
-    h, K = model.config["horizon"], len(panel.target_cols)
+    h, K = model.task.horizon, len(panel.target_cols)
     fc = fc.sort_values([_ID, _TIME], kind="stable")
     return fc[panel.target_cols].to_numpy(dtype=np.float64).reshape(-1, h, K)

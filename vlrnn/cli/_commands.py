@@ -314,16 +314,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                 "model.pt in its --out folder)")
     model = TrainedModel.load(model_path, device=args.device, trusted=args.trust_file)
     df = read_table(data)
-    cfg = model.config
     if args.forecast:
         res = model.forecast(df)
         index = False
     else:
         res = model.predict(df)
-        if cfg.get("level") == "series":
+        if model.task.level == "series":
             index = True
         else:  # keep the input's id and time next to each row's prediction
-            res = pd.concat([df[[cfg["id_col"], cfg["time_col"]]], res], axis=1)
+            res = pd.concat([df[[model.task.id_col, model.task.time_col]], res], axis=1)
             index = False
     out = Path(args.out) if args.out else data.with_name("predictions.csv")
     out.parent.mkdir(parents=True, exist_ok=True)

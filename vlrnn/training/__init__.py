@@ -1,21 +1,22 @@
-"""The training loop: :class:`vlrnn.Trainer`, :func:`vlrnn.pack_and_train` and the
-:class:`vlrnn.TrainedModel` it returns.
+"""The training loop: :class:`vlrnn.Trainer`, :func:`vlrnn.pack_and_train`, the
+:class:`vlrnn.TrainedModel` it returns and the :class:`Task` it trains for.
 
-``trainer`` (the options and the fit loop), ``epochs`` (one training and one validation
-pass), ``predict`` (streamed inference), ``checkpointing`` (the Trainer's checkpoints and
-exact resume) over ``checkpoint_files`` (atomic, checksummed writes, safe verified loads, rotation,
-random-number state; the checksum and :class:`CheckpointError` in ``_integrity``),
-``guards`` (non-finite losses and gradients), ``placement`` and ``distributed`` (devices,
-ranks, each rank's batches), ``tensorboard`` (the scalars of ``Trainer(log_dir=...)``),
-``helpers`` (seeding, batches, out-of-memory messages). From a frame: ``pipeline``
-(``pack_and_train``), ``trained`` (``TrainedModel``: predict, forecast, evaluate, save),
-``tasks`` (task inference, class codes, labels per series, time steps), ``frames`` (a
-frame to the dataset of a task), ``losses`` (per-row losses that leave missing targets
-out) and ``metrics`` (accuracy, MAE, RMSE and baselines).
+Public: ``Trainer``, ``pack_and_train``, ``TrainedModel``, ``Task``, ``CheckpointError``.
+Internal modules: ``_trainer`` (the options and the fit loop) over ``_batch_loss`` (one
+batch's loss), ``_epochs`` (one epoch's passes), ``_guards`` (non-finite losses and
+gradients), ``_placement`` and ``_distributed`` (devices, ranks, each rank's batches),
+``_checkpointing`` (checkpoints and exact resume) over ``_checkpoint_files`` (atomic,
+checksummed writes, verified loads, rotation; the checksum in ``_integrity``),
+``_predict`` (streamed inference), ``_tensorboard``; from a frame: ``_pipeline``
+(``pack_and_train``), ``_recipe`` (the training recipe), ``_task`` (the task as one
+frozen ``Task``: what every module below reads), ``_trained`` (``TrainedModel``),
+``_tasks``, ``_frames``, ``_task_scaling``, ``_losses``, ``_metrics`` and
+``_forecast_metrics``. docs/guides/how-it-works.md has the map.
 """
 from ._integrity import CheckpointError
 from ._pipeline import pack_and_train
+from ._task import Task
 from ._trained import TrainedModel
 from ._trainer import Trainer
 
-__all__ = ["CheckpointError", "TrainedModel", "Trainer", "pack_and_train"]
+__all__ = ["CheckpointError", "Task", "TrainedModel", "Trainer", "pack_and_train"]

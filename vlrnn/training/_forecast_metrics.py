@@ -1,4 +1,5 @@
-"""Forecast scores users compare with: MASE and sMAPE, and the drift baseline.
+"""Forecast scores users compare with: MASE and sMAPE, and the drift and seasonal naive
+baselines.
 
 - MASE (Hyndman & Koehler 2006): the absolute error divided by the series' own
   in-sample one-step naive MAE (mean ``|y[t] - y[t-1]|`` over the series' observed
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["drift_forecasts", "naive_scale", "scaled_scores"]
+__all__ = ["drift_forecasts", "naive_scale", "scaled_scores", "seasonal_naive_forecasts"]
 
 
 def naive_scale(values: np.ndarray) -> np.ndarray:
@@ -58,6 +59,33 @@ def drift_forecasts(now: np.ndarray, horizon: int) -> np.ndarray:
     steps = np.arange(T, dtype=float)[:, None]
     slope = np.where(steps > 0, (now - now[:1]) / np.maximum(steps, 1.0), 0.0)
     return np.concatenate([now + k * slope for k in range(1, horizon + 1)], axis=1)
+
+
+def seasonal_naive_forecasts(now: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The seasonal naive method at every origin: for ``t + k`` the last observed value
+    of the same season, ``y[t + k - m * ceil(k / m)]`` (``m = season``); an origin with
+    less than a season of history before it takes the last value instead (naive).
+
+    Args:
+        now: ``(T, K)`` the targets' last observed values at each step (forward-filled).
+        horizon: ``h``.
+        season: ``m >= 1`` steps per season.
+
+    Returns:
+        ``(T, h * K)``, laid out as :func:`drift_forecasts`.
+    """
+    now = np.asarray(now, dtype=float)
+    if isinstance(season, bool) or int(season) != season or season < 1:
+        raise ValueError(f"season must be an int >= 1, got {season!r}")
+    m = int(season)
+    T = now.shape[0]
+    t = np.arange(T)
+    cols = []
+    for k in range(1, horizon + 1):
+        src = t + k - m * ((k + m - 1) // m)
+        src = np.where(src >= 0, src, t)  # not a season of history yet: the last value
+        cols.append(now[src])
+    return np.concatenate(cols, axis=1)
 
 
 def scaled_scores(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray],

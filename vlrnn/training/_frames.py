@@ -14,7 +14,7 @@ One function, :func:`task_dataset`, used both by ``pack_and_train`` and by
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -23,15 +23,10 @@ import torch
 from ..data import SeriesDataset, StandardScaler, from_dataframe
 from ._tasks import ClassCodes, series_labels
 
+if TYPE_CHECKING:
+    from ._task import Task
+
 _PLACEHOLDER = "__vlrnn_target_{}__"
-
-
-def input_columns(config: Dict[str, Any]) -> List[str]:
-    """Columns the model reads: the features, then (forecasting) the targets' values."""
-    cols = list(config["feature_cols"])
-    if config.get("horizon"):
-        cols += list(config["target_cols"])
-    return cols
 
 
 def _check_columns(df: pd.DataFrame, cols: List[str], why: str) -> None:
@@ -41,13 +36,13 @@ def _check_columns(df: pd.DataFrame, cols: List[str], why: str) -> None:
                          f"columns {list(df.columns)}")
 
 
-def _past_filled(frame: pd.DataFrame, config: Dict[str, Any]) -> pd.DataFrame:
+def _past_filled(frame: pd.DataFrame, task: Task) -> pd.DataFrame:
     """The target columns as inputs: a missing value takes the series' last observed one
     (never a later one); a series that starts with a missing target is an error."""
-    id_col, time_col = config["id_col"], config["time_col"]
+    id_col, time_col = task.id_col, task.time_col
     order = frame.sort_values([id_col, time_col], kind="stable").index
     out = frame.copy()
-    for t in config["target_cols"]:
+    for t in task.target_cols:
         filled = frame.loc[order].groupby(id_col, sort=False)[t].ffill()
         lead = filled.isna()
         if lead.any():
@@ -60,18 +55,16 @@ def _past_filled(frame: pd.DataFrame, config: Dict[str, Any]) -> pd.DataFrame:
     return out
 
 
-def task_dataset(df: pd.DataFrame, config: Dict[str, Any], *, with_targets: bool,
-                 codes: Optional[ClassCodes] = None, series_target: Any = None,
+def task_dataset(df: pd.DataFrame, task: Task, *, with_targets: bool,
+                 series_target: Any = None,
                  min_length: int = 1) -> Tuple[SeriesDataset, int]:
-    """The dataset of ``df`` for the task ``config`` describes.
+    """The dataset of ``df`` for ``task``.
 
     Args:
         df: long frame; its index may be anything (``dataset.index`` holds row positions
             ``0..len(df)-1``).
-        config: ``id_col``, ``time_col``, ``feature_cols``, ``target_cols``, ``level``
-            (``"step"``/``"series"``), ``task``, ``horizon``.
+        task: columns, level and horizon (:class:`~vlrnn.training._task.Task`).
         with_targets: read the targets (training, evaluation); otherwise ``y`` is zeros.
-        codes: class codes (classification).
         series_target: labels (series tasks with targets), as ``pack_and_train`` takes.
         min_length: fewest rows a series may have.
 
@@ -80,16 +73,16 @@ def task_dataset(df: pd.DataFrame, config: Dict[str, Any], *, with_targets: bool
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    id_col, time_col = config["id_col"], config["time_col"]
-    inputs = input_columns(config)
+    id_col, time_col = task.id_col, task.time_col
+    inputs = list(task.input_cols)
     _check_columns(df, [id_col, time_col, *inputs], "as inputs")
     frame = df.reset_index(drop=True)
-    step_targets = config["level"] == "step"
+    step_targets = task.level == "step"
     if step_targets and with_targets:
-        _check_columns(df, config["target_cols"], "as targets")
-    if config.get("horizon"):
-        frame = _past_filled(frame, config)
-    n_out = len(config["target_cols"]) if step_targets else 1
+        _check_columns(df, list(task.target_cols), "as targets")
+    if task.horizon:
+        frame = _past_filled(frame, task)
+    n_out = len(task.target_cols) if step_targets else 1
     holders = [_PLACEHOLDER.format(j) for j in range(n_out)]
     load = frame[[id_col, time_col, *inputs]].copy()
     for h in holders:
@@ -100,14 +93,15 @@ def task_dataset(df: pd.DataFrame, config: Dict[str, Any], *, with_targets: bool
     if not with_targets:
         return ds, 0
     dtype = torch.get_default_dtype()
+    codes = task.codes()
     if step_targets:
-        values = _step_values(df, config, codes)
+        values = _step_values(df, task, codes)
         ys = [torch.as_tensor(values[ix.to_numpy()], dtype=dtype) for ix in ds.index]
-        if config.get("horizon"):
-            _check_horizon(ds, config["horizon"])
-            ys = [_future(y, config["horizon"]) for y in ys]
+        if task.horizon:
+            _check_horizon(ds, task.horizon)
+            ys = [_future(y, task.horizon) for y in ys]
         n_missing = int(sum(int(torch.isnan(y).sum()) for y in ys)) if not \
-            config.get("horizon") else int(np.isnan(values).sum())
+            task.horizon else int(np.isnan(values).sum())
     else:
         labels = series_labels(df, id_col, series_target, ds.ids)
         if codes is not None:
@@ -131,19 +125,18 @@ def _floats(values: pd.Series, what: str) -> np.ndarray:
                          ) from None
 
 
-def _step_values(df: pd.DataFrame, config: Dict[str, Any],
-                 codes: Optional[ClassCodes]) -> np.ndarray:
+def _step_values(df: pd.DataFrame, task: Task, codes: Optional[ClassCodes]) -> np.ndarray:
     """``(N, K)`` float targets in row position order; NaN where missing."""
     if codes is not None:
-        col = config["target_cols"][0]
-        ids = df[config["id_col"]].reset_index(drop=True)
+        col = task.target_cols[0]
+        ids = df[task.id_col].reset_index(drop=True)
         return codes.encode(df[col].reset_index(drop=True), f"target column {col!r}",
                             ids=ids)[:, None]
     out = np.column_stack([_floats(df[c], f"target column {c!r}")
-                           for c in config["target_cols"]])
+                           for c in task.target_cols])
     bad = np.isinf(out)
     if bad.any():
-        col = config["target_cols"][int(np.flatnonzero(bad.any(0))[0])]
+        col = task.target_cols[int(np.flatnonzero(bad.any(0))[0])]
         raise ValueError(f"target column {col!r} has infinite values; only NaN (missing) "
                          "is allowed in targets")
     return out

@@ -1,15 +1,20 @@
-"""Per-row losses that leave missing (NaN) targets out, for ``Trainer(reduction="observed")``.
+"""The losses of a task: per-row losses that leave missing (NaN) targets out, for
+``Trainer(reduction="observed")``, class weights, and :func:`task_losses`.
 
 A missing target gives a loss of exactly 0 and no gradient, while its step still feeds
 the model; the Trainer divides the batch's sum by the number of observed target values.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from ._task import Task
 
 
 def masked_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,3 +43,59 @@ class MaskedCrossEntropy(nn.Module):
         w = None if self.weight is None else self.weight.to(output)
         loss = F.cross_entropy(output, ids, weight=w, reduction="none")
         return torch.where(seen, loss, torch.zeros_like(loss))
+
+
+def masked_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``|output - target|`` per value, ``(R, K)``; 0 where ``target`` is NaN."""
+    seen = torch.isfinite(target)
+    diff = output - torch.where(seen, target, output.detach())
+    return torch.where(seen, diff.abs(), torch.zeros_like(diff))
+
+
+def class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torch.Tensor]:
+    """Weights per class of ``class_weight`` for the class ids ``codes`` of the training
+    targets (NaN = missing). ``"auto"``: balanced weights when the largest class is at
+    least twice the smallest (a model that learns the majority alone then pays for it),
+    else none; ``"balanced"``: always; ``None``/``False``: none; or ``n`` weights."""
+    if class_weight is None or class_weight is False:
+        return None
+    counts = np.bincount(codes[np.isfinite(codes)].astype(int), minlength=n).astype(float)
+    if isinstance(class_weight, str):
+        if class_weight not in ("auto", "balanced"):
+            raise ValueError(f"class_weight must be 'auto', 'balanced', None or a list of "
+                             f"{n} weights, got {class_weight!r}")
+        if class_weight == "auto" and counts.max() < 2 * max(counts.min(), 1):
+            return None
+        w = counts.sum() / (n * np.maximum(counts, 1))
+        return torch.as_tensor(w, dtype=torch.get_default_dtype())
+    w = torch.as_tensor(class_weight, dtype=torch.get_default_dtype())
+    if w.shape != (n,):
+        raise ValueError(f"class_weight must have one weight per class ({n}), got shape "
+                         f"{tuple(w.shape)}")
+    return w
+
+
+def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor]
+                ) -> Tuple[Optional[Callable], Optional[Callable]]:
+    """``(per-row loss, loss on the final states)`` of ``task`` for ``model``: masked MSE
+    or cross-entropy per step; for series tasks MSE or cross-entropy of
+    ``model.readout(state)`` against the series' labels.
+
+    Series-scaled forecasts (``scale="series"``) take the absolute error instead of the
+    squared one: their targets are changes in units of each series' own mean one-step
+    change, so the loss is MASE's own (scaled absolute error, every origin and step
+    ahead), and a few origins with a small causal scale do not dominate it as they do
+    a squared loss (side by side: docs/benchmarks.md, "Real data")."""
+    if task.level == "step":
+        if task.kind == "regression" and task.horizon and task.scale == "series":
+            return masked_l1, None
+        return (masked_mse if task.kind == "regression" else MaskedCrossEntropy(weight)), None
+    if task.kind == "regression":
+        def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(model.readout(state), y.to(model.head.weight.dtype))
+        return None, series_mse
+    ce = MaskedCrossEntropy(weight)
+
+    def series_ce(state: Any, y: torch.Tensor) -> torch.Tensor:
+        return ce(model.readout(state), y).mean()
+    return None, series_ce

@@ -7,15 +7,17 @@ mean divides by the observed targets only.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..data import StandardScaler
 from ..engine._bptt import block_outputs
+
+if TYPE_CHECKING:
+    from ._task import Task
 
 
 def regression_scores(pred: np.ndarray, true: np.ndarray, prefix: str = "") -> Dict[str, float]:
@@ -41,14 +43,17 @@ def classification_scores(pred: np.ndarray, true: np.ndarray, prefix: str = ""
     return {f"{prefix}accuracy": float((np.asarray(pred)[seen] == true[seen]).mean())}
 
 
-def epoch_metrics(task: str, level: str, targets: Optional[StandardScaler], block_len: int
+def epoch_metrics(task: Task, block_len: int
                   ) -> Callable[[nn.Module, Iterable], Dict[str, float]]:
     """The per-epoch ``metrics(model, batches)`` of a task (see :class:`vlrnn.Trainer`).
 
     Step tasks compare each packed output row with the same target row; series tasks
     read ``model.readout`` of each sequence's final state. Regression values are
-    inverse-scaled by ``targets`` first, so MAE and RMSE are in target units.
+    inverse-scaled by the task's global target scaler first, so MAE and RMSE are in
+    target units (series-scaled forecasts: in the scaled units the loss sees).
     """
+    level, targets = task.level, task.scalers.targets
+    classify = task.kind == "classification"
 
     def outputs(model: nn.Module, x: Any) -> torch.Tensor:
         y, state = block_outputs(model, x, block_len=block_len)
@@ -61,7 +66,7 @@ def epoch_metrics(task: str, level: str, targets: Optional[StandardScaler], bloc
         for x, y in batches:
             out = outputs(model, x)
             true = y.data if isinstance(y, PackedSequence) else y.reshape(out.shape[0], -1)
-            if task == "classification":
+            if classify:
                 preds.append(out.argmax(1).double().cpu().numpy())
                 trues.append(true[:, 0].double().cpu().numpy())
             else:
@@ -71,7 +76,7 @@ def epoch_metrics(task: str, level: str, targets: Optional[StandardScaler], bloc
                 preds.append(out.double().cpu().numpy())
                 trues.append(true.double().cpu().numpy())
         pred, true = np.concatenate(preds), np.concatenate(trues)
-        if task == "classification":
+        if classify:
             return classification_scores(pred, true)
         return regression_scores(pred, true)
 

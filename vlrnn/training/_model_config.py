@@ -3,7 +3,7 @@ the file chooses, and the model built from it (:func:`build_model`)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from torch import nn
 
@@ -17,6 +17,9 @@ from ..models import (
     WithHead,
     build_named_model,
 )
+
+if TYPE_CHECKING:
+    from ._task import Task
 
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -71,11 +74,13 @@ def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
     return obj
 
 
-def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
+def build_model(config: Dict[str, Any], task: Task, cell_class: Optional[type] = None, *,
                 trusted: bool = False) -> nn.Module:
-    """The model a config describes, in the current default dtype: ``rnn + Linear`` per
-    step (:class:`~vlrnn.models.WithHead`), or for series tasks (``level="series"``) a
-    :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``.
+    """The model that the settings ``config`` (``cell``, ``n_features``, ``hidden_size``,
+    ``num_layers``, ``front``, ``pool``, ``ensemble``) describe for ``task``, in the
+    current default dtype: ``rnn + Linear`` per step (:class:`~vlrnn.models.WithHead`),
+    or for series tasks a :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``;
+    ``task.n_outputs`` output units.
 
     Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; the named models of
     :data:`vlrnn.models.MODELS` (``"mingru"``, ``"minlstm"``, ``"lru"``, ``"mamba"``,
@@ -87,9 +92,9 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
     n_members = int(config.get("ensemble", 1) or 1)
     if n_members > 1:
         one = {**config, "ensemble": 1}
-        return MeanOfModels([build_model(one, cell_class, trusted=trusted)
+        return MeanOfModels([build_model(one, task, cell_class, trusted=trusted)
                              for _ in range(n_members)],
-                            probabilities=config.get("task") == "classification")
+                            probabilities=task.kind == "classification")
     cell, n_in, hidden = config["cell"], config["n_features"], config["hidden_size"]
     layers = config["num_layers"]
     front = config.get("front")
@@ -108,6 +113,6 @@ def build_model(config: Dict[str, Any], cell_class: Optional[type] = None, *,
         skip = bool(front.get("skip", False))
         rnn = ConvThen(conv, rnn, skip=skip)
         hidden += conv.channels if skip else 0
-    if config.get("level") == "series":
-        return SequenceModel(rnn, hidden, config["n_targets"], pool=config["pool"])
-    return WithHead(rnn, nn.Linear(hidden, config["n_targets"]))
+    if task.level == "series":
+        return SequenceModel(rnn, hidden, task.n_outputs, pool=config["pool"])
+    return WithHead(rnn, nn.Linear(hidden, task.n_outputs))

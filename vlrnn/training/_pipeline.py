@@ -13,17 +13,16 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ..data import DataWarning, make_loader, split_series
 from ..models import MeanOfModels
-from ._frames import input_columns, task_dataset
-from ._losses import MaskedCrossEntropy, masked_mse
+from ._frames import task_dataset
+from ._losses import class_weights, task_losses
 from ._metrics import epoch_metrics
 from ._model_config import build_model, cell_name
 from ._recipe import (
@@ -38,8 +37,8 @@ from ._recipe import (
     resolve,
     val_share,
 )
+from ._task import describe_task
 from ._task_scaling import Scalers, check_scale, default_scale
-from ._tasks import ClassCodes, check_task, infer_kind, series_labels
 from ._trained import TrainedModel
 from ._trainer import Trainer
 
@@ -79,100 +78,12 @@ def auto_epochs(n_batches: int, n_rows: int, steps: Optional[int] = None,
     return int(min(by_steps, by_rows)), by_rows < by_steps
 
 
-def _columns(cols: Union[str, Sequence[str], None]) -> Optional[list]:
-    if cols is None:
-        return None
-    return [cols] if isinstance(cols, str) else list(cols)
-
-
-def _describe(df: pd.DataFrame, id_col: str, time_col: str, target_cols: Optional[list],
-              feature_cols: Optional[list], series_target: Any, task: Optional[str],
-              horizon: Optional[int]) -> Dict[str, Any]:
-    """Which task and columns the arguments ask for (checked, with clear errors)."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"pack_and_train expects a pandas DataFrame, got {type(df).__name__}")
-    check_task(task)
-    if horizon is not None and (isinstance(horizon, bool) or not isinstance(
-            horizon, (int, np.integer)) or horizon < 1):
-        raise ValueError(f"horizon must be an int >= 1 or None, got {horizon!r}")
-    for c in (id_col, time_col):
-        if c not in df.columns:
-            raise ValueError(f"column {c!r} not in the frame; it has columns "
-                             f"{list(df.columns)}")
-    if series_target is not None:
-        if target_cols:
-            raise ValueError("pass either target_cols (a target at every step) or "
-                             "series_target (one label per series), not both")
-        if horizon is not None:
-            raise ValueError("horizon= forecasts target_cols; it does not apply to "
-                             "series_target")
-        level = "series"
-        label_col = series_target if isinstance(series_target, str) else None
-        taken = {id_col, time_col, label_col}
-        labels = series_labels(df, id_col, series_target, pd.unique(df[id_col]))
-        kind = infer_kind(labels, "series_target", task)
-        targets: list = []
-    else:
-        if not target_cols:
-            raise ValueError("name the target: target_cols='col' (a value or class at every "
-                             "step, or what to forecast with horizon=) or series_target= "
-                             "(one label per series)")
-        level, taken = "step", {id_col, time_col, *target_cols}
-        missing = [c for c in target_cols if c not in df.columns]
-        if missing:
-            raise ValueError(f"target column(s) {missing} not in the frame; it has columns "
-                             f"{list(df.columns)}")
-        kinds = {infer_kind(df[c], f"target column {c!r}", task) for c in target_cols}
-        kind = kinds.pop() if len(kinds) == 1 else "mixed"
-        if kind == "mixed":
-            raise ValueError(f"target columns {target_cols} mix classes and numbers; train "
-                             "one task at a time")
-        if kind == "classification" and len(target_cols) != 1:
-            raise ValueError(f"classification takes one target column, got {target_cols}")
-        if kind == "classification" and horizon is not None:
-            raise ValueError("horizon= forecasts numeric targets; target column "
-                             f"{target_cols[0]!r} holds classes")
-        targets = list(target_cols)
-    if feature_cols is None:
-        feature_cols = [c for c in df.columns if c not in taken]
-    overlap = [c for c in feature_cols if c in taken]
-    if overlap:
-        raise ValueError(f"column(s) {overlap} are targets (or id/time) and cannot also be "
-                         "features" + ("; with horizon= the targets' past values are inputs "
-                                       "already" if horizon else ""))
-    if not feature_cols and not horizon:
-        raise ValueError(f"no feature columns: the frame has only {list(df.columns)}")
-    return {"id_col": id_col, "time_col": time_col, "target_cols": targets,
-            "feature_cols": list(feature_cols), "task": kind, "level": level,
-            "horizon": None if horizon is None else int(horizon)}
-
-
-def _class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torch.Tensor]:
-    """``"auto"``: balanced weights when the largest class is at least twice the
-    smallest (a model that learns the majority alone then pays for it), else none."""
-    if class_weight is None or class_weight is False:
-        return None
-    counts = np.bincount(codes[np.isfinite(codes)].astype(int), minlength=n).astype(float)
-    if isinstance(class_weight, str):
-        if class_weight not in ("auto", "balanced"):
-            raise ValueError(f"class_weight must be 'auto', 'balanced', None or a list of "
-                             f"{n} weights, got {class_weight!r}")
-        if class_weight == "auto" and counts.max() < 2 * max(counts.min(), 1):
-            return None
-        w = counts.sum() / (n * np.maximum(counts, 1))
-        return torch.as_tensor(w, dtype=torch.get_default_dtype())
-    w = torch.as_tensor(class_weight, dtype=torch.get_default_dtype())
-    if w.shape != (n,):
-        raise ValueError(f"class_weight must have one weight per class ({n}), got shape "
-                         f"{tuple(w.shape)}")
-    return w
-
-
 def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    target_cols: Union[str, Sequence[str], None] = None,
                    feature_cols: Union[str, Sequence[str], None] = None,
                    task: Optional[str] = None, series_target: Any = None,
-                   horizon: Optional[int] = None, cell: Any = "lstm", hidden_size: int = 64,
+                   horizon: Optional[int] = None, season: Optional[int] = None,
+                   cell: Any = "lstm", hidden_size: int = 64,
                    num_layers: int = 2, block_len: int = 256, batch_size: int = 16,
                    epochs: Optional[int] = None, lr: Optional[float] = None,
                    val_fraction: Union[float, str] = "auto", seed: int = 0,
@@ -209,6 +120,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         task: ``"classification"`` or ``"regression"``; ``None`` infers it from the dtype
             (integers are refused as ambiguous).
         horizon: forecast this many steps ahead.
+        season: the season length of the series (forecasts; e.g. 12 for monthly data):
+            ``evaluate`` adds the seasonal naive baseline (``seasonal_naive_mase``, ...).
         cell, hidden_size, num_layers: recurrent model (``"lstm"``, ``"gru"``, ``"rnn"``,
             a model of :data:`vlrnn.models.MODELS`: ``"mingru"``, ``"minlstm"``,
             ``"lru"``, ``"mamba"``, ``"qrnn"``, or an ``nn.Module`` cell class).
@@ -237,7 +150,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             series' statistics per column; ``"series"``: each series by its own
             statistics (series tasks: the whole series; per-step tasks and forecasts:
             causal, row ``t`` by rows ``0..t`` only, forecasts as the change from the
-            origin's value in units of the series' own mean one-step change, the level
+            origin's value in units of the series' own mean one-step change, the last
+            change in that unit among the inputs and the absolute error in it as the
+            loss (MASE's own; :func:`~vlrnn.training._losses.task_losses`), the level
             added back on output; see :mod:`vlrnn.training._task_scaling`); ``None``:
             none; ``True``: the task's default
             (:func:`~vlrnn.training._task_scaling.default_scale`: ``"series"`` for
@@ -282,53 +197,33 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                         "optimizer; pass lr=, or scheduler= as a callable optimizer -> scheduler")
     name = cell_name(cell)
     dtype = torch.get_default_dtype()
-    config = _describe(df, id_col, time_col, _columns(target_cols), _columns(feature_cols),
-                       series_target, task, horizon)
-    kind, level = config["task"], config["level"]
-    codes = None
-    if kind == "classification":
-        values = (series_labels(df, id_col, series_target, pd.unique(df[id_col]))
-                  if level == "series" else df[config["target_cols"][0]])
-        what = "series_target" if level == "series" else \
-            f"target column {config['target_cols'][0]!r}"
-        codes = ClassCodes.fit(values, what)
-    ds, n_missing = task_dataset(df, config, with_targets=True, codes=codes,
-                                 series_target=series_target,
+    spec = describe_task(df, id_col=id_col, time_col=time_col, target_cols=target_cols,
+                         feature_cols=feature_cols, series_target=series_target, task=task,
+                         horizon=horizon, season=season)
+    level = spec.level
+    ds, n_missing = task_dataset(df, spec, with_targets=True, series_target=series_target,
                                  min_length=1 if level == "series" else 2)
     if n_missing:
-        n_all = len(df) * len(config["target_cols"])
+        n_all = len(df) * len(spec.target_cols)
         warnings.warn(f"{n_missing} of {n_all} target values are missing (NaN) in "
-                      f"{config['target_cols']}: left out of the loss and the metrics "
+                      f"{list(spec.target_cols)}: left out of the loss and the metrics "
                       "(their steps still feed the model)", DataWarning, stacklevel=2)
-    recipe, front = resolve(level, kind, recipe, front)
+    recipe, front = resolve(level, spec.kind, recipe, front)
     watch = trainer_options.get("early_stopping_patience") is not None  # needs a split
     val_fraction = val_share(val_fraction, len(ds), "classic" if watch else recipe)
     if val_fraction:
         train, val = split_series(ds, val_fraction, seed=seed)
     else:
         train, val = ds, None
-    h = config["horizon"] or 1
-    mode = check_scale(scale, default_scale(config))
-    scalers = Scalers.fit(train, config, mode)
+    mode = check_scale(scale, default_scale(spec))
+    spec = spec.fitted(train, Scalers.fit(train, spec, mode))
+    scalers = spec.scalers
     # targets first: series-scaled forecasts read the raw inputs (level and scale)
-    train = scalers.inputs(scalers.scale_targets(train, config), config)
-    val = None if val is None else scalers.inputs(scalers.scale_targets(val, config), config)
-    n_classes = 0 if codes is None else len(codes.classes)
-    n_out = n_classes or len(config["target_cols"]) * h or 1
+    train = scalers.inputs(scalers.scale_targets(train, spec), spec)
+    val = None if val is None else scalers.inputs(scalers.scale_targets(val, spec), spec)
     if lr is None:
         lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
     fc = front_config(front)
-    config.update({
-        "input_cols": input_columns(config), "n_features": train.n_features, "n_targets": n_out,
-        "classes": None if codes is None else list(codes.classes), "cell": name,
-        "hidden_size": int(hidden_size), "num_layers": int(num_layers),
-        "block_len": int(block_len), "batch_size": int(batch_size), "lr": float(lr),
-        "val_fraction": float(val_fraction), "seed": int(seed), "scale": mode,
-        "dtype": str(dtype).replace("torch.", ""),
-        "pool": head_pool(pool, fc, DEFAULT_POOL) if level == "series" else None, "front": fc,
-        "label_col": series_target if isinstance(series_target, str) else None,
-    })
-    config.update(_baselines(train, kind, level, codes, scalers))
     per_series = level == "series"
     train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed,
                                per_series=per_series)
@@ -356,16 +251,21 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     if recipe == "steps":
         trainer_options.setdefault("scheduler", cosine_decay(epochs))
         trainer_options.setdefault("clip_grad_norm", CLIP_NORM)
-    config.update({"recipe": recipe, "ensemble": n_members,
-                   "weight_decay": None if recipe != "steps" else
-                   float(WEIGHT_DECAY if weight_decay is None else weight_decay)})
-    weight = None if codes is None else _class_weights(
+    weight = None if spec.classes is None else class_weights(
         np.concatenate([y[:1, 0].numpy() if per_series else y[:, 0].numpy()
-                        for y in train.ys]), n_classes, class_weight)
-    config["class_weight"] = None if weight is None else weight.tolist()
+                        for y in train.ys]), len(spec.classes), class_weight)
+    config = {  # the model and how it was trained (the task is in ``spec``)
+        "n_features": train.n_features, "cell": name, "hidden_size": int(hidden_size),
+        "num_layers": int(num_layers), "block_len": int(block_len),
+        "batch_size": int(batch_size), "lr": float(lr), "val_fraction": float(val_fraction),
+        "seed": int(seed), "dtype": str(dtype).replace("torch.", ""),
+        "pool": head_pool(pool, fc, DEFAULT_POOL) if per_series else None, "front": fc,
+        "recipe": recipe, "ensemble": n_members,
+        "weight_decay": None if recipe != "steps" else
+        float(WEIGHT_DECAY if weight_decay is None else weight_decay),
+        "class_weight": None if weight is None else weight.tolist()}
     if val_loader is not None:
-        trainer_options.setdefault("metrics", epoch_metrics(kind, level, scalers.targets,
-                                                            block_len))
+        trainer_options.setdefault("metrics", epoch_metrics(spec, block_len))
     members, histories = [], []
     for j in range(n_members):
         member_seed = seed + j
@@ -373,13 +273,13 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             train_loader = make_loader(train, batch_size=batch_size, shuffle=True,
                                        seed=member_seed, per_series=per_series)
         torch.manual_seed(member_seed)  # the model's initial weights depend on the seed alone
-        model = build_model({**config, "ensemble": 1},
+        model = build_model({**config, "ensemble": 1}, spec,
                             cell_class=None if isinstance(cell, str) else cell)
         optimizer = None if recipe != "steps" else torch.optim.AdamW(
             model.parameters(), lr=lr, weight_decay=config["weight_decay"])
-        loss_fn, sequence_loss_fn = _losses(model, kind, level, weight)
+        loss_fn, sequence_loss_fn = task_losses(model, spec, weight)
         trainer = Trainer(model, loss_fn, optimizer=optimizer, lr=lr, block_len=block_len,
-                          seed=member_seed, config=config,
+                          seed=member_seed, config={**config, "task": spec.describe()},
                           scaler_state=scalers.state_dict(),
                           sequence_loss_fn=sequence_loss_fn,
                           reduction="observed" if loss_fn is not None else "mean",
@@ -389,39 +289,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         members.append(trainer.model)
         histories.append(history.assign(member=j) if n_members > 1 else history)
     if n_members == 1:
-        return TrainedModel(trainer.model, history, scalers, config, trainer)
-    model = MeanOfModels(members, probabilities=kind == "classification")
+        return TrainedModel(trainer.model, history, spec, config, trainer)
+    model = MeanOfModels(members, probabilities=spec.kind == "classification")
     history = pd.concat(histories, ignore_index=True)
-    return TrainedModel(model, history, scalers, config, trainer)
+    return TrainedModel(model, history, spec, config, trainer)
 
-
-def _losses(model: nn.Module, kind: str, level: str, weight: Optional[torch.Tensor]):
-    """(per-row loss, loss on the final states) of a task."""
-    if level == "step":
-        return (masked_mse if kind == "regression" else MaskedCrossEntropy(weight)), None
-    if kind == "regression":
-        def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:
-            return nn.functional.mse_loss(model.readout(state), y.to(model.head.weight.dtype))
-        return None, series_mse
-    ce = MaskedCrossEntropy(weight)
-
-    def series_ce(state: Any, y: torch.Tensor) -> torch.Tensor:
-        return ce(model.readout(state), y).mean()
-    return None, series_ce
-
-
-def _baselines(train, kind: str, level: str, codes: Optional[ClassCodes],
-               scalers: Scalers) -> Dict[str, Any]:
-    """What the naive baselines of ``evaluate`` need from the training series: the
-    majority class, or (series regression) the mean label in target units."""
-    if kind == "classification":
-        ys = [y[:1, 0] if level == "series" else y[:, 0] for y in train.ys]
-        c = torch.cat(ys).double().numpy()
-        counts = np.bincount(c[np.isfinite(c)].astype(int), minlength=len(codes.classes))
-        return {"majority_class": codes.classes[int(counts.argmax())]}
-    if level == "series":
-        y = torch.cat([y[:1] for y in train.ys]).double()
-        if scalers.targets is not None:
-            y = scalers.targets.inverse_transform(y)
-        return {"mean_label": float(y.mean())}
-    return {}

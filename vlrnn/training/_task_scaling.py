@@ -12,7 +12,9 @@ Modes (:data:`SCALE_MODES`):
   value at the forecast's origin, in units of that series' mean absolute one-step change
   up to the origin; outputs get the scale and the level back. Forecast inputs are the
   causal z-scores beside the global ones (the training series' mean/std per column,
-  which tell a series' level among the others; ``2 F`` input features). Targets of per-step
+  which tell a series' level among the others) and each target's last one-step change in
+  the targets' own unit (the local trend, in the units the forecast is a multiple of):
+  ``2 F + K`` input features. Targets of per-step
   regression and of series regression (not among the inputs) keep the global scaler.
 - ``None``: nothing scaled.
 
@@ -23,7 +25,7 @@ the raw inputs (``(T_i, F)``) and whose ``ys`` are the task's targets
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,19 +33,22 @@ from ..data import SeriesDataset, StandardScaler
 from ..data._series_scaling import causal_diff_scale, scale_series
 from ._frames import nan_scaler
 
+if TYPE_CHECKING:
+    from ._task import Task
+
 __all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
 
 SCALE_MODES = ("global", "series", None)
 
 
-def default_scale(config: dict[str, Any]) -> str:
+def default_scale(task: Task) -> str:
     """The mode ``scale=True`` means for a task (measurements: docs/benchmarks.md,
     "Real data"): ``"series"`` for forecasts (panels whose series differ in level by
     orders of magnitude; the forecast is a change from the last value in the series'
     own units); ``"global"`` for every other task, where differences in level between
     series or steps often carry the class or the value (per-series scaling removes
     them; archive sets that are z-normalised per series already lose nothing)."""
-    if config.get("horizon"):
+    if task.horizon:
         return "series"
     return "global"
 
@@ -60,7 +65,7 @@ def check_scale(scale: Any, default: str | None) -> str | None:
                      f"got {scale!r}")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Scalers:
     """The scaling a model was trained with.
 
@@ -77,65 +82,72 @@ class Scalers:
     mode: str | None = "global"
 
     @classmethod
-    def fit(cls, train: SeriesDataset, config: dict[str, Any], mode: str | None
-            ) -> Scalers:
-        """Fit on the raw training series for the task ``config`` describes."""
+    def fit(cls, train: SeriesDataset, task: Task, mode: str | None) -> Scalers:
+        """Fit on the raw training series for ``task``."""
         if mode is None:
             return cls(None, None, None)
-        level, kind = config["level"], config["task"]
-        h = config.get("horizon") or 1
+        level, kind = task.level, task.kind
+        h = task.horizon or 1
         targets = None
-        if kind == "regression" and not (mode == "series" and config.get("horizon")):
+        if kind == "regression" and not (mode == "series" and task.horizon):
             targets = nan_scaler([y[:1] for y in train.ys] if level == "series"
                                  else train.ys, repeat=h)
         # series-scaled forecasts read the global z-scores beside the causal ones: the
         # level of a series among the others often carries its future (fertility panel)
-        both = mode == "series" and bool(config.get("horizon"))
+        both = mode == "series" and bool(task.horizon)
         features = StandardScaler().fit(train) if mode == "global" or both else None
         return cls(features, targets, mode)
 
     # -- inputs ---------------------------------------------------------------------------
-    def inputs(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
+    def inputs(self, ds: SeriesDataset, task: Task) -> SeriesDataset:
         """The inputs as the model reads them."""
         if self.mode == "global" and self.features is not None:
             return self.features.transform(ds)
         if self.mode == "series":
-            own = scale_series(ds.xs, causal=config["level"] != "series")
+            own = scale_series(ds.xs, causal=task.level != "series")
             if self.features is None:
                 return ds.replace(xs=own)
             glob = self.features.transform(list(ds.xs))
             meta = ds._meta()
-            meta["feature_cols"] = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
-            return SeriesDataset([torch.cat([a, b], dim=1) for a, b in zip(own, glob)],
-                                 ds.ys, **meta)
+            cols = [*ds.feature_cols, *(f"{c}@global" for c in ds.feature_cols)]
+            parts = [own, glob]
+            if task.horizon:  # (always: ``features`` is set for forecasts only)
+                parts.append([_changes(x, task) for x in ds.xs])
+                cols += [f"{c}@change" for c in task.target_cols]
+            meta["feature_cols"] = cols
+            return SeriesDataset([torch.cat(p, dim=1) for p in zip(*parts)], ds.ys, **meta)
         return ds
 
     # -- targets --------------------------------------------------------------------------
-    def _forecast_stats(self, x: torch.Tensor, config: dict[str, Any], cols: list[int]):
+    @staticmethod
+    def _forecast_stats(x: torch.Tensor, task: Task):
         """``(loc, scale)`` ``(T, h * K)`` of one raw input series: the targets' last
         observed values and their causal mean absolute change, repeated per step ahead."""
-        now = x[:, cols].double()
-        h = config["horizon"]
+        now = x[:, task.target_inputs].double()
+        h = task.horizon
         return now.repeat(1, h), causal_diff_scale(now).repeat(1, h)
 
-    def _per_step(self, config: dict[str, Any]) -> bool:
-        return self.mode == "series" and bool(config.get("horizon"))
+    def _per_step(self, task: Task) -> bool:
+        return self.mode == "series" and bool(task.horizon)
 
-    def scale_targets(self, ds: SeriesDataset, config: dict[str, Any]) -> SeriesDataset:
+    def scale_targets(self, ds: SeriesDataset, task: Task) -> SeriesDataset:
         """``ds`` (raw inputs) with its numeric targets in the units the loss sees."""
-        if self._per_step(config):
-            cols = _target_inputs(ds, config)
+        if self._per_step(task):
+            names = [ds.feature_cols[c] for c in task.target_inputs]
+            if names != list(task.target_cols):
+                raise ValueError(f"expected the targets {list(task.target_cols)} as the last "
+                                 f"inputs, got {names}")
             ys = []
             for x, y in zip(ds.xs, ds.ys):
-                loc, scale = self._forecast_stats(x, config, cols)
+                loc, scale = self._forecast_stats(x, task)
                 ys.append(((y.double() - loc) / scale).to(y.dtype))
             return ds.replace(ys=ys)
         if self.targets is not None:
             return self.targets.transform(ds)
         return ds
 
-    def values(self, raw: torch.Tensor, x: torch.Tensor | None,
-               config: dict[str, Any]) -> torch.Tensor:
+    def values(self, raw: torch.Tensor, x: torch.Tensor | None, task: Task
+               ) -> torch.Tensor:
         """Model outputs -> target units.
 
         Args:
@@ -143,14 +155,22 @@ class Scalers:
                 (series tasks, ``x=None``).
             x: the series' raw inputs ``(T, F)`` (needed by ``"series"`` forecasts).
         """
-        if self._per_step(config):
+        if self._per_step(task):
             if x is None:
                 raise ValueError("series-scaled forecasts need the series' raw inputs")
-            loc, scale = self._forecast_stats(x, config, _target_inputs_cfg(config))
+            loc, scale = self._forecast_stats(x, task)
             return raw.double() * scale[-raw.shape[0]:] + loc[-raw.shape[0]:]
         if self.targets is not None:
             return self.targets.inverse_transform(raw)
         return raw
+
+    def __eq__(self, other: object) -> bool:
+        """Same mode and the same fitted statistics (value by value)."""
+        if not isinstance(other, Scalers):
+            return NotImplemented
+        return _same(self.state_dict(), other.state_dict())
+
+    __hash__ = None  # type: ignore[assignment]
 
     # -- saving ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -169,17 +189,19 @@ class Scalers:
                    mode)
 
 
-def _target_inputs_cfg(config: dict[str, Any]) -> list[int]:
-    """Positions of the targets' own values among the inputs (forecasts: after the
-    features, see :func:`vlrnn.training._frames.input_columns`)."""
-    n_feat = len(config["feature_cols"])
-    return [n_feat + j for j in range(len(config["target_cols"]))]
+def _changes(x: torch.Tensor, task: Task) -> torch.Tensor:
+    """``(T, K)``: each target's last one-step change in units of its causal mean
+    absolute change (the unit the forecast targets are in; 0 at the first step)."""
+    now = x[:, task.target_inputs].double()
+    d = torch.zeros_like(now)
+    d[1:] = now[1:] - now[:-1]
+    return (d / causal_diff_scale(now)).to(x.dtype)
 
 
-def _target_inputs(ds: SeriesDataset, config: dict[str, Any]) -> list[int]:
-    cols = _target_inputs_cfg(config)
-    names = [ds.feature_cols[c] for c in cols]
-    if names != list(config["target_cols"]):
-        raise ValueError(f"expected the targets {config['target_cols']} as the last inputs, "
-                         f"got {names}")
-    return cols
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and bool(torch.equal(a.double(), b.double())))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b

@@ -1,5 +1,6 @@
 """``TrainedModel``: a model trained by :func:`vlrnn.pack_and_train` with what it needs to
-predict, forecast, evaluate and be saved: task, classes, scalers, horizon."""
+predict, forecast, evaluate and be saved: its :class:`~vlrnn.training._task.Task` (task,
+columns, classes, scalers, horizon, baselines) and the settings its model was built from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,16 +14,24 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
 from . import _checkpoint_files as ckpt_io
-from ._forecast_metrics import drift_forecasts, naive_scale, scaled_scores
+from ._forecast_metrics import (
+    drift_forecasts,
+    naive_scale,
+    scaled_scores,
+    seasonal_naive_forecasts,
+)
 from ._frames import task_dataset
 from ._metrics import classification_scores, regression_scores
 from ._model_config import build_model
 from ._predict import predict_blocks
+from ._task import Task
 from ._task_scaling import Scalers
-from ._tasks import ClassCodes, extend_times, regular_step
+from ._tasks import extend_times, regular_step
 from ._trainer import Trainer
 
-MODEL_FORMAT = "vlrnn.TrainedModel/1"
+#: the saved file's layout: ``/2`` stores the task (``Task.to_dict``) beside the model's
+#: settings; ``/1`` files (development versions before the task type) are refused
+MODEL_FORMAT = "vlrnn.TrainedModel/2"
 
 
 class TrainedModel:
@@ -33,56 +42,68 @@ class TrainedModel:
             :class:`~vlrnn.models.SequenceModel` for series tasks).
         history: per-epoch ``pandas.DataFrame`` (see :class:`vlrnn.Trainer`); losses in
             scaled target units, ``val_mae``/``val_rmse`` in target units.
-        scaler: :class:`Scalers` with ``features`` and ``targets`` (``None`` if unscaled).
-        config: plain dict describing task (``task``, ``level``, ``horizon``,
-            ``classes``), columns, model and training settings.
+        task: the :class:`~vlrnn.training._task.Task` (frozen): what it predicts, from
+            which columns, classes, scalers, horizon, season, baselines.
+        settings: plain dict of the model and training settings (``cell``,
+            ``hidden_size``, ``num_layers``, ``n_features``, ``lr``, ``recipe``, ...).
         trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
     """
 
-    def __init__(self, model: nn.Module, history: pd.DataFrame, scaler: Scalers,
-                 config: Dict[str, Any], trainer: Optional[Trainer] = None):
+    def __init__(self, model: nn.Module, history: pd.DataFrame, task: Task,
+                 settings: Dict[str, Any], trainer: Optional[Trainer] = None):
+        if not isinstance(task, Task):
+            raise TypeError(f"TrainedModel expects a Task, got {type(task).__name__}")
         self.model = model
         self.history = history
-        self.scaler = scaler
-        self.config = config
+        self.task = task
+        self.settings = dict(settings)
         self.trainer = trainer
 
+    @property
+    def config(self) -> Dict[str, Any]:
+        """Everything as one plain dict (a new copy): the settings, the task's fields
+        (:meth:`Task.describe`: lists, the scale mode) and ``task``, its kind."""
+        return {**self.settings, **self.task.describe(), "task": self.task.kind}
+
+    @property
+    def scaler(self) -> Scalers:
+        """The fitted scalers (``task.scalers``)."""
+        return self.task.scalers
+
     def __repr__(self) -> str:
-        c = self.config
-        what = c.get("task", "regression")
-        if c.get("level") == "series":
-            what = f"series {what}"
-        if c.get("horizon"):
-            what = f"forecast {c['horizon']} steps of"
+        c, t = self.settings, self.task
+        what = f"series {t.kind}" if t.level == "series" else t.kind
+        if t.horizon:
+            what = f"forecast {t.horizon} steps of"
+        targets = list(t.target_cols) or ""
         return (f"TrainedModel({c['cell']} {c['num_layers']}x{c['hidden_size']}, "
-                f"{len(c['feature_cols'])} features -> {what} {c['target_cols'] or ''}, "
+                f"{len(t.feature_cols)} features -> {what} {targets}, "
                 f"{len(self.history)} epochs)").replace(" , ", ", ").replace("  ", " ")
 
     @property
     def classes(self) -> Optional[List[Any]]:
         """Class labels in id order (classification), else ``None``."""
-        return self.config.get("classes")
+        return None if self.task.classes is None else list(self.task.classes)
 
     # -- running the model -------------------------------------------------------------
     def _dataset(self, df: pd.DataFrame, with_targets: bool, series_target: Any = None
                  ) -> SeriesDataset:
-        c = self.config
-        codes = None if self.classes is None else ClassCodes(self.classes)
-        if with_targets and c.get("level") == "series" and series_target is None:
-            series_target = c.get("label_col")
+        t = self.task
+        if with_targets and t.level == "series" and series_target is None:
+            series_target = t.label_col
             if series_target is None:
                 raise ValueError("this model was trained with series_target given as labels; "
                                  "pass evaluate(df, series_target=labels)")
-        ds, _ = task_dataset(df, c, with_targets=with_targets, codes=codes,
-                             series_target=series_target, min_length=1)
+        ds, _ = task_dataset(df, t, with_targets=with_targets, series_target=series_target,
+                             min_length=1)
         return ds  # raw inputs: _outputs scales them
 
     def _outputs(self, ds: SeriesDataset, batch_size: Optional[int],
                  block_len: Optional[int]) -> List[torch.Tensor]:
         """The model's raw outputs per series, dataset order: ``(T_i, n_out)`` per step,
         ``(n_out,)`` per series (head on the final state); ``ds`` holds raw inputs."""
-        c = self.config
-        ds = self.scaler.inputs(ds, c)
+        c = self.settings
+        ds = self.scaler.inputs(ds, self.task)
         p = next(self.model.parameters())
         bs = int(batch_size or c["batch_size"])
         order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])  # similar lengths batched
@@ -96,7 +117,7 @@ class TrainedModel:
                     x = pack_sequence([ds[i][0] for i in chunk], enforce_sorted=False)
                     y, state = predict_blocks(self.model, x.to(device=p.device, dtype=p.dtype),
                                               block_len=block_len or c["block_len"])
-                    if c.get("level") == "series":
+                    if self.task.level == "series":
                         rows = self.model.readout(state)  # chunk order
                         for j, i in enumerate(chunk):
                             out[i] = rows[j].double().cpu()
@@ -111,7 +132,7 @@ class TrainedModel:
     def _values(self, raw: torch.Tensor, x: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Regression outputs in target units (``x``: the series' raw inputs ``(T, F)``,
         which per-series scaled forecasts read their level and scale from)."""
-        return self.scaler.values(raw, x, self.config)
+        return self.scaler.values(raw, x, self.task)
 
     # -- public --------------------------------------------------------------------------
     def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
@@ -129,14 +150,14 @@ class TrainedModel:
             For series tasks, a frame indexed by series id (named as the id column) with
             ``prediction`` (label or value) and, for classification, ``prob_<class>``.
         """
-        c = self.config
+        t = self.task
         ds = self._dataset(df, with_targets=False)
         outs = self._outputs(ds, batch_size, block_len)
-        if c.get("level") == "series":
+        if t.level == "series":
             return self._series_frame(ds, outs)
         if self.classes is not None:
             prob = [torch.softmax(o, dim=1) for o in outs]
-            cols = [f"{c['target_cols'][0]}_pred"] + [f"prob_{k}" for k in self.classes]
+            cols = [f"{t.target_cols[0]}_pred"] + [f"prob_{k}" for k in self.classes]
             values = [torch.cat([p.argmax(1, keepdim=True).double(), p], 1) for p in prob]
         else:
             values = [self._values(o, x) for o, x in zip(outs, ds.xs)]
@@ -152,14 +173,14 @@ class TrainedModel:
         return res
 
     def _value_columns(self) -> List[str]:
-        c = self.config
-        if c.get("horizon"):
-            return [f"{t}_h{k}" for k in range(1, c["horizon"] + 1) for t in c["target_cols"]]
-        return [f"{t}_pred" for t in c["target_cols"]]
+        t = self.task
+        if t.horizon:
+            return [f"{c}_h{k}" for k in range(1, t.horizon + 1) for c in t.target_cols]
+        return [f"{c}_pred" for c in t.target_cols]
 
     def _series_frame(self, ds: SeriesDataset, outs: List[torch.Tensor]) -> pd.DataFrame:
-        index = pd.Index(ds.ids, name=self.config["id_col"])
-        raw = torch.stack(outs) if outs else torch.zeros(0, self.config["n_targets"])
+        index = pd.Index(ds.ids, name=self.task.id_col)
+        raw = torch.stack(outs) if outs else torch.zeros(0, self.task.n_outputs)
         if self.classes is None:
             return pd.DataFrame({"prediction": self._values(raw)[:, 0].numpy()}, index=index)
         prob = torch.softmax(raw, dim=1).numpy()
@@ -181,27 +202,27 @@ class TrainedModel:
             a long frame with the id and time columns and one column per target, ``h``
             rows per series (series in sorted id order, time ascending).
         """
-        c = self.config
-        h = c.get("horizon")
+        t = self.task
+        h = t.horizon
         if not h:
             raise ValueError("forecast needs a model trained with horizon=h; this one "
-                             "predicts " + ("one label per series" if c.get("level") ==
+                             "predicts " + ("one label per series" if t.level ==
                                             "series" else "the targets at every step")
                              + " (use predict)")
         ds = self._dataset(df, with_targets=False)
-        steps = [regular_step(t, i, c["time_col"]) for i, t in zip(ds.ids, ds.times)]
+        steps = [regular_step(s, i, t.time_col) for i, s in zip(ds.ids, ds.times)]
         outs = self._outputs(ds, batch_size, block_len)
-        K = len(c["target_cols"])
+        K = len(t.target_cols)
         rows = []
         for i, sid in enumerate(ds.ids):
             last = self._values(outs[i], ds.xs[i])[-1].reshape(h, K).numpy()
             for k, when in enumerate(extend_times(ds.times[i], steps[i], h)):
                 rows.append([sid, when, *last[k]])
-        return pd.DataFrame(rows, columns=[c["id_col"], c["time_col"], *c["target_cols"]])
+        return pd.DataFrame(rows, columns=[t.id_col, t.time_col, *t.target_cols])
 
     def evaluate(self, df: pd.DataFrame, series_target: Any = None, *,
-                 batch_size: Optional[int] = None, block_len: Optional[int] = None
-                 ) -> Dict[str, float]:
+                 season: Optional[int] = None, batch_size: Optional[int] = None,
+                 block_len: Optional[int] = None) -> Dict[str, float]:
         """Scores on ``df`` (which holds the targets) next to a naive baseline's.
 
         Classification: ``accuracy`` and ``majority_accuracy`` (always the training
@@ -214,22 +235,29 @@ class TrainedModel:
         ``persistence_smape``, ``drift_mase`` and ``drift_smape`` beside them (the ``h``
         steps after every origin; drift = the last value plus the mean change since the
         series' first value per step ahead; MASE divided by each series' own in-sample
-        one-step naive MAE, see :mod:`vlrnn.training._forecast_metrics`).
-        Missing targets count nowhere.
+        one-step naive MAE, see :mod:`vlrnn.training._forecast_metrics`); where the series'
+        season is known (``season=`` here or of ``pack_and_train``),
+        ``seasonal_naive_mase`` and ``seasonal_naive_smape`` too (the value one season
+        before each step ahead). Missing targets count nowhere.
 
         ``series_target``: the labels, for a model trained on labels given as a Series;
         default: the column it was trained with.
         """
-        c = self.config
+        t = self.task
+        if season is not None:
+            if not t.horizon:
+                raise ValueError("season= gives forecasts a seasonal naive baseline; this "
+                                 "model does not forecast (trained without horizon=)")
+            t = t.replace(season=season)  # checked as the task checks it
         ds = self._dataset(df, with_targets=True, series_target=series_target)
         outs = self._outputs(ds, batch_size, block_len)
-        if c.get("level") == "series":
+        if t.level == "series":
             true = np.array([float(y[0, 0]) for y in ds.ys])
             raw = torch.stack(outs)
             if self.classes is not None:
                 return self._class_scores(raw.argmax(1).numpy(), true)
             pred = self._values(raw)[:, 0].numpy()
-            base = np.full_like(true, c["mean_label"])
+            base = np.full_like(true, t.mean_label)
             return {**regression_scores(pred, true),
                     **regression_scores(base, true, "persistence_")}
         if self.classes is not None:
@@ -242,53 +270,37 @@ class TrainedModel:
         pred, true, base = (np.concatenate(v) for v in (preds, trues, bases))
         scores = {**regression_scores(pred, true),
                   **regression_scores(base, true, "persistence_")}
-        if c.get("horizon"):
-            scores.update(self._forecast_scores(ds, preds, trues, bases))
+        if t.horizon:
+            scores.update(_forecast_scores(t, ds, preds, trues, bases))
         return scores
 
-    def _forecast_scores(self, ds: SeriesDataset, preds: List[np.ndarray],
-                         trues: List[np.ndarray], bases: List[np.ndarray]
-                         ) -> Dict[str, float]:
-        """MASE and sMAPE of the model, persistence and drift (every origin's ``h`` steps)."""
-        c = self.config
-        h, K = c["horizon"], len(c["target_cols"])
-        cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
-        now = [ds[i][0][:, cols].double().numpy() for i in range(len(ds))]
-        # the series' observed targets: origin values, then the last origin's h steps
-        seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
-        scales = [np.tile(naive_scale(v), h) for v in seen]
-        drift = [drift_forecasts(v, h) for v in now]
-        return {**scaled_scores(preds, trues, scales),
-                **scaled_scores(bases, trues, scales, "persistence_"),
-                **scaled_scores(drift, trues, scales, "drift_")}
-
     def _class_scores(self, pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:
-        major = self.classes.index(self.config["majority_class"])
+        major = self.classes.index(self.task.majority_class)
         return {**classification_scores(pred, true),
                 **classification_scores(np.full(len(true), major), true, "majority_")}
 
     def _persistence(self, ds: SeriesDataset, i: int) -> np.ndarray:
         """The last observed value at each row, laid out as the targets ``ds.ys[i]``."""
-        c = self.config
+        t = self.task
         y = ds.ys[i].double().numpy()
-        if c.get("horizon"):
-            K = len(c["target_cols"])
-            cols = [ds.feature_cols.index(t) for t in c["target_cols"]]
-            now = ds[i][0][:, cols].double()  # raw inputs
-            return np.tile(now.numpy(), (1, y.shape[1] // K))
+        if t.horizon:
+            now = ds[i][0][:, t.target_inputs].double()  # raw inputs
+            return np.tile(now.numpy(), (1, t.horizon))
         prev = pd.DataFrame(y).ffill().shift(1).to_numpy()
         return prev
 
     # -- saving ----------------------------------------------------------------------------
     def save(self, path: Union[str, Path]) -> Path:
-        """Write model, scalers, config (task, classes, horizon) and history to one file
-        (atomically)."""
+        """Write the model's weights, its task (:meth:`Task.to_dict`: columns, classes,
+        scalers, horizon, baselines), its settings and the history to one file
+        (atomically); plain values and tensors only (``torch.load(weights_only=True)``
+        reads it)."""
         from .. import __version__
 
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return ckpt_io.save_atomic({
-            "format": MODEL_FORMAT, "vlrnn_version": __version__, "config": dict(self.config),
-            "model": state, "scaler": self.scaler.state_dict(),
+            "format": MODEL_FORMAT, "vlrnn_version": __version__,
+            "task": self.task.to_dict(), "config": dict(self.settings), "model": state,
             "history": self.history.to_dict("records")}, path)
 
     @classmethod
@@ -310,12 +322,21 @@ class TrainedModel:
         if not p.is_file():
             raise FileNotFoundError(f"no saved model at {p}")
         data = ckpt_io.load(p, trusted=trusted)
+        if data.get("format") == "vlrnn.TrainedModel/1":
+            raise ckpt_io.CheckpointError(
+                f"{p} was saved by a development version of vlrnn before the task type "
+                f"(format 'vlrnn.TrainedModel/1'; this version reads {MODEL_FORMAT!r}): "
+                "train the model again and save it")
         if data.get("format") != MODEL_FORMAT:
             raise ckpt_io.CheckpointError(
                 f"{p} is not a saved vlrnn TrainedModel (format {data.get('format')!r}, "
                 f"expected {MODEL_FORMAT!r}; a Trainer checkpoint resumes with --resume)")
-        config = _upgrade(data["config"])
-        model = build_model(config, cell_class, trusted=trusted).to(
+        try:
+            task = Task.from_dict(data["task"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ckpt_io.CheckpointError(f"{p}: the saved task is not valid: {err}") from None
+        config = data["config"]
+        model = build_model(config, task, cell_class, trusted=trusted).to(
             dtype=getattr(torch, config.get("dtype", "float32")))
         try:
             model.load_state_dict(data["model"])
@@ -324,17 +345,24 @@ class TrainedModel:
                              f"describes: {str(err).splitlines()[0]}") from None
         model.to(device or "cpu")
         history = pd.DataFrame(data.get("history", []))
-        return cls(model, history, Scalers.from_state_dict(data["scaler"]), config)
+        return cls(model, history, task, config)
 
 
-def _upgrade(config: Dict[str, Any]) -> Dict[str, Any]:
-    """A config saved before tasks existed: per-step regression."""
-    out = dict(config)
-    out.setdefault("task", "regression")
-    out.setdefault("level", "step")
-    out.setdefault("horizon", None)
-    out.setdefault("classes", None)
-    if isinstance(out.get("scale"), bool):  # saved before scale modes: True meant global
-        out["scale"] = "global" if out["scale"] else None
+
+def _forecast_scores(task: Task, ds: SeriesDataset, preds: List[np.ndarray],
+                     trues: List[np.ndarray], bases: List[np.ndarray]) -> Dict[str, float]:
+    """MASE and sMAPE of the model, persistence, drift and (``task.season``) seasonal
+    naive, over every origin's ``h`` steps; ``ds`` holds the raw inputs."""
+    h, K = task.horizon or 1, len(task.target_cols)
+    now = [ds[i][0][:, task.target_inputs].double().numpy() for i in range(len(ds))]
+    # the series' observed targets: origin values, then the last origin's h steps
+    seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
+    scales = [np.tile(naive_scale(v), h) for v in seen]
+    drift = [drift_forecasts(v, h) for v in now]
+    out = {**scaled_scores(preds, trues, scales),
+           **scaled_scores(bases, trues, scales, "persistence_"),
+           **scaled_scores(drift, trues, scales, "drift_")}
+    if task.season:
+        seasonal = [seasonal_naive_forecasts(v, h, task.season) for v in now]
+        out.update(scaled_scores(seasonal, trues, scales, "seasonal_naive_"))
     return out
-
