@@ -63,6 +63,20 @@ def test_public_modules_export_explicitly(name):
         assert sorted(set(own) - set(exported)) == [], name
 
 
+def _runtime_imports(tree):
+    """The import statements that run: those under ``if TYPE_CHECKING:`` are for
+    annotations only and make no circle."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def _imports():
     """{module: vlrnn modules it imports (at any level)}, from the source."""
     mods = {}
@@ -73,7 +87,7 @@ def _imports():
     edges = {}
     for name, (path, is_pkg) in mods.items():
         out = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_imports(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 pkg = name.split(".") if is_pkg else name.split(".")[:-1]
                 base = node.module or "" if node.level == 0 else ".".join(

@@ -31,12 +31,28 @@ import torch
 
 from ..data import SeriesDataset, StandardScaler
 from ..data._series_scaling import causal_diff_scale, scale_series
-from ._frames import nan_scaler
 
 if TYPE_CHECKING:
     from ._task import Task
 
 __all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
+
+
+def nan_scaler(ys: list[torch.Tensor], repeat: int = 1) -> StandardScaler:
+    """A target ``StandardScaler`` from the observed (finite) values of ``ys``
+    (``(T_i, K)`` each); columns repeated ``repeat`` times (one block per horizon step)."""
+    rows = torch.cat([y.detach().double().cpu() for y in ys])
+    k = rows.shape[1] // repeat
+    rows = rows.reshape(-1, k) if repeat == 1 else rows[:, :k]
+    seen = torch.isfinite(rows)
+    n = seen.sum(0).clamp_min(1)
+    zero = torch.zeros_like(rows)
+    mean = torch.where(seen, rows, zero).sum(0) / n
+    var = (torch.where(seen, rows - mean, zero) ** 2).sum(0) / n
+    std = var.sqrt()
+    std = torch.where(std <= 1e-12 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
+    return StandardScaler(targets=True).load_state_dict(
+        {"mean": mean.repeat(repeat), "std": std.repeat(repeat), "targets": True})
 
 SCALE_MODES = ("global", "series", None)
 
