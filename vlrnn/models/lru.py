@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lti_scan import lti_scan
-from .scan_base import ScanModel, at_last, positive_int, probability
+from .lti_scan import lti_scan_last
+from .scan_base import ScanModel, positive_int, probability
 
 __all__ = ["LRU", "LRULayer"]
 
@@ -73,17 +73,20 @@ class LRULayer(nn.Module):
         gamma = torch.exp(self.gamma_log).unsqueeze(1)
         w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
         b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
-        x = lti_scan(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]))
+        x, x_last = lti_scan_last(torch.exp(self.log_lambda()), b,
+                                  torch.complex(x0[:, :N], x0[:, N:]), last)
         # Re(C x) = C_re Re x - C_im Im x: one matmul over the interleaved [Re x, Im x]
         xr = torch.view_as_real(x)                                        # (T, B, N, 2)
         w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
-        # GLU as a product with a sigmoid: torch's glu_backward recomputes the sigmoid
-        # and was the slowest pass of the layer's backward
-        lin, gate = self.mlp(y).chunk(2, -1)
-        y = F.dropout(lin * torch.sigmoid(gate), self.dropout, self.training)
-        x_last = at_last(xr, last)                                        # (B, N, 2)
+        # GLU as a product with a sigmoid (torch's glu_backward recomputes the sigmoid),
+        # each half its own matmul: contiguous outputs (element-wise passes on column
+        # halves of one output, and the cat of their gradients, cost more than the split)
+        w, bias = self.mlp.weight, self.mlp.bias
+        y = F.linear(y, w[:H], bias[:H]) * torch.sigmoid(F.linear(y, w[H:], bias[H:]))
+        y = F.dropout(y, self.dropout, self.training)
+        x_last = torch.view_as_real(x_last)                                # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 
 
