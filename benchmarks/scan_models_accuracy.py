@@ -114,7 +114,7 @@ def run_recall(name: str, a) -> dict:
             pred = model.logits(x_val[:, i:i + 128], a.block).argmax(-1)
             correct += int((pred == y_val[i:i + 128]).sum())
     return {"model": name, "steps": steps, "seconds": spent,
-            "score": correct / a.n_val, "loss": float(loss)}
+            "score": correct / a.n_val, "loss": float(loss.detach())}
 
 
 # -- bytes -------------------------------------------------------------------------------------
