@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._lti_scan import lti_scan
-from ._scan_base import ScanModel, at_last, positive_int, probability
+from ._lti_scan import lti_scan_last
+from ._scan_base import ScanModel, positive_int, probability
 
 __all__ = ["LRU", "LRULayer"]
 
@@ -73,17 +73,20 @@ class LRULayer(nn.Module):
         gamma = torch.exp(self.gamma_log).unsqueeze(1)
         w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
         b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
-        x = lti_scan(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]))
+        x, x_last = lti_scan_last(torch.exp(self.log_lambda()), b,
+                                  torch.complex(x0[:, :N], x0[:, N:]), last)
         # Re(C x) = C_re Re x - C_im Im x: one matmul over the interleaved [Re x, Im x]
         xr = torch.view_as_real(x)                                        # (T, B, N, 2)
         w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
-        # GLU as a product with a sigmoid: torch's glu_backward recomputes the sigmoid
-        # and was the slowest pass of the layer's backward
-        lin, gate = self.mlp(y).chunk(2, -1)
-        y = F.dropout(lin * torch.sigmoid(gate), self.dropout, self.training)
-        x_last = at_last(xr, last)                                        # (B, N, 2)
+        # GLU as a product with a sigmoid (torch's glu_backward recomputes the sigmoid),
+        # each half its own matmul: contiguous outputs (element-wise passes on column
+        # halves of one output, and the cat of their gradients, cost more than the split)
+        w, bias = self.mlp.weight, self.mlp.bias
+        y = F.linear(y, w[:H], bias[:H]) * torch.sigmoid(F.linear(y, w[H:], bias[H:]))
+        y = F.dropout(y, self.dropout, self.training)
+        x_last = torch.view_as_real(x_last)                                # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 
 
@@ -101,22 +104,32 @@ class LRU(ScanModel):
             to 1: long memory).
         max_phase: phases of ``lam`` drawn in ``[0, max_phase]``.
         batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
+        bidirectional: every layer is a forward and a reverse one-layer ``LRU`` (each with
+            its own encoder and final norm; the reverse one reads each sequence backwards),
+            layer ``l + 1`` reading their joined ``2 H`` outputs, ``dropout`` also between
+            layers (NOTE [scan direction stacks]). For non-causal uses (classifying or
+            encoding whole sequences). The block engine cannot run the reverse direction
+            block by block: wrap the model in :class:`vlrnn.Blockwise`, which does.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
           ``PackedSequence`` with ``data`` ``(N_rows, F)``, sorted or not.
-        - **state** (optional): ``(num_layers, B, 2 N)`` real: each layer's complex state
-          as ``[real parts, imaginary parts]``; batch in the caller's order; ``None``:
-          zeros.
+        - **state** (optional): ``(num_layers * num_directions, B, 2 N)`` real: each
+          layer's complex state as ``[real parts, imaginary parts]`` (layer major, forward
+          first); batch in the caller's order; ``None``: zeros.
 
     Outputs: ``y``, ``new_state``
-        - **y**: same form as ``x`` with ``H`` features.
-        - **new_state**: ``(num_layers, B, 2 N)``, each sequence's state at its own last
-          step; passed back in, it continues the sequences exactly.
+        - **y**: same form as ``x`` with ``H`` features (``2 H`` bidirectional:
+          ``[forward, reverse]``).
+        - **new_state**: ``(num_layers * num_directions, B, 2 N)``, each sequence's state
+          at its own last step (the reverse direction's: after reading back to its first);
+          passed back in, a unidirectional model continues the sequences exactly.
 
     Attributes:
         encoder: ``nn.Linear(F, H)``. layers: ``nn.ModuleList`` of :class:`LRULayer`.
-        norm: the final ``nn.LayerNorm(H)``. state_batch_dim: ``1``.
+        norm: the final ``nn.LayerNorm(H)``. directions (bidirectional only, instead of
+        these three): ``nn.ModuleList`` of ``[forward, reverse]`` one-layer ``LRU`` models.
+        state_batch_dim: ``1``.
 
     Example:
         >>> import torch, vlrnn
@@ -133,7 +146,7 @@ class LRU(ScanModel):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, *, state_size: int | None = None,
                  r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * math.pi,
-                 batch_first: bool = False):
+                 batch_first: bool = False, bidirectional: bool = False):
         super().__init__()
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
@@ -145,6 +158,14 @@ class LRU(ScanModel):
             raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
         self.r_min, self.r_max, self.max_phase = float(r_min), float(r_max), float(max_phase)
         self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if self.bidirectional:  # NOTE [scan direction stacks]
+            self.directions = nn.ModuleList(nn.ModuleList(
+                LRU(self.input_size if l == 0 else 2 * self.hidden_size, self.hidden_size, 1,
+                    self.dropout, state_size=self.state_size, r_min=r_min, r_max=r_max,
+                    max_phase=max_phase, batch_first=batch_first) for _ in range(2))
+                for l in range(self.num_layers))
+            return
         self.encoder = nn.Linear(self.input_size, self.hidden_size)
         self.layers = nn.ModuleList(
             LRULayer(self.hidden_size, self.state_size, r_min, r_max, max_phase, self.dropout)
@@ -153,19 +174,22 @@ class LRU(ScanModel):
 
     @property
     def output_size(self) -> int:
-        """Features of ``y``: ``hidden_size``."""
-        return self.hidden_size
+        """Features of ``y``: ``hidden_size`` (twice that when bidirectional)."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"state_size={self.state_size}, dropout={self.dropout}, r_min={self.r_min}, "
-                f"r_max={self.r_max}, batch_first={self.batch_first}")
+                f"r_max={self.r_max}, batch_first={self.batch_first}"
+                + (", bidirectional=True" if self.bidirectional else ""))
 
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [("h", (2 * self.state_size,))]
 
     def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
              last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.bidirectional:
+            return self._run_directions(inp, states, last)
         u = self.encoder(inp)
         finals = []
         for l, layer in enumerate(self.layers):

@@ -102,23 +102,34 @@ class Mamba(ScanModel):
             training mode only; replayed exactly by the block engine.
         dt_rank: rank of the step-size projection (default ``ceil(H / 16)``).
         batch_first: dense input and output are ``(B, T, *)``; packed input unaffected.
+        bidirectional: every layer is a forward and a reverse one-layer ``Mamba`` (each
+            with its own encoder and final norm; the reverse one reads each sequence
+            backwards, its convolution looking at later steps), layer ``l + 1`` reading
+            their joined ``2 H`` outputs, ``dropout`` also between layers (NOTE [scan
+            direction stacks]). For non-causal uses (classifying or encoding whole
+            sequences). The block engine cannot run the reverse direction block by block:
+            wrap the model in :class:`vlrnn.Blockwise`, which does.
 
     Inputs: ``x``, ``state``
         - **x**: dense ``(T, B, F)`` (``(B, T, F)`` if ``batch_first``) or a
           ``PackedSequence`` with ``data`` ``(N_rows, F)``, sorted or not.
-        - **state** (optional): a pair ``(conv, h)``: ``conv`` ``(num_layers, B, K - 1,
-          D)``, each layer's last ``K - 1`` convolution inputs (oldest first), and ``h``
-          ``(num_layers, B, D, N)``, the SSM states; batch in the caller's order;
-          ``None``: zeros.
+        - **state** (optional): a pair ``(conv, h)``: ``conv`` ``(L, B, K - 1, D)``, each
+          layer's last ``K - 1`` convolution inputs (oldest first), and ``h``
+          ``(L, B, D, N)``, the SSM states, ``L = num_layers * num_directions`` (layer
+          major, forward first); batch in the caller's order; ``None``: zeros.
 
     Outputs: ``y``, ``new_state``
-        - **y**: same form as ``x`` with ``H`` features.
+        - **y**: same form as ``x`` with ``H`` features (``2 H`` bidirectional:
+          ``[forward, reverse]``).
         - **new_state**: ``(conv, h)`` as ``state``, each sequence's at its own last
-          step; passed back in, it continues the sequences exactly.
+          step (the reverse direction's: after reading back to its first); passed back
+          in, a unidirectional model continues the sequences exactly.
 
     Attributes:
         encoder: ``nn.Linear(F, H)``. layers: ``nn.ModuleList`` of :class:`MambaLayer`.
-        norm: the final ``nn.RMSNorm(H)``. state_batch_dim: ``1``.
+        norm: the final ``nn.RMSNorm(H)``. directions (bidirectional only, instead of
+        these three): ``nn.ModuleList`` of ``[forward, reverse]`` one-layer ``Mamba``
+        models. state_batch_dim: ``1``.
 
     Example:
         >>> import torch, vlrnn
@@ -135,7 +146,7 @@ class Mamba(ScanModel):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  state_size: int = 16, conv_size: int = 4, expand: int = 2,
                  dropout: float = 0.0, *, dt_rank: int | None = None,
-                 batch_first: bool = False):
+                 batch_first: bool = False, bidirectional: bool = False):
         super().__init__()
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
@@ -145,6 +156,14 @@ class Mamba(ScanModel):
         self.expand = positive_int("expand", expand)
         self.dropout = probability("dropout", dropout)
         self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if self.bidirectional:  # NOTE [scan direction stacks]
+            self.directions = nn.ModuleList(nn.ModuleList(
+                Mamba(self.input_size if l == 0 else 2 * self.hidden_size, self.hidden_size,
+                      1, self.state_size, self.conv_size, self.expand, self.dropout,
+                      dt_rank=dt_rank, batch_first=batch_first) for _ in range(2))
+                for l in range(self.num_layers))
+            return
         self.encoder = nn.Linear(self.input_size, self.hidden_size)
         self.layers = nn.ModuleList(
             MambaLayer(self.hidden_size, self.state_size, self.conv_size, self.expand,
@@ -153,8 +172,8 @@ class Mamba(ScanModel):
 
     @property
     def output_size(self) -> int:
-        """Features of ``y``: ``hidden_size``."""
-        return self.hidden_size
+        """Features of ``y``: ``hidden_size`` (twice that when bidirectional)."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
 
     @property
     def inner_size(self) -> int:
@@ -164,7 +183,8 @@ class Mamba(ScanModel):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"state_size={self.state_size}, conv_size={self.conv_size}, "
-                f"expand={self.expand}, dropout={self.dropout}, batch_first={self.batch_first}")
+                f"expand={self.expand}, dropout={self.dropout}, batch_first={self.batch_first}"
+                + (", bidirectional=True" if self.bidirectional else ""))
 
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [("conv", (self.conv_size - 1, self.inner_size)),
@@ -172,6 +192,8 @@ class Mamba(ScanModel):
 
     def _run(self, inp: torch.Tensor, states: list[torch.Tensor],
              last: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.bidirectional:
+            return self._run_directions(inp, states, last)
         u = self.encoder(inp)
         convs, hs = [], []
         for l, layer in enumerate(self.layers):

@@ -47,8 +47,11 @@ def _forward(x, weight, bias, h0, last, kind: str, for_backward: bool):
         a = gates[0].sigmoid_()
     else:
         gates[:2].sigmoid_()
-        a = torch.add(gates[0], gates[1])
-        torch.div(gates[0], a, out=a)
+        if for_backward:  # the backward needs f and i as well as a
+            a = torch.add(gates[0], gates[1])
+            torch.div(gates[0], a, out=a)
+        else:  # a = f / (f + i) written over f: no (T, B, H) allocation
+            a = gates[0].div_(gates[1].add_(gates[0]))
     # the no-grad forward writes h over the candidate (read at step t before h_t is written)
     h = lerp_scan(a, cand, h0, out=None if for_backward else cand)
     h_last = at_last(h, last)

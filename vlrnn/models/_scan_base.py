@@ -12,6 +12,15 @@ state after its own last step: the subclass reads it at ``last`` (the flat
 ``(T * B)`` index of each sequence's last step of the padded block), never at ``T - 1``,
 so padding steps after a sequence's end are computed but never read (their outputs are
 dropped and receive no gradient).
+
+NOTE [scan direction stacks]: ``LRU(bidirectional=True)`` and ``Mamba(bidirectional=True)``
+are stacks of one-layer unidirectional models of their own class, ``directions[l][d]``
+(``d = 0`` forward, ``1`` reverse: it reads each sequence backwards within its own
+length); layer ``l + 1`` reads ``[forward, reverse]`` outputs of layer ``l`` (``2 H``
+features), with ``dropout`` between layers as ``nn.LSTM``'s (inside every block too).
+The state is each view's, joined on dim 0, layer major, forward first. These views are
+what :class:`vlrnn.Blockwise` runs block by block (NOTE [direction views]): the forward
+direction first to last, the reverse one last to first.
 """
 from __future__ import annotations
 
@@ -19,13 +28,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .._common import positive_int, probability
 from ._head import WithHead
 from ._inputs import dense_time_major
-from ._qrnn import _packed_to_padded
+from ._qrnn import _packed_to_padded, _reverse_time
 
 __all__ = ["ScanModel", "at_last", "positive_int", "probability"]
 
@@ -48,6 +58,8 @@ class ScanModel(nn.Module):
     input_size: int
     num_layers: int
     batch_first: bool
+    bidirectional: bool = False
+    dropout: float = 0.0
     #: whether the last layer's output at a sequence's last step can be read from its
     #: state (:class:`~vlrnn.models.SequenceModel` carries it itself when not)
     state_holds_output = False
@@ -100,6 +112,55 @@ class ScanModel(nn.Module):
                 raise ValueError(f"state of {type(self).__name__}: {name} has shape "
                                  f"{tuple(t.shape)}, expected {want} (layers, batch, ...)")
         return list(leaves)
+
+    # -- bidirectional stacks (NOTE [scan direction stacks], [direction views]) -------------
+    def direction_view(self, layer: int, reverse: bool = False) -> ScanModel:
+        """Layer ``layer``, one direction, as the one-layer unidirectional model it is
+        (a submodule: its parameters are this model's)."""
+        if not self.bidirectional:
+            raise ValueError(f"{type(self).__name__}.direction_view: the model is not "
+                             "bidirectional (it has one direction; run it whole)")
+        view = self.directions[layer][1 if reverse else 0]
+        assert isinstance(view, ScanModel)
+        return view
+
+    def check_state(self, state: Any, n_batch: int, like=None) -> None:
+        """A clear error unless ``state`` has this model's format (see the class docs)."""
+        self._check_state(state, n_batch)
+
+    def split_directions(self, state: Any, n_batch: int) -> list[Any]:
+        """``state`` (checked) as each view's, layer major, forward first."""
+        leaves = self._check_state(state, n_batch)
+        out = [tuple(t[i:i + 1] for t in leaves) for i in range(self.state_layers)]
+        return [o[0] if len(o) == 1 else o for o in out]
+
+    def join_directions(self, finals: list[Any]) -> Any:
+        """This model's state from the views' final states (layer major, forward first)."""
+        if isinstance(finals[0], torch.Tensor):
+            return torch.cat(finals, 0)
+        return tuple(torch.cat(parts, 0) for parts in zip(*finals))
+
+    def _run_directions(self, inp: torch.Tensor, states: list[torch.Tensor],
+                        last: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`_run` of a bidirectional stack: each layer's views, the reverse one on
+        each sequence reversed within its own length (from ``last``)."""
+        T, B = inp.shape[:2]
+        lengths = torch.full((B,), T, dtype=torch.long, device=inp.device) \
+            if last is None else torch.div(last, B, rounding_mode="floor") + 1
+        finals: list[list[torch.Tensor]] = []
+        for l, pair in enumerate(self.directions):
+            outs = []
+            for d, view in enumerate(pair):
+                i = 2 * l + d
+                src = inp if d == 0 else _reverse_time(inp, lengths)
+                y, fin = view._run(src, [t[i:i + 1] for t in states], last)
+                outs.append(y if d == 0 else _reverse_time(y, lengths))
+                finals.append(list(fin))
+            inp = torch.cat(outs, -1)
+            if l < self.num_layers - 1 and self.training and self.dropout > 0:
+                inp = F.dropout(inp, self.dropout, True)
+        return inp, [torch.cat([f[k] for f in finals], 0) for k in range(len(states))]
 
     def forward(self, x: torch.Tensor | PackedSequence, state: Any = None
                 ) -> tuple[torch.Tensor | PackedSequence, Any]:
