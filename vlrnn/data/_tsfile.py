@@ -39,6 +39,18 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], np.ndarray | None,
             ``@dimensions``, a label outside ``@classLabel``'s list, a target that is not a
             number, values that are not numbers, time stamps, both ``@classLabel true``
             and ``@targetLabel true``.
+
+    >>> import tempfile, pathlib
+    >>> from vlrnn.data import from_arrays, read_ts
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.ts"
+    >>> _ = path.write_text("@problemName tiny\\n@univariate true\\n@classLabel true a b\\n"
+    ...                     "@data\\n1.0,2.0,3.0:a\\n4.0,5.0:b\\n")
+    >>> arrays, labels, header = read_ts(path)
+    >>> [a.shape for a in arrays], labels.tolist(), header["problemname"]
+    ([(3, 1), (2, 1)], ['a', 'b'], 'tiny')
+    >>> frame, y = from_arrays(arrays, labels)
+    >>> len(frame)
+    5
     """
     path = Path(path)
     header: dict[str, str] = {}

@@ -26,7 +26,20 @@ _SHOW = SHOW  # how many offending ids / time stamps an error message lists
 
 
 class DataWarning(UserWarning):
-    """Rows were dropped or values filled while loading a frame."""
+    """Rows were dropped or values filled while loading a frame.
+
+    >>> import warnings
+    >>> import pandas as pd
+    >>> from vlrnn.data import DataWarning, from_dataframe
+    >>> df = pd.DataFrame({"id": [0, 0, 0, 1], "t": [0, 1, 2, 0], "x": [1.0, 2, 3, 4],
+    ...                    "y": [0.0, 1, 2, 3]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     ds = from_dataframe(df, id_col="id", time_col="t", target_cols="y",
+    ...                         short_series="drop")             # series 1 has one step
+    >>> len(ds), any(issubclass(w.category, DataWarning) for w in caught)
+    (1, True)
+    """
 
 
 def _as_list(cols: Optional[Columns], arg: str) -> Optional[List[str]]:

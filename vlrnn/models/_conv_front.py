@@ -57,6 +57,15 @@ class ConvFront(nn.Module):
     ``(k - 1, B, C_in)`` (batch on dim 1, input batch order; ``k`` the steps the layer
     reads, ``(kernel - 1) * dilation + 1``): that layer's last ``k - 1`` input rows. Outputs: ``y`` in ``x``'s layout with ``C`` features, and the
     state after each sequence's own last step.
+
+    >>> import torch
+    >>> from vlrnn.models import ConvFront
+    >>> front = ConvFront(3, channels=8, kernel_sizes=(5, 3))
+    >>> x = torch.randn(40, 2, 3)
+    >>> y, state = front(x, None)                  # causal: row t reads rows <= t only
+    >>> y2, _ = front(x[:25], None)
+    >>> y.shape, torch.allclose(y[:25], y2, atol=1e-6)
+    (torch.Size([40, 2, 8]), True)
     """
 
     state_batch_dim = 1

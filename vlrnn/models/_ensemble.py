@@ -35,6 +35,15 @@ class MeanOfModels(nn.Module):
         members: models with the same calling convention and the same state batch dim.
         probabilities: ``readout`` averages softmax probabilities (classification) and
             returns their log; ``False``: it averages the raw readouts (regression).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from vlrnn.models import MeanOfModels, WithHead
+    >>> a, b = WithHead(nn.GRU(2, 4), nn.Linear(4, 1)), WithHead(nn.GRU(2, 4), nn.Linear(4, 1))
+    >>> x = torch.randn(10, 3, 2)
+    >>> y, _ = MeanOfModels([a, b])(x, None)
+    >>> torch.allclose(y, (a(x, None)[0] + b(x, None)[0]) / 2, atol=1e-6)
+    True
     """
 
     def __init__(self, members: Sequence[nn.Module], probabilities: bool = False):

@@ -143,6 +143,14 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: Optional[torch.Tensor] = N
 
     Returns:
         ``c`` of shape ``(T, *S)``; differentiable w.r.t. ``a``, ``b`` and ``c0``.
+
+    >>> import torch
+    >>> from vlrnn.models import linear_scan
+    >>> a, b = torch.rand(100, 4), torch.randn(100, 4)
+    >>> c = linear_scan(a, b)
+    >>> ref = linear_scan(a, b, method="loop")            # the step loop
+    >>> c.shape, torch.allclose(c, ref, atol=1e-5)
+    (torch.Size([100, 4]), True)
     """
     if a.shape != b.shape:
         raise ValueError(f"linear_scan: a and b must have the same shape (T, ...), got "

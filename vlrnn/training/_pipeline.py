@@ -191,6 +191,18 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         :class:`~vlrnn.TrainedModel`; its history has the loss (scaled units)
         and, with validation, ``val_accuracy`` or ``val_mae``/``val_rmse`` (target units;
         for ``scale="series"`` forecasts in the scaled units the loss sees).
+
+    >>> import numpy as np, pandas as pd
+    >>> import vlrnn
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"unit": np.repeat(["a", "b", "c"], 40), "t": np.tile(range(40), 3),
+    ...                    "temp": rng.normal(size=120)})
+    >>> df["load"] = df.groupby("unit")["temp"].cumsum()       # the target: a running sum
+    >>> result = vlrnn.pack_and_train(df, id_col="unit", time_col="t", target_cols="load",
+    ...                               hidden_size=8, num_layers=1, epochs=3, progress=False)
+    >>> pred = result.predict(df)                              # aligned with df's rows
+    >>> len(pred) == len(df), sorted(result.evaluate(df))[:3]
+    (True, ['mae', 'persistence_mae', 'persistence_rmse'])
     """
     if "optimizer" in trainer_options:
         raise TypeError("pack_and_train builds the model itself, so it cannot take an "

@@ -47,6 +47,23 @@ class TrainedModel:
         settings: plain dict of the model and training settings (``cell``,
             ``hidden_size``, ``num_layers``, ``n_features``, ``lr``, ``recipe``, ...).
         trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
+
+    >>> import tempfile, pathlib
+    >>> import numpy as np, pandas as pd
+    >>> import vlrnn
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"id": np.repeat([0, 1, 2, 3], 30), "t": np.tile(range(30), 4),
+    ...                    "x": rng.normal(size=120)})
+    >>> labels = pd.Series(["up", "down", "up", "down"], index=[0, 1, 2, 3])
+    >>> model = vlrnn.pack_and_train(df, id_col="id", time_col="t", series_target=labels,
+    ...                              hidden_size=8, num_layers=1, steps=20, progress=False)
+    >>> model.classes
+    ['down', 'up']
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+    >>> _ = model.save(path)                                 # returns the path
+    >>> again = vlrnn.TrainedModel.load(path)                  # checksum verified, no code run
+    >>> again.predict(df).equals(model.predict(df))
+    True
     """
 
     def __init__(self, model: nn.Module, history: pd.DataFrame, task: Task,
