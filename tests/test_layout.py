@@ -2,6 +2,7 @@
 other one way, without circles."""
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,12 @@ def test_no_import_circles_and_one_way_subpackages():
     assert uses("vlrnn.models") <= leaf
     assert uses("vlrnn.engine") <= leaf  # the engine asks models through protocols
     assert "vlrnn.cli" not in uses("vlrnn.training")
+
+
+def test_the_module_map_matches_the_code():
+    """docs/guides/how-it-works.md names every module, and every module it names exists."""
+    text = (ROOT.parent / "docs" / "guides" / "how-it-works.md").read_text()
+    files = {p.name for p in ROOT.rglob("*.py") if p.name != "__init__.py"}
+    assert sorted(f for f in files if f not in text) == []
+    named = set(re.findall(r"(?<![\w/.])(_[a-z][a-z0-9_]*\.py)\b", text))  # internal ones
+    assert sorted(named - files) == []
