@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import SeriesDataset, StandardScaler, from_dataframe
+from ..data import SeriesDataset, from_dataframe
 from .tasks import ClassCodes, series_labels
 
 if TYPE_CHECKING:
@@ -156,20 +156,3 @@ def _future(y: torch.Tensor, h: int) -> torch.Tensor:
     T, K = y.shape
     pad = torch.cat([y, y.new_full((h, K), float("nan"))])
     return torch.cat([pad[k:k + T] for k in range(1, h + 1)], dim=1)
-
-
-def nan_scaler(ys: List[torch.Tensor], repeat: int = 1) -> StandardScaler:
-    """A target ``StandardScaler`` from the observed (finite) values of ``ys``
-    (``(T_i, K)`` each); columns repeated ``repeat`` times (one block per horizon step)."""
-    rows = torch.cat([y.detach().double().cpu() for y in ys])
-    k = rows.shape[1] // repeat
-    rows = rows.reshape(-1, k) if repeat == 1 else rows[:, :k]
-    seen = torch.isfinite(rows)
-    n = seen.sum(0).clamp_min(1)
-    zero = torch.zeros_like(rows)
-    mean = torch.where(seen, rows, zero).sum(0) / n
-    var = (torch.where(seen, rows - mean, zero) ** 2).sum(0) / n
-    std = var.sqrt()
-    std = torch.where(std <= 1e-12 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
-    return StandardScaler(targets=True).load_state_dict(
-        {"mean": mean.repeat(repeat), "std": std.repeat(repeat), "targets": True})
