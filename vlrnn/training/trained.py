@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
 from . import checkpoint_files as ckpt_io
-from ._task import Task
+from ._task import Task, split_config
 from .forecast_metrics import (
     drift_forecasts,
     naive_scale,
@@ -47,12 +47,19 @@ class TrainedModel:
         settings: plain dict of the model and training settings (``cell``,
             ``hidden_size``, ``num_layers``, ``n_features``, ``lr``, ``recipe``, ...).
         trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
+
+    Built as ``TrainedModel(model, history, task, settings)``, or as
+    ``TrainedModel(model, history, scalers, config)`` from one flat dict laid out as
+    :attr:`config` (e.g. another model's, for one member of an ensemble).
     """
 
-    def __init__(self, model: nn.Module, history: pd.DataFrame, task: Task,
+    def __init__(self, model: nn.Module, history: pd.DataFrame, task: Union[Task, Scalers],
                  settings: Dict[str, Any], trainer: Optional[Trainer] = None):
+        if isinstance(task, Scalers):  # (scalers, one flat dict laid out as .config)
+            task, settings = split_config(settings, task)
         if not isinstance(task, Task):
-            raise TypeError(f"TrainedModel expects a Task, got {type(task).__name__}")
+            raise TypeError(f"TrainedModel expects a Task (or Scalers and a config laid out "
+                            f"as TrainedModel.config), got {type(task).__name__}")
         self.model = model
         self.history = history
         self.task = task
