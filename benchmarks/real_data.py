@@ -5,8 +5,9 @@ the development sets (:mod:`real_sets`): vlrnn's one-call path with all defaults
 (``read_ts``/arrays -> ``from_arrays`` -> ``pack_and_train(frame, **train_kwargs)``,
 seed 0) next to aeon 1.6.0's 1-NN DTW and MiniRocket fitted on the same split, and
 InceptionTime's published accuracy on the archive's default split (aeon's results file,
-first resample). Forecast panels (fertility, US macro): the last ``h`` values of every
-series held out; vlrnn's ``pack_and_train(..., horizon=h)`` next to statsmodels'
+first resample). Forecast panels: the last ``h`` values of every
+series held out (fertility, US macro, Grunfeld investment; all from statsmodels);
+vlrnn's ``pack_and_train(..., horizon=h)`` next to statsmodels'
 damped-trend ETS and Theta, and drift / persistence (and seasonal naive where the panel
 has a season: macro, quarterly); MASE (scaled by each series'
 in-sample one-step naive MAE of the training part) and sMAPE.
@@ -43,7 +44,8 @@ from vlrnn.training._forecast_metrics import naive_scale, scaled_scores
 
 #: panel -> (loader, horizon, season: None where none is known; macro is quarterly)
 PANELS = {"fertility": (real_sets.fertility_panel, 5, None),
-          "macro": (real_sets.macro_panel, 8, 4)}
+          "macro": (real_sets.macro_panel, 8, 4),
+          "grunfeld": (real_sets.grunfeld_panel, 4, None)}
 
 
 def _frames(split: real_sets.Split):

@@ -5,7 +5,7 @@ those wheels are kept for independent evaluation.
 
 Classification / regression sets: ``load(name) -> Split`` with per-series arrays
 ``(T_i, D)`` (time first) and the archive's own train/test split. Forecast panels:
-``fertility_panel()`` and ``macro_panel()``, long frames ``id, t, y``.
+``fertility_panel()``, ``macro_panel()`` and ``grunfeld_panel()``, long frames ``id, t, y``.
 """
 from __future__ import annotations
 
@@ -94,6 +94,18 @@ def macro_panel() -> pd.DataFrame:
             "tbilrate", "unemp", "pop", "infl", "realint"]
     parts = [pd.DataFrame({"id": c, "t": np.arange(len(d)), "y": d[c].to_numpy(float)})
              for c in cols]
+    return pd.concat(parts, ignore_index=True)
+
+
+def grunfeld_panel() -> pd.DataFrame:
+    """Grunfeld's investment data (statsmodels ``grunfeld``): 11 US firms, 1935-1954, one
+    series per firm and column (gross investment, firm value, capital stock): 33 yearly
+    series of 20 values, levels from ~1 to ~6,000; long frame ``id, t, y``."""
+    from statsmodels.datasets import grunfeld
+    d = grunfeld.load_pandas().data
+    parts = [pd.DataFrame({"id": f"{firm}/{col}", "t": g["year"].to_numpy(int),
+                           "y": g[col].to_numpy(float)})
+             for firm, g in d.groupby("firm") for col in ("invest", "value", "capital")]
     return pd.concat(parts, ignore_index=True)
 
 

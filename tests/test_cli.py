@@ -118,7 +118,8 @@ def test_series_target_then_predict_and_evaluate(csv, tmp_path, capsys):
 def test_horizon_then_forecast_and_per_step_predict(csv, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
-                     "--features", "u", "--horizon", "2"]) == 0
+                     "--features", "u", "--horizon", "2", "--season", "3"]) == 0
+    assert TrainedModel.load(out / "model.pt").task.season == 3
     fc_path, pred_path = tmp_path / "fc.csv", tmp_path / "pred.csv"
     assert cli.main(["predict", str(out / "model.pt"), str(csv), "--forecast",
                      "--out", str(fc_path)]) == 0

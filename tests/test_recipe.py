@@ -105,3 +105,23 @@ def test_auto_recipe_and_front_follow_the_task():
     assert resolve("step", "regression", "steps", "conv") == ("steps", "conv")
     res = vlrnn.pack_and_train(frame(), series_target="kind", epochs=1, **OPTS)
     assert res.config["recipe"] == "steps" and res.config["front"]["dilations"] == [1, 2, 4]
+
+
+def test_conv_front_grows_its_dilations_with_the_series_length():
+    from vlrnn.training._recipe import CONV_FRONT, front_config, receptive_field
+    assert receptive_field([7, 5, 3], [1, 2, 4]) == 23
+    assert front_config("conv")["dilations"] == CONV_FRONT["dilations"] == [1, 2, 4]
+    assert front_config("conv", 38)["dilations"] == [1, 2, 4]            # 39 steps > 38
+    assert front_config("conv", 39)["dilations"] == [1, 2, 4, 8]
+    long = front_config("conv", 250)
+    assert long["dilations"] == [1, 2, 4, 8, 16] and long["kernel_sizes"] == [7, 5, 3, 3, 3]
+    assert receptive_field(long["kernel_sizes"], long["dilations"]) == 71
+    assert CONV_FRONT["kernel_sizes"] == [7, 5, 3]                        # not changed
+    assert front_config({"channels": 8}, 250)["dilations"] == [1, 2, 4]  # a dict adds none
+    rows = []
+    for s in range(6):
+        rows.append(pd.DataFrame({"id": f"s{s}", "t": np.arange(60), "u": np.sin(
+            np.arange(60) / (2 + s % 2)), "kind": "ab"[s % 2]}))
+    res = vlrnn.pack_and_train(pd.concat(rows, ignore_index=True), series_target="kind",
+                               epochs=1, **OPTS)
+    assert res.config["front"]["dilations"] == [1, 2, 4, 8]              # median 60 steps

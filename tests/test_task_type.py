@@ -113,6 +113,9 @@ def test_the_task_round_trips_through_save_and_load(tmp_path, call):
     loaded = TrainedModel.load(path)
     assert loaded.task == res.task and loaded.task is not res.task
     assert loaded.config == res.config
+    # the other constructor form, (scalers, a flat dict as .config), gives the same model
+    again = TrainedModel(res.model, res.history, res.scaler, res.config)
+    assert again.task == res.task and again.settings == res.settings
     # the scalers' statistics are part of the task: a changed one is a different task
     if res.task.scalers.features is not None:
         d = res.task.to_dict()

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "classification, decimals: regression; integers need --task)")
     task.add_argument("--horizon", type=int, default=None, metavar="H",
                       help="forecast the next H steps of the target(s) at every step")
+    task.add_argument("--season", type=int, default=None, metavar="M",
+                      help="with --horizon: the series' season length (e.g. 12 for monthly "
+                           "data); evaluation adds the seasonal naive baseline")
     model = tr.add_argument_group("model")
     model.add_argument("--cell", default="lstm", choices=CELLS,
                        help="recurrent cell or model (default: lstm; the others are "
@@ -269,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = pack_and_train(
         df, id_col=args.id_col, time_col=args.time_col, target_cols=args.target,
         series_target=args.series_target, task=args.task, horizon=args.horizon,
-        feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
+        season=args.season, feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
         num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, seed=args.seed,
         val_fraction="auto" if args.val_fraction is None else args.val_fraction,

@@ -156,4 +156,3 @@ def _future(y: torch.Tensor, h: int) -> torch.Tensor:
     T, K = y.shape
     pad = torch.cat([y, y.new_full((h, K), float("nan"))])
     return torch.cat([pad[k:k + T] for k in range(1, h + 1)], dim=1)
-

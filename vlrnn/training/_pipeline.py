@@ -235,7 +235,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
     val = None if val is None else scalers.inputs(scalers.scale_targets(val, spec), spec)
     if lr is None:
         lr = STEPS_LR if recipe == "steps" else SERIES_LR if level == "series" else STEP_LR
-    fc = front_config(front)
+    fc = front_config(front, float(np.median(train.lengths)))
     per_series = level == "series"
     train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed,
                                per_series=per_series)

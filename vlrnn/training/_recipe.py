@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["CLIP_NORM", "CONV_FRONT", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR",
+__all__ = ["CLIP_NORM", "CONV_FRONT", "LONG_DILATIONS", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR",
            "STEPS_MAX_EPOCHS", "WEIGHT_DECAY", "cosine_decay", "front_config", "head_pool",
-           "resolve", "val_share"]
+           "receptive_field", "resolve", "val_share"]
 
 #: fewest series for which ``val_fraction="auto"`` holds out a validation split
 MIN_VAL_SERIES = 300
@@ -88,13 +88,34 @@ CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 2, 4],
               "norm": None, "skip": True}
 
 
-def front_config(front: Any) -> dict[str, Any] | None:
+#: ``front="conv"`` on long series: kernel-3 layers of these dilations are added after
+#: :data:`CONV_FRONT`'s while the receptive field stays within the median series length
+#: (dilations grow with the length, as MiniRocket's do); measured in docs/benchmarks.md
+LONG_DILATIONS = (8, 16)
+
+
+def receptive_field(kernel_sizes: Sequence[int], dilations: Sequence[int]) -> int:
+    """Steps one output of stacked causal convolutions reads: ``1 + sum((k - 1) * d)``."""
+    return 1 + sum((int(k) - 1) * int(d) for k, d in zip(kernel_sizes, dilations))
+
+
+def front_config(front: Any, median_length: float | None = None) -> dict[str, Any] | None:
     """``front=`` as the config records it: ``None`` or the conv front end's settings
-    (``"conv"`` = :data:`CONV_FRONT`; a dict overrides some of them)."""
+    (``"conv"`` = :data:`CONV_FRONT`, with the layers of :data:`LONG_DILATIONS` whose
+    receptive field fits in ``median_length``, the training series' median length; a
+    dict overrides some settings and adds no layer)."""
     if front is None:
         return None
     if front == "conv":
-        return dict(CONV_FRONT)
+        out = {**CONV_FRONT, "kernel_sizes": list(CONV_FRONT["kernel_sizes"]),
+               "dilations": list(CONV_FRONT["dilations"])}
+        for d in LONG_DILATIONS if median_length is not None else ():
+            if receptive_field(out["kernel_sizes"] + [3], out["dilations"] + [d]) \
+                    > median_length:
+                break
+            out["kernel_sizes"].append(3)
+            out["dilations"].append(d)
+        return out
     if isinstance(front, dict) and set(front) <= set(CONV_FRONT):
         out = {**CONV_FRONT, **front}
         if "kernel_sizes" in front and "dilations" not in front:

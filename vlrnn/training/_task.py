@@ -20,7 +20,7 @@ import pandas as pd
 from ._task_scaling import Scalers
 from ._tasks import TASKS, ClassCodes, check_task, infer_kind, series_labels
 
-__all__ = ["LEVELS", "Task", "describe_task"]
+__all__ = ["LEVELS", "Task", "describe_task", "split_config"]
 
 #: where the target lives: one per step (``"step"``) or one per series (``"series"``)
 LEVELS = ("step", "series")
@@ -248,6 +248,20 @@ class Task:
         if "scalers" in kw:
             kw["scalers"] = Scalers.from_state_dict(kw["scalers"])
         return cls(**kw)
+
+
+def split_config(config: Dict[str, Any], scalers: Scalers
+                 ) -> Tuple[Task, Dict[str, Any]]:
+    """``(task, settings)`` of one flat dict laid out as ``TrainedModel.config`` (the
+    task's fields, ``"task"`` its kind, and the model settings), with ``scalers``."""
+    names = {f.name for f in dataclasses.fields(Task)} - {"scalers"}
+    kw = {k: config[k] for k in names if k in config}
+    kw.setdefault("kind", config.get("task"))
+    for n in ("target_cols", "feature_cols", "classes"):
+        if isinstance(kw.get(n), list):
+            kw[n] = tuple(kw[n])
+    settings = {k: v for k, v in config.items() if k not in names | {"task", "scale"}}
+    return Task(scalers=scalers, **kw), settings
 
 
 def _columns(cols: Any) -> Optional[List[str]]:

@@ -25,39 +25,32 @@ the raw inputs (``(T_i, F)``) and whose ``ys`` are the task's targets
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from ..data import SeriesDataset, StandardScaler
 from ..data._series_scaling import causal_diff_scale, scale_series
 
-if TYPE_CHECKING:
-    from ._task import Task
+
+class _TaskFields(Protocol):
+    """What scaling reads of a task (:class:`vlrnn.training.Task`, which holds the
+    scalers: a protocol here keeps the import one way)."""
+
+    kind: str
+    level: str
+    horizon: int | None
+    target_cols: tuple[str, ...]
+
+    @property
+    def target_inputs(self) -> list[int]: ...
 
 __all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
-
-
-def nan_scaler(ys: list[torch.Tensor], repeat: int = 1) -> StandardScaler:
-    """A target ``StandardScaler`` from the observed (finite) values of ``ys``
-    (``(T_i, K)`` each); columns repeated ``repeat`` times (one block per horizon step)."""
-    rows = torch.cat([y.detach().double().cpu() for y in ys])
-    k = rows.shape[1] // repeat
-    rows = rows.reshape(-1, k) if repeat == 1 else rows[:, :k]
-    seen = torch.isfinite(rows)
-    n = seen.sum(0).clamp_min(1)
-    zero = torch.zeros_like(rows)
-    mean = torch.where(seen, rows, zero).sum(0) / n
-    var = (torch.where(seen, rows - mean, zero) ** 2).sum(0) / n
-    std = var.sqrt()
-    std = torch.where(std <= 1e-12 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
-    return StandardScaler(targets=True).load_state_dict(
-        {"mean": mean.repeat(repeat), "std": std.repeat(repeat), "targets": True})
 
 SCALE_MODES = ("global", "series", None)
 
 
-def default_scale(task: Task) -> str:
+def default_scale(task: _TaskFields) -> str:
     """The mode ``scale=True`` means for a task (measurements: docs/benchmarks.md,
     "Real data"): ``"series"`` for forecasts (panels whose series differ in level by
     orders of magnitude; the forecast is a change from the last value in the series'
@@ -98,7 +91,7 @@ class Scalers:
     mode: str | None = "global"
 
     @classmethod
-    def fit(cls, train: SeriesDataset, task: Task, mode: str | None) -> Scalers:
+    def fit(cls, train: SeriesDataset, task: _TaskFields, mode: str | None) -> Scalers:
         """Fit on the raw training series for ``task``."""
         if mode is None:
             return cls(None, None, None)
@@ -115,7 +108,7 @@ class Scalers:
         return cls(features, targets, mode)
 
     # -- inputs ---------------------------------------------------------------------------
-    def inputs(self, ds: SeriesDataset, task: Task) -> SeriesDataset:
+    def inputs(self, ds: SeriesDataset, task: _TaskFields) -> SeriesDataset:
         """The inputs as the model reads them."""
         if self.mode == "global" and self.features is not None:
             return self.features.transform(ds)
@@ -136,17 +129,17 @@ class Scalers:
 
     # -- targets --------------------------------------------------------------------------
     @staticmethod
-    def _forecast_stats(x: torch.Tensor, task: Task):
+    def _forecast_stats(x: torch.Tensor, task: _TaskFields):
         """``(loc, scale)`` ``(T, h * K)`` of one raw input series: the targets' last
         observed values and their causal mean absolute change, repeated per step ahead."""
         now = x[:, task.target_inputs].double()
         h = task.horizon
         return now.repeat(1, h), causal_diff_scale(now).repeat(1, h)
 
-    def _per_step(self, task: Task) -> bool:
+    def _per_step(self, task: _TaskFields) -> bool:
         return self.mode == "series" and bool(task.horizon)
 
-    def scale_targets(self, ds: SeriesDataset, task: Task) -> SeriesDataset:
+    def scale_targets(self, ds: SeriesDataset, task: _TaskFields) -> SeriesDataset:
         """``ds`` (raw inputs) with its numeric targets in the units the loss sees."""
         if self._per_step(task):
             names = [ds.feature_cols[c] for c in task.target_inputs]
@@ -162,7 +155,7 @@ class Scalers:
             return self.targets.transform(ds)
         return ds
 
-    def values(self, raw: torch.Tensor, x: torch.Tensor | None, task: Task
+    def values(self, raw: torch.Tensor, x: torch.Tensor | None, task: _TaskFields
                ) -> torch.Tensor:
         """Model outputs -> target units.
 
@@ -205,7 +198,7 @@ class Scalers:
                    mode)
 
 
-def _changes(x: torch.Tensor, task: Task) -> torch.Tensor:
+def _changes(x: torch.Tensor, task: _TaskFields) -> torch.Tensor:
     """``(T, K)``: each target's last one-step change in units of its causal mean
     absolute change (the unit the forecast targets are in; 0 at the first step)."""
     now = x[:, task.target_inputs].double()
@@ -221,3 +214,20 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+def nan_scaler(ys: list[torch.Tensor], repeat: int = 1) -> StandardScaler:
+    """A target ``StandardScaler`` from the observed (finite) values of ``ys``
+    (``(T_i, K)`` each); columns repeated ``repeat`` times (one block per horizon step)."""
+    rows = torch.cat([y.detach().double().cpu() for y in ys])
+    k = rows.shape[1] // repeat
+    rows = rows.reshape(-1, k) if repeat == 1 else rows[:, :k]
+    seen = torch.isfinite(rows)
+    n = seen.sum(0).clamp_min(1)
+    zero = torch.zeros_like(rows)
+    mean = torch.where(seen, rows, zero).sum(0) / n
+    var = (torch.where(seen, rows - mean, zero) ** 2).sum(0) / n
+    std = var.sqrt()
+    std = torch.where(std <= 1e-12 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
+    return StandardScaler(targets=True).load_state_dict(
+        {"mean": mean.repeat(repeat), "std": std.repeat(repeat), "targets": True})

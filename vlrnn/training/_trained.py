@@ -24,7 +24,7 @@ from ._frames import task_dataset
 from ._metrics import classification_scores, regression_scores
 from ._model_config import build_model
 from ._predict import predict_blocks
-from ._task import Task
+from ._task import Task, split_config
 from ._task_scaling import Scalers
 from ._tasks import extend_times, regular_step
 from ._trainer import Trainer
@@ -48,6 +48,10 @@ class TrainedModel:
             ``hidden_size``, ``num_layers``, ``n_features``, ``lr``, ``recipe``, ...).
         trainer: the :class:`vlrnn.Trainer` that trained it (``None`` after ``load``).
 
+    Built as ``TrainedModel(model, history, task, settings)``, or as
+    ``TrainedModel(model, history, scalers, config)`` from one flat dict laid out as
+    :attr:`config` (e.g. another model's, for one member of an ensemble).
+
     >>> import tempfile, pathlib
     >>> import numpy as np, pandas as pd
     >>> import vlrnn
@@ -66,10 +70,13 @@ class TrainedModel:
     True
     """
 
-    def __init__(self, model: nn.Module, history: pd.DataFrame, task: Task,
+    def __init__(self, model: nn.Module, history: pd.DataFrame, task: Union[Task, Scalers],
                  settings: Dict[str, Any], trainer: Optional[Trainer] = None):
+        if isinstance(task, Scalers):  # (scalers, one flat dict laid out as .config)
+            task, settings = split_config(settings, task)
         if not isinstance(task, Task):
-            raise TypeError(f"TrainedModel expects a Task, got {type(task).__name__}")
+            raise TypeError(f"TrainedModel expects a Task (or Scalers and a config laid out "
+                            f"as TrainedModel.config), got {type(task).__name__}")
         self.model = model
         self.history = history
         self.task = task
