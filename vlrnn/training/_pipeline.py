@@ -164,7 +164,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             go to the head too (``front`` ``skip``).
         front: ``"conv"``: causal convolutions before the recurrent layers, their
             features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
-            ``recipe.CONV_FRONT``; a dict overrides some); ``None``: none; ``"auto"``:
+            ``recipe.CONV_FRONT``, with two more dilated layers on long series:
+            :func:`~vlrnn.training.recipe.front_config`; a dict overrides some settings);
+            ``None``: none; ``"auto"``:
             ``"conv"`` for series classification, ``None`` otherwise.
         steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
             ``STEPS_BUDGET`` with ``recipe="steps"``).
