@@ -165,7 +165,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         front: ``"conv"``: causal convolutions before the recurrent layers, their
             features also read by the head (:class:`~vlrnn.models.ConvFront`, settings
             ``recipe.CONV_FRONT``, with two more dilated layers on long series:
-            :func:`~vlrnn.training.recipe.front_config`; a dict overrides some settings);
+            :func:`~vlrnn.training._recipe.front_config`; a dict overrides some settings);
             ``None``: none; ``"auto"``:
             ``"conv"`` for series classification, ``None`` otherwise.
         steps: optimizer steps ``epochs=None`` aims for (default ``AUTO_STEPS``, or
