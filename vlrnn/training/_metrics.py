@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..engine._bptt import block_outputs
+from ..engine._bptt import block_loss, block_outputs
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -56,9 +56,11 @@ def epoch_metrics(task: Task, block_len: int
     classify = task.kind == "classification"
 
     def outputs(model: nn.Module, x: Any) -> torch.Tensor:
-        y, state = block_outputs(model, x, block_len=block_len)
         if level == "series":
-            return model.readout(state)
+            # only the final states: the outputs of every step would take memory that
+            # grows with the series length (block_loss without a loss streams the blocks)
+            return model.readout(block_loss(model, None, x, None, block_len=block_len).state)
+        y, _ = block_outputs(model, x, block_len=block_len)
         return y.data if isinstance(y, PackedSequence) else y.reshape(-1, y.shape[-1])
 
     def metrics(model: nn.Module, batches: Iterable) -> Dict[str, float]:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
+from ..engine._bptt import block_loss
 from . import _checkpoint_files as ckpt_io
 from ._forecast_metrics import (
     drift_forecasts,
@@ -139,13 +140,16 @@ class TrainedModel:
                 for s in range(0, len(order), bs):
                     chunk = order[s:s + bs]
                     x = pack_sequence([ds[i][0] for i in chunk], enforce_sorted=False)
-                    y, state = predict_blocks(self.model, x.to(device=p.device, dtype=p.dtype),
-                                              block_len=block_len or c["block_len"])
+                    x = x.to(device=p.device, dtype=p.dtype)
+                    steps = block_len or c["block_len"]
                     if self.task.level == "series":
+                        # the final states only: no outputs kept, memory flat in the length
+                        state = block_loss(self.model, None, x, None, block_len=steps).state
                         rows = self.model.readout(state)  # chunk order
                         for j, i in enumerate(chunk):
                             out[i] = rows[j].double().cpu()
                         continue
+                    y, _ = predict_blocks(self.model, x, block_len=steps)
                     padded, lengths = pad_packed_sequence(y, batch_first=True)  # chunk order
                     for j, i in enumerate(chunk):
                         out[i] = padded[j, :int(lengths[j])].double().cpu()
