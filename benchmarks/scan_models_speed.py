@@ -32,6 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import model_speed
 from model_speed import dense, engine_step, interleaved
 
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
@@ -49,7 +50,7 @@ def run(a) -> tuple[str, list[dict]]:
     torch.set_num_threads(a.threads)
     F, B, L = a.input, a.batch, a.layers
     steps = " ".join(str(t) for t in a.steps)
-    header = (f"{a.threads} torch thread(s), float32, CPU clock, medians of {a.repeats} "
+    header = (f"{a.threads} torch thread(s), float32, {a.clock} clock, medians of {a.repeats} "
               f"interleaved rounds after {a.warmup} warm-up; dense T={steps}, B={B}, F={F}, "
               f"{L} layers, block {a.block}; command: python benchmarks/scan_models_speed.py "
               + " ".join(sys.argv[1:]))
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--block", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=sorted(model_speed.CLOCKS), default="cpu",
+                   help="cpu: this process's CPU time (all its threads); wall: elapsed time "
+                        "(what a second thread can shorten)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="write the table to this markdown file")
     p.add_argument("--plot", default=None, help="draw the speeds into this PNG file")
     a = p.parse_args(argv)
+    model_speed.clock = model_speed.CLOCKS[a.clock]
     if a.profile:
         profile(a)
         return

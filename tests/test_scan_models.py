@@ -434,3 +434,20 @@ def test_bidirectional_scan_stack_refused_by_the_block_engine(kind):
     bad = good[:1] if isinstance(good, torch.Tensor) else (good[0][:1], good[1])
     with pytest.raises(ValueError, match=r"expected \(2, 2,"):
         model(x, bad)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_lru_no_graph_forward_equals_the_graph_one(train):
+    """The engine's forward pass (no graph: LRULayer writes in place) gives exactly what
+    the recomputed blocks give with a graph, dropout draws included."""
+    torch.manual_seed(16)
+    model = LRU(N_IN, N_HID, 2, dropout=0.3 if train else 0.0, state_size=3).train(train)
+    x = batch("packed_unsorted")
+    h0 = random_state(model).detach()
+    torch.manual_seed(17)
+    y_graph, s_graph = model(x, h0)
+    torch.manual_seed(17)
+    with torch.no_grad():
+        y_plain, s_plain = model(x, h0)
+    torch.testing.assert_close(y_plain.data, y_graph.data, rtol=0, atol=0)
+    torch.testing.assert_close(s_plain, s_graph, rtol=0, atol=0)

@@ -28,8 +28,8 @@ entry per layer and direction, batch on dim 0), plus ``num_layers`` and ``dropou
 bidirectional torch RNN. A model whose state has another layout also offers
 ``split_directions(state, n_batch)`` (the views' initial states, one per layer and
 direction, layer major, forward first) and ``join_directions(finals)`` (its own state
-from the views' final states, same order); ``MinGRU``/``MinLSTM`` do. The engine asks
-the model through these names; it imports no model.
+from the views' final states, same order); ``MinGRU``, ``MinLSTM``, ``LRU`` and
+``Mamba`` do. The engine asks the model through these names; it imports no model.
 
 Parameters and ``state_dict``: ``Blockwise`` shares the wrapped module's parameter,
 buffer and submodule dictionaries (it registers nothing of its own), so

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._lti_scan import lti_scan_last
+from ._lti_scan import _forward_loop, _read_last, lti_scan_last
 from ._scan_base import ScanModel, positive_int, probability
 
 __all__ = ["LRU", "LRULayer"]
@@ -65,6 +65,8 @@ class LRULayer(nn.Module):
 
     def forward(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not torch.is_grad_enabled():
+            return self._forward_no_graph(u, x0, last)
         T, B, H = u.shape
         N = self.state_size
         v = self.norm(u)
@@ -88,6 +90,30 @@ class LRULayer(nn.Module):
         y = F.dropout(y, self.dropout, self.training)
         x_last = torch.view_as_real(x_last)                                # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
+
+
+    def _forward_no_graph(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without a graph (the engine's forward pass): the same ops and
+        random draws in the same order, written in place where ``forward`` allocates
+        (the scan over its input, the skip, the GLU's gate and product, the residual)."""
+        T, B, H = u.shape
+        N = self.state_size
+        v = self.norm(u)
+        gamma = torch.exp(self.gamma_log).unsqueeze(1)
+        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
+        # x_t written over b_t (each b_t is read before x_t is written there)
+        x = _forward_loop(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]),
+                          b)
+        x_last = torch.view_as_real(_read_last(x, last))
+        w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
+        y = F.linear(torch.view_as_real(x).view(T, B, 2 * N), w_out).addcmul_(self.D, v)
+        y = F.dropout(F.gelu(y), self.dropout, self.training)
+        w, bias = self.mlp.weight, self.mlp.bias
+        out = F.linear(y, w[:H], bias[:H]).mul_(F.linear(y, w[H:], bias[H:]).sigmoid_())
+        out = F.dropout(out, self.dropout, self.training).add_(u)
+        return out, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 
 
 class LRU(ScanModel):
