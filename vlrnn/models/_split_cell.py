@@ -12,22 +12,7 @@ with ``cell(x, h) == cell.step(cell.input_part(x), h)``, has ``input_part`` run 
 block over all of the block's rows (one large matrix multiply instead of one per step)
 and only ``step`` in the per-step loop. Plain PyTorch, public APIs only; gradients are
 autograd's, exact. Measured side by side with the retired TorchScript path in
-``benchmarks/results/split_cell_speed.md``.
-
->>> import torch
->>> from torch import nn
->>> class Elman(nn.Module):
-...     def __init__(self, n_in, n_hid):
-...         super().__init__()
-...         self.ih, self.hh = nn.Linear(n_in, n_hid), nn.Linear(n_hid, n_hid, bias=False)
-...     def input_part(self, x):
-...         return self.ih(x)
-...     def step(self, u, h):
-...         return torch.tanh(u + self.hh(h))
-...     def forward(self, x, h):
-...         return self.step(self.input_part(x), h)
->>> is_split_cell(Elman(3, 4)), is_split_cell(nn.RNNCell(3, 4))
-(True, False)
+``benchmarks/results/split_cell_speed.md``. The class docstring of :class:`SplitCell` has a runnable example.
 """
 from __future__ import annotations
 
@@ -45,7 +30,7 @@ class SplitCell(Protocol):
 
     >>> import torch
     >>> from torch import nn
-    >>> from vlrnn.models import SplitCell, StackedRNN
+    >>> from vlrnn.models import SplitCell, StackedRNN, is_split_cell
     >>> class Elman(nn.Module):
     ...     def __init__(self, n_in, n_hid):
     ...         super().__init__()
@@ -56,8 +41,8 @@ class SplitCell(Protocol):
     ...         return torch.tanh(u + self.hh(h))
     ...     def forward(self, x, h):
     ...         return self.step(self.input_part(x), h)
-    >>> isinstance(Elman(2, 4), SplitCell)
-    True
+    >>> isinstance(Elman(2, 4), SplitCell), is_split_cell(Elman(2, 4)), is_split_cell(nn.RNNCell(2, 4))
+    (True, True, False)
     >>> y, _ = StackedRNN(2, 4, num_layers=2, cell=Elman)(torch.randn(10, 3, 2))
     >>> y.shape
     torch.Size([10, 3, 4])

@@ -38,6 +38,17 @@ class Progress:
     stopped_early: bool = False
     global_step: int = 0
 
+    def improves(self, row: Dict[str, Any], monitor: str, maximise: bool) -> bool:
+        """Whether ``row``'s ``monitor`` value beats the best so far (NaN never does)."""
+        if monitor not in row:
+            raise ValueError(f"monitor={monitor!r} is not in the history; it has {sorted(row)}")
+        value = row[monitor]
+        if math.isnan(value):
+            return False
+        if math.isnan(self.best_score):
+            return True
+        return value > self.best_score if maximise else value < self.best_score
+
 
 def _is_trainer_file(data: Dict[str, Any], path: Path) -> None:
     if data.get("format") != CHECKPOINT_FORMAT:

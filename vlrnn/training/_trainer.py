@@ -128,11 +128,8 @@ class Trainer:
 
     Batches: every item of a loader is ``(x, y)``, ``x`` a ``PackedSequence`` or a dense
     ``(T, B, F)`` tensor (``(B, T, F)`` for a batch-first model), ``y`` the targets in the
-    same layout. They are moved to ``device``; floating data is cast to the model's dtype.
-
-    Losses in the history: for ``"mean"`` (and ``"sum"``) the mean loss per row over the
-    epoch (batches weighted by their number of rows); for ``"seq_mean"`` the mean per
-    sequence (weighted by sequences).
+    same layout, moved to ``device`` (floating data cast to the model's dtype). History
+    losses are means per row (``"mean"``, ``"sum"``) or per sequence (``"seq_mean"``).
 
     Attributes:
         history: ``pandas.DataFrame``, one row per finished epoch: ``epoch`` (from 1),
@@ -333,7 +330,8 @@ class Trainer:
                     self.scheduler.step(val_loss if val_loader is not None else train_loss)
                 else:
                     self.scheduler.step()
-            improved = val_loader is not None and self._better(self.run.rows[-1])
+            improved = val_loader is not None and self.run.improves(
+                self.run.rows[-1], self.monitor, self._maximise)
             if improved:
                 self.run.best_epoch, self.run.best_val_loss = epoch, val_loss
                 self.run.best_score = float(self.run.rows[-1][self.monitor])
@@ -383,18 +381,6 @@ class Trainer:
             return predict_blocks(self.model, x, state, block_len=steps)
         finally:
             self.model.train(was_training)
-
-    def _better(self, row: Dict[str, float]) -> bool:
-        """Whether ``row``'s ``monitor`` value beats the best so far (NaN never does)."""
-        if self.monitor not in row:
-            raise ValueError(f"monitor={self.monitor!r} is not in the history; it has "
-                             f"{sorted(row)}")
-        value = row[self.monitor]
-        if math.isnan(value):
-            return False
-        if math.isnan(self.run.best_score):
-            return True
-        return value > self.run.best_score if self._maximise else value < self.run.best_score
 
     def _trainable(self) -> List[torch.nn.Parameter]:
         params, seen = [], set()
