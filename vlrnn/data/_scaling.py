@@ -36,7 +36,8 @@ class StandardScaler:
     ...                    "u": [10.0, 20.0, 30.0, 40.0, 50.0], "y": [1.0, 2.0, 3.0, 4.0, 5.0]})
     >>> ds = from_dataframe(df, id_col="id", time_col="t", target_cols="y")
     >>> scaled = StandardScaler().fit(ds).transform(ds)
-    >>> round(float(scaled[0][0].mean()), 3), round(float(scaled[1][0].mean()), 3)
+    >>> (x0, _), (x1, _) = scaled[0], scaled[1]
+    >>> round(float(x0.mean()), 3), round(float(x1.mean()), 3)
     (-0.707, 1.061)
     """
 

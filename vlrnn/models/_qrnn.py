@@ -95,7 +95,8 @@ class QRNN(nn.Module):
     >>> qrnn = QRNN(3, 16, num_layers=2)
     >>> x = torch.randn(100, 4, 3)
     >>> y, state = qrnn(x)                 # state: one (c,) per layer, batch first
-    >>> y.shape, len(state), state[0][0].shape
+    >>> (c,) = state[0]                    # layer 0's entry
+    >>> y.shape, len(state), c.shape
     (torch.Size([100, 4, 16]), 2, torch.Size([4, 16]))
     >>> y2, _ = vlrnn.block_outputs(qrnn, x, block_len=32)     # the same through the engine
     >>> torch.allclose(y, y2, atol=1e-5)
