@@ -156,12 +156,10 @@ def test_blockwise_drop_in(kind):
     assert_close_grads(r, g)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_blockwise_training_dropout_same_draws(kind):
-    torch.manual_seed(5)
-    model = MAKERS[kind](3, dropout=0.4).train()
-    x = batch("packed_unsorted")
-    proj = torch.randn(N_HID, N_CLS)
+def _assert_blockwise_same_draws(model, x, proj):
+    """Blockwise's block engine (dropout replayed) against its plain call, same seed:
+    the same outputs and the same gradients of every parameter and of ``x``; returns the
+    block engine's outputs."""
     tensors = [*model.parameters(), x.data]
 
     def go(plain: bool):
@@ -177,6 +175,16 @@ def test_blockwise_training_dropout_same_draws(kind):
     r, g, yr, yg = run_both(tensors, go(True), go(False))
     torch.testing.assert_close(yg, yr, rtol=1e-12, atol=1e-13)
     assert_close_grads(r, g)
+    return yg
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_blockwise_training_dropout_same_draws(kind):
+    torch.manual_seed(5)
+    model = MAKERS[kind](3, dropout=0.4).train()
+    x = batch("packed_unsorted")
+    proj = torch.randn(N_HID, N_CLS)
+    yg = _assert_blockwise_same_draws(model, x, proj)
     model.eval()
     assert not torch.allclose(model(x)[0].data, yg.detach())
 
@@ -298,21 +306,7 @@ def test_bidirectional_dropout_same_draws_and_reverse_is_read_backwards():
     model = MinLSTM(N_IN, N_HID, 3, dropout=0.4, bidirectional=True).train()
     x = batch("packed_unsorted")
     proj = torch.randn(2 * N_HID, N_CLS)
-    tensors = [*model.parameters(), x.data]
-
-    def go(plain: bool):
-        def run():
-            wrapped = vlrnn.Blockwise(model, block_len=3)
-            wrapped.plain = plain
-            torch.manual_seed(11)
-            y, s = wrapped(x)
-            coupled_loss(y, s, proj).backward()
-            return y.data
-        return run
-
-    r, g, yr, yg = run_both(tensors, go(True), go(False))
-    torch.testing.assert_close(yg, yr, rtol=1e-12, atol=1e-13)
-    assert_close_grads(r, g)
+    _assert_blockwise_same_draws(model, x, proj)
     one = MinGRU(N_IN, N_HID, 1, bidirectional=True)
     xd = torch.randn(9, 2, N_IN)
     y, _ = one(xd)
