@@ -3,19 +3,22 @@
 Same train/test splits, one process, one table. Classification and series regression on
 the development sets (:mod:`real_sets`): vlrnn's one-call path with all defaults
 (``read_ts``/arrays -> ``from_arrays`` -> ``pack_and_train(frame, **train_kwargs)``,
-seed 0) next to aeon 1.6.0's 1-NN DTW and MiniRocket fitted on the same split, and
-InceptionTime's published accuracy on the archive's default split (aeon's results file,
+seed 0) next to aeon 1.6.0's 1-NN DTW, RDST shapelets, Catch22 and MiniRocket fitted on
+the same split (``--peers`` picks some), and InceptionTime's published accuracy on the archive's default split (aeon's results file,
 first resample). Forecast panels: the last ``h`` values of every
 series held out (fertility, US macro, Grunfeld investment; all from statsmodels);
 vlrnn's ``pack_and_train(..., horizon=h)`` next to statsmodels'
 damped-trend ETS and Theta, and drift / persistence (and seasonal naive where the panel
 has a season: macro, quarterly); MASE (scaled by each series'
-in-sample one-step naive MAE of the training part) and sMAPE.
+in-sample one-step naive MAE of the training part) and sMAPE. ``--origins K`` averages
+them over K forecast origins, ``h`` steps apart (each method refitted on what precedes
+each origin): one held-out window of 8 quarters is a single draw.
 
     pip install -e ".[benchmark]"
     python benchmarks/real_data.py                      # everything (about 10-20 min)
     python benchmarks/real_data.py --sets ArrowHead fertility --no-peers
     python benchmarks/real_data.py --options '{"front": null}'   # a variant of the defaults
+    python benchmarks/real_data.py --sets macro grunfeld --origins 6 --tag panels_origins
 
 Writes ``benchmarks/results/real_data.md`` and ``.csv`` (``--tag`` names variants).
 Threads: one torch thread (``--threads``); the machine it was run on had 2 shared cores.
@@ -73,20 +76,39 @@ def _aeon_x(xs: list[np.ndarray]):
     return [np.ascontiguousarray(x.T) for x in xs]
 
 
-def run_peer(split: real_sets.Split, peer: str, seed: int) -> dict[str, Any]:
-    if split.regression:
+#: the peers of issue 21, in table order
+PEERS = ("1-NN DTW", "RDST", "Catch22", "MiniRocket")
+
+
+def _peer_estimator(peer: str, regression: bool, seed: int):
+    """A fresh aeon estimator (aeon 1.6.0; the benchmark's optional extra)."""
+    if regression:
         from aeon.regression.convolution_based import MiniRocketRegressor
         from aeon.regression.distance_based import KNeighborsTimeSeriesRegressor
+        from aeon.regression.feature_based import Catch22Regressor
+        from aeon.regression.shapelet_based import RDSTRegressor
         make = {"1-NN DTW": lambda: KNeighborsTimeSeriesRegressor(n_neighbors=1,
                                                                   distance="dtw"),
+                "RDST": lambda: RDSTRegressor(random_state=seed),
+                "Catch22": lambda: Catch22Regressor(random_state=seed),
                 "MiniRocket": lambda: MiniRocketRegressor(random_state=seed)}
     else:
         from aeon.classification.convolution_based import MiniRocketClassifier
         from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
+        from aeon.classification.feature_based import Catch22Classifier
+        from aeon.classification.shapelet_based import RDSTClassifier
         make = {"1-NN DTW": lambda: KNeighborsTimeSeriesClassifier(n_neighbors=1,
                                                                    distance="dtw"),
+                "RDST": lambda: RDSTClassifier(random_state=seed),
+                "Catch22": lambda: Catch22Classifier(random_state=seed),
                 "MiniRocket": lambda: MiniRocketClassifier(random_state=seed)}
-    est = make[peer]()
+    if peer not in make:
+        raise ValueError(f"unknown peer {peer!r}; expected one of {list(make)}")
+    return make[peer]()
+
+
+def run_peer(split: real_sets.Split, peer: str, seed: int) -> dict[str, Any]:
+    est = _peer_estimator(peer, split.regression, seed)
     Xtr, Xte = _aeon_x(split.X_train), _aeon_x(split.X_test)
     if peer == "MiniRocket" and (isinstance(Xtr, list) or isinstance(Xte, list)):
         # MiniRocket takes equal lengths only: every series padded to the longest by
@@ -144,31 +166,61 @@ def _peer_forecast(y: np.ndarray, h: int, peer: str, season: int | None = None
     raise ValueError(peer)
 
 
-def run_panel(name: str, options: dict[str, Any], seed: int, peers: bool) -> list[dict]:
+def _origin(panel: pd.DataFrame, h: int, k: int):
+    """``(train, test)`` at the ``k``-th origin back: the last ``k * h`` values of every
+    series dropped, then the last ``h`` of what is left held out (``k = 0``: the default
+    split)."""
+    last = panel.groupby("id")["t"].transform("max")
+    cut = panel[panel["t"] <= last - k * h]
+    short = cut.groupby("id").size()
+    short = short[short < h + 3]
+    if len(short) or cut["id"].nunique() < panel["id"].nunique():
+        raise ValueError(f"origin {k} ({k * h} steps back) leaves fewer than h + 3 = {h + 3} "
+                         f"values in some series (e.g. {list(short.index[:3])}): use fewer "
+                         f"--origins")
+    return real_sets.holdout(cut, h)
+
+
+def run_panel(name: str, options: dict[str, Any], seed: int, peers: bool,
+              origins: int = 1) -> list[dict]:
+    """One row per method: MASE and sMAPE averaged over ``origins`` forecast origins
+    (the default split, then each ``h`` steps earlier; every method refitted on what
+    precedes each origin), seconds summed."""
     make, h, season = PANELS[name]
     panel = make()
-    train, test = real_sets.holdout(panel, h)
-    hist, truth = _series(train), _series(test)
-    ids = sorted(truth)
-    scales = [naive_scale(hist[k][:, None]) for k in ids]
-    rows = []
-
-    def score(method: str, fc: dict[Any, np.ndarray], sec: float) -> None:
-        s = scaled_scores([fc[k] for k in ids], [truth[k] for k in ids], scales)
-        rows.append({"set": name, "method": method, "mase": s["mase"], "smape": s["smape"],
-                     "seconds": sec, "n": len(ids), "h": h})
-
-    t0 = time.perf_counter()
-    res = vlrnn.pack_and_train(train, id_col="id", time_col="t", target_cols="y", horizon=h,
-                               seed=seed, progress=False, **options)
-    sec = time.perf_counter() - t0
-    out = res.forecast(train)
-    score("vlrnn defaults", {k: g["y"].to_numpy(float) for k, g in out.groupby("id")}, sec)
     naive = ["persistence", "drift"] + (["seasonal naive"] if season else [])
-    for peer in naive + (["damped ETS", "Theta"] if peers else []):
+    methods = ["vlrnn defaults"] + naive + (["damped ETS", "Theta"] if peers else [])
+    got: dict[str, list[dict]] = {m: [] for m in methods}
+    n = 0
+    for k in range(origins):
+        train, test = _origin(panel, h, k)
+        hist, truth = _series(train), _series(test)
+        ids = sorted(truth)
+        n = len(ids)
+        scales = [naive_scale(hist[i][:, None]) for i in ids]
         t0 = time.perf_counter()
-        fc = {k: _peer_forecast(hist[k], h, peer, season) for k in ids}
-        score(peer, fc, time.perf_counter() - t0)
+        res = vlrnn.pack_and_train(train, id_col="id", time_col="t", target_cols="y",
+                                   horizon=h, seed=seed, progress=False, **options)
+        out = res.forecast(train)
+        forecasts = {"vlrnn defaults": ({i: g["y"].to_numpy(float)
+                                         for i, g in out.groupby("id")},
+                                        time.perf_counter() - t0)}
+        for peer in methods[1:]:
+            t0 = time.perf_counter()
+            fc = {i: _peer_forecast(hist[i], h, peer, season) for i in ids}
+            forecasts[peer] = (fc, time.perf_counter() - t0)
+        for method, (fc, sec) in forecasts.items():
+            sc = scaled_scores([fc[i] for i in ids], [truth[i] for i in ids], scales)
+            got[method].append({"mase": sc["mase"], "smape": sc["smape"], "seconds": sec})
+    rows = []
+    for m, runs in got.items():
+        row = {"set": name, "method": m,
+               "mase": float(np.mean([r["mase"] for r in runs])),
+               "smape": float(np.mean([r["smape"] for r in runs])),
+               "seconds": float(sum(r["seconds"] for r in runs)), "n": n, "h": h}
+        if origins > 1:
+            row["origins"] = origins
+        rows.append(row)
     return rows
 
 
@@ -198,15 +250,22 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--peers-only", action="store_true",
                    help="classification/regression sets: the peers alone (no vlrnn run)")
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS,
+                   help="classification/regression peers to fit (default: all four)")
+    p.add_argument("--origins", type=int, default=1,
+                   help="forecast panels: average over this many origins, h steps apart "
+                        "(1: the last h values held out)")
     p.add_argument("--tag", default="", help="suffix of the result files")
     args = p.parse_args(argv)
+    if args.origins < 1:
+        p.error(f"--origins must be at least 1, got {args.origins}")
     torch.set_num_threads(args.threads)
     options = json.loads(args.options)
     warnings.simplefilter("ignore")
     sets, fc_rows = [], []
     for name in args.sets:
         if name in PANELS:
-            fc_rows += run_panel(name, options, args.seed, not args.no_peers)
+            fc_rows += run_panel(name, options, args.seed, not args.no_peers, args.origins)
             print(pd.DataFrame(fc_rows[-5:]).to_string(index=False), flush=True)
             _write(sets, fc_rows, options, args, argv)
             continue
@@ -218,7 +277,7 @@ def main(argv=None) -> int:
             v = run_vlrnn(split, options, args.seed)
             row.update({"vlrnn": v["score"], "vlrnn s": v["seconds"], "epochs": v["epochs"]})
         if not args.no_peers:
-            for peer in ("1-NN DTW", "MiniRocket"):
+            for peer in args.peers:
                 r = run_peer(split, peer, args.seed)
                 row.update({peer: r["score"], f"{peer} s": r["seconds"]})
             if not split.regression:
