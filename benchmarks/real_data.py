@@ -173,11 +173,11 @@ def _origin(panel: pd.DataFrame, h: int, k: int):
     last = panel.groupby("id")["t"].transform("max")
     cut = panel[panel["t"] <= last - k * h]
     short = cut.groupby("id").size()
-    short = short[short < h + 3]
+    short = short[short < 2 * h + 2]   # training needs more than h values
     if len(short) or cut["id"].nunique() < panel["id"].nunique():
-        raise ValueError(f"origin {k} ({k * h} steps back) leaves fewer than h + 3 = {h + 3} "
-                         f"values in some series (e.g. {list(short.index[:3])}): use fewer "
-                         f"--origins")
+        raise ValueError(f"origin {k} ({k * h} steps back) leaves fewer than 2 h + 2 = "
+                         f"{2 * h + 2} values in some series (e.g. {list(short.index[:3])}): "
+                         f"use fewer --origins")
     return real_sets.holdout(cut, h)
 
 

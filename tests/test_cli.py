@@ -103,10 +103,12 @@ def test_series_target_then_predict_and_evaluate(csv, tmp_path, capsys):
     csv = tmp_path / "labelled.csv"
     df.assign(kind=np.where(df["id"] % 2, "b", "a")).to_csv(csv, index=False)
     out = tmp_path / "run"
-    args = ["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out), "--features", "u"]
+    args = ["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out), "--features", "u",
+            "--bidirectional"]
     args[args.index("--target"):args.index("--target") + 2] = ["--series-target", "kind"]
     assert cli.main(args) == 0
     assert "series classification" in capsys.readouterr().out
+    assert TrainedModel.load(out / "model.pt").config["bidirectional"] is True
     pred_path = tmp_path / "p.csv"
     assert cli.main(["predict", str(out / "model.pt"), str(csv), "--out", str(pred_path),
                      "--evaluate"]) == 0

@@ -32,8 +32,9 @@ def test_origin_zero_is_the_default_split_and_later_ones_step_back_h():
 
 
 def test_origin_too_far_back_says_so():
-    with pytest.raises(ValueError, match="fewer than h \\+ 3"):
-        real_data._origin(_panel(), 4, 5)          # series "b" keeps 4 values
+    with pytest.raises(ValueError, match="fewer than 2 h \\+ 2 = 10"):
+        real_data._origin(_panel(), 4, 4)          # series "b" keeps 8 values
+    real_data._origin(_panel(), 4, 3)              # "b" keeps 12: 8 to train on
 
 
 def test_run_panel_averages_every_method_over_the_origins(monkeypatch):

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hidden units per layer (default: 64)")
     model.add_argument("--num-layers", type=int, default=2, metavar="N",
                        help="stacked recurrent layers (default: 2)")
+    model.add_argument("--bidirectional", action="store_true",
+                       help="with --series-target and cell lstm, gru or rnn: read each whole "
+                            "series both ways")
     train = tr.add_argument_group("training")
     train.add_argument("--block-len", type=int, default=256, metavar="N",
                        help="time steps per BPTT block; memory grows with it, not with the "
@@ -273,8 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         df, id_col=args.id_col, time_col=args.time_col, target_cols=args.target,
         series_target=args.series_target, task=args.task, horizon=args.horizon,
         season=args.season, feature_cols=args.features, cell=args.cell, hidden_size=args.hidden_size,
-        num_layers=args.num_layers, block_len=args.block_len, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, seed=args.seed,
+        num_layers=args.num_layers, bidirectional=args.bidirectional,
+        block_len=args.block_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
         val_fraction="auto" if args.val_fraction is None else args.val_fraction,
         scale={"default": True, "none": None}.get(args.scale, args.scale),
         resume=out if args.resume else None, trusted=args.trust_file, checkpoint_dir=out,

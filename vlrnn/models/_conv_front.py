@@ -151,10 +151,16 @@ class ConvThen(nn.Module):
     def __init__(self, front: nn.Module, rnn: nn.Module, skip: bool = False):
         super().__init__()
         self.skip = bool(skip)
-        if int(getattr(rnn, "state_batch_dim", 1 if isinstance(rnn, nn.RNNBase) else 0)) != 1:
+        inner = getattr(rnn, "module", rnn)  # vlrnn.Blockwise runs .module
+        if int(getattr(rnn, "state_batch_dim", 1 if isinstance(inner, nn.RNNBase) else 0)) != 1:
             raise ValueError("ConvThen needs an rnn whose state has the batch on dim 1 "
                              "(nn.LSTM, nn.GRU, nn.RNN)")
         self.front, self.rnn = front, rnn
+
+    @property
+    def bidirectional(self) -> bool:
+        """The rnn's (a bidirectional rnn makes the whole model read whole sequences)."""
+        return bool(getattr(self.rnn, "bidirectional", False))
 
     def forward(self, x: Batch, state: tuple[Any, Any] | None = None) -> tuple[Batch, Any]:
         f_state, r_state = (None, None) if state is None else state

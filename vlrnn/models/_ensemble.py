@@ -62,6 +62,11 @@ class MeanOfModels(nn.Module):
     def batch_first(self) -> bool:
         return bool(getattr(self.members[0], "batch_first", False))
 
+    @property
+    def reads_whole_sequence(self) -> bool:
+        """Whether a member must read whole sequences in one call (bidirectional)."""
+        return any(getattr(m, "reads_whole_sequence", False) for m in self.members)
+
     def forward(self, x: Batch, state: tuple[Any, ...] | None = None
                 ) -> tuple[Batch, tuple[Any, ...]]:
         states = [None] * len(self.members) if state is None else list(state)

@@ -24,8 +24,14 @@ Batch = Union[torch.Tensor, PackedSequence]
 POOLS = ("last", "mean", "max")
 
 
+def _inner(rnn: nn.Module) -> nn.Module:
+    """The module a wrapper that holds it as ``.module`` runs (``vlrnn.Blockwise``)."""
+    inner = getattr(rnn, "module", rnn)
+    return inner if isinstance(inner, nn.Module) else rnn
+
+
 def _batch_dim(rnn: nn.Module) -> int:
-    if isinstance(rnn, nn.RNNBase):
+    if isinstance(_inner(rnn), nn.RNNBase):
         return 1
     return int(getattr(rnn, "state_batch_dim", 0))
 
@@ -33,18 +39,21 @@ def _batch_dim(rnn: nn.Module) -> int:
 def last_hidden(rnn: nn.Module, state: Any) -> torch.Tensor:
     """The last layer's hidden state ``(B, H)`` from ``rnn``'s state (batch order kept).
 
-    ``nn.LSTM``: ``(h, c)`` with ``h`` ``(layers, B, H)``; ``nn.GRU``/``nn.RNN``: ``h``;
+    ``nn.LSTM``: ``(h, c)`` with ``h`` ``(layers, B, H)``; ``nn.GRU``/``nn.RNN``: ``h``
+    (bidirectional, also wrapped in ``vlrnn.Blockwise``: ``(B, 2 H)``, the last layer's
+    forward state after the last step and its reverse state after reading back to the
+    first; :class:`~vlrnn.models.SequenceModel` runs such an rnn over whole sequences);
     :class:`~vlrnn.models.StackedRNN` (and models with ``state_batch_dim = 0`` holding a
     list per layer): the last entry, or its first tensor (``h`` of ``(h, c)``); a model
     with a ``last_hidden(state)`` method (e.g. :class:`~vlrnn.models.ConvThen`): its own.
     """
     if callable(getattr(rnn, "last_hidden", None)):  # the model says where it is
         return rnn.last_hidden(state)
-    if isinstance(rnn, nn.RNNBase):
-        if getattr(rnn, "bidirectional", False):
-            raise ValueError("SequenceModel: bidirectional rnn is not supported (the state "
-                             "of the reverse direction is not the sequence's last step)")
-        h = state[0] if isinstance(rnn, nn.LSTM) else state
+    inner = _inner(rnn)
+    if isinstance(inner, nn.RNNBase):
+        h = state[0] if isinstance(inner, nn.LSTM) else state
+        if inner.bidirectional:
+            return torch.cat([h[-2], h[-1]], dim=1)
         return h[-1]
     s = state[-1] if isinstance(state, (tuple, list)) else state  # last layer
     if isinstance(s, (tuple, list)):  # (h, c)
@@ -101,9 +110,15 @@ class SequenceModel(nn.Module):
     pools named in ``pool`` (a subset of :data:`POOLS`, in that order), computed from a
     final state as :func:`vlrnn.block_loss` returns it in ``out.state``.
 
+    A bidirectional rnn (``rnn.bidirectional``: e.g. ``vlrnn.Blockwise`` of a
+    bidirectional ``nn.LSTM``, whose memory stays flat in the length) reads each whole
+    sequence in one call (:attr:`reads_whole_sequence`): run the model as one block
+    (``block_len`` at least the longest sequence; vlrnn's training loop does). A second
+    call that continues a sequence is refused: the reverse direction would start over.
+
     Args:
-        rnn: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (unidirectional, time-major) or a model
-            with the same contract whose output's last dim is ``hidden_size``.
+        rnn: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (time-major; bidirectional: see above) or
+            a model with the same contract whose output's last dim is ``hidden_size``.
         hidden_size: width ``H`` of the rnn's output.
         n_out: outputs of the head (classes or targets).
         pool: which summaries the head reads, e.g. ``("last",)`` or
@@ -142,6 +157,11 @@ class SequenceModel(nn.Module):
         return bool(getattr(self.rnn, "batch_first", False))
 
     @property
+    def reads_whole_sequence(self) -> bool:
+        """Whether the rnn is bidirectional: each call must hold whole sequences."""
+        return bool(getattr(self.rnn, "bidirectional", False))
+
+    @property
     def carries_last(self) -> bool:
         """Whether the state carries each sequence's last output row: for a ``"last"``
         pool over a model whose state does not hold its output (``state_holds_output =
@@ -153,6 +173,10 @@ class SequenceModel(nn.Module):
         return self.pool != ("last",) or self.carries_last
 
     def forward(self, x: Batch, state: Optional[Any] = None) -> Tuple[Batch, Any]:
+        if state is not None and self.reads_whole_sequence:
+            raise ValueError("SequenceModel with a bidirectional rnn reads whole sequences: "
+                             "got a state to continue from (run it as one block: block_len "
+                             "at least the longest sequence)")
         if not self.carries_pools:
             return self.rnn(x, state)
         rnn_state, total, peak = (None, None, None) if state is None else state[:3]

@@ -10,7 +10,7 @@ from torch import nn
 
 from .._common import Batch
 from ..engine._bptt import block_loss
-from ._helpers import _move, _n_observed, _n_rows, _n_seqs
+from ._helpers import _move, _n_observed, _n_rows, _n_seqs, engine_block_len
 
 __all__ = ["BatchLoss", "dtype_of"]
 
@@ -79,7 +79,8 @@ class BatchLoss:
         steps_y, series_y = self.targets(y)
         reduction = "sum" if self.reduction == "observed" else self.reduction
         out = block_loss(model, self.loss_fn, x, steps_y if self.loss_fn is not None else None,
-                         block_len=self.block_len, reduction=reduction,
+                         block_len=engine_block_len(self.model, x, self.block_len),
+                         reduction=reduction,
                          schedule=self.schedule if train else None,
                          memory_budget=self.memory_budget if train else None,
                          offload=self.offload if train else None)

@@ -38,6 +38,18 @@ def _n_seqs(x: Batch, batch_first: bool) -> int:
     return int(x.shape[0] if batch_first else x.shape[1])
 
 
+def engine_block_len(model: Any, x: Batch, block_len: Any) -> Any:
+    """``block_len`` for the engine, or the batch's length for a model that reads whole
+    sequences in one call (``model.reads_whole_sequence``: a bidirectional encoder, whose
+    reverse direction the engine cannot run block by block; ``vlrnn.Blockwise`` inside it
+    keeps its memory flat in the length instead)."""
+    if not getattr(model, "reads_whole_sequence", False):
+        return block_len
+    if isinstance(x, PackedSequence):
+        return max(int(x.batch_sizes.shape[0]), 1)
+    return max(int(x.shape[1 if getattr(model, "batch_first", False) else 0]), 1)
+
+
 def _move(t: Any, device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     """``t`` on ``device``; floating data cast to the model's ``dtype`` (integer targets,
     e.g. class ids, keep theirs)."""

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..engine._bptt import block_loss, block_outputs
+from ._helpers import engine_block_len
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -59,7 +60,8 @@ def epoch_metrics(task: Task, block_len: int
         if level == "series":
             # only the final states: the outputs of every step would take memory that
             # grows with the series length (block_loss without a loss streams the blocks)
-            return model.readout(block_loss(model, None, x, None, block_len=block_len).state)
+            steps = engine_block_len(model, x, block_len)
+            return model.readout(block_loss(model, None, x, None, block_len=steps).state)
         y, _ = block_outputs(model, x, block_len=block_len)
         return y.data if isinstance(y, PackedSequence) else y.reshape(-1, y.shape[-1])
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from torch import nn
 
+from ..engine._blockwise import Blockwise
 from ..models import (
     MODELS,
     ConvFront,
@@ -77,10 +78,14 @@ def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
 def build_model(config: Dict[str, Any], task: Task, cell_class: Optional[type] = None, *,
                 trusted: bool = False) -> nn.Module:
     """The model that the settings ``config`` (``cell``, ``n_features``, ``hidden_size``,
-    ``num_layers``, ``front``, ``pool``, ``ensemble``) describe for ``task``, in the
-    current default dtype: ``rnn + Linear`` per step (:class:`~vlrnn.models.WithHead`),
-    or for series tasks a :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``;
-    ``task.n_outputs`` output units.
+    ``num_layers``, ``front``, ``pool``, ``ensemble``, ``bidirectional``) describe for
+    ``task``, in the current default dtype: ``rnn + Linear`` per step
+    (:class:`~vlrnn.models.WithHead`), or for series tasks a
+    :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``; ``task.n_outputs``
+    output units. ``bidirectional`` (series tasks, fused cells): the rnn reads each
+    series both ways, as ``vlrnn.Blockwise`` of a bidirectional ``nn.LSTM``/``nn.GRU``/
+    ``nn.RNN`` (``config["block_len"]`` steps a block: memory flat in the length), its
+    pools ``2 * hidden_size`` wide.
 
     Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; the named models of
     :data:`vlrnn.models.MODELS` (``"mingru"``, ``"minlstm"``, ``"lru"``, ``"mamba"``,
@@ -102,8 +107,17 @@ def build_model(config: Dict[str, Any], task: Task, cell_class: Optional[type] =
         conv = ConvFront(n_in, front["channels"], front["kernel_sizes"],
                          norm=front.get("norm", "layer"), dilations=front.get("dilations"))
         n_in = conv.channels
-    if cell in FUSED:
-        rnn: nn.Module = FUSED[cell](n_in, hidden, num_layers=layers)
+    bidirectional = bool(config.get("bidirectional", False))
+    if bidirectional and (cell not in FUSED or task.level != "series"):
+        raise ValueError(f"bidirectional=True needs a series task and one of the cells "
+                         f"{sorted(FUSED)}, got cell {cell!r} for a {task.level} task")
+    if bidirectional:
+        rnn: nn.Module = Blockwise(FUSED[cell](n_in, hidden, num_layers=layers,
+                                               bidirectional=True),
+                                   block_len=int(config["block_len"]))
+        hidden *= 2
+    elif cell in FUSED:
+        rnn = FUSED[cell](n_in, hidden, num_layers=layers)
     elif cell in MODELS:  # a whole model by name (vlrnn.models.MODELS)
         rnn = build_named_model(cell, n_in, hidden, num_layers=layers)
     else:

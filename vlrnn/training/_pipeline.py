@@ -24,7 +24,7 @@ from ..models import MeanOfModels
 from ._frames import task_dataset
 from ._losses import class_weights, task_losses
 from ._metrics import epoch_metrics
-from ._model_config import build_model, cell_name
+from ._model_config import FUSED, build_model, cell_name
 from ._recipe import (
     CLIP_NORM,
     STEPS_BUDGET,
@@ -91,7 +91,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
                    front: Any = "auto", steps: Optional[int] = None,
                    weight_decay: Optional[float] = None, recipe: str = "auto",
-                   ensemble: int = 1,
+                   ensemble: int = 1, bidirectional: bool = False,
                    resume: Union[str, Path, None] = None, trusted: bool = False,
                    **trainer_options: Any
                    ) -> TrainedModel:
@@ -181,6 +181,11 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             split and average them (:class:`~vlrnn.models.MeanOfModels`; class
             probabilities for classification); their histories are stacked with a
             ``member`` column. Not with ``checkpoint_dir``/``resume``.
+        bidirectional: series tasks (``series_target=``) with ``cell`` ``"lstm"``,
+            ``"gru"`` or ``"rnn"``: the encoder reads each whole series both ways
+            (``vlrnn.Blockwise`` of a bidirectional rnn: the exact gradient, memory flat
+            in the length but for the ``(T, 2 hidden)`` outputs the head pools). Off by
+            default: measured in docs/benchmarks.md, "Real data".
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
             (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
         trusted: allow full unpickling of the ``resume`` file (it can run code the file
@@ -255,6 +260,12 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                   file=sys.stderr)
         if val_loader is not None and recipe == "classic":
             trainer_options.setdefault("early_stopping_patience", 10)
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+    if bidirectional and (level != "series" or name not in FUSED):
+        raise ValueError("bidirectional=True reads each whole series both ways: it needs a "
+                         f"series task (series_target=) and cell 'lstm', 'gru' or 'rnn', got "
+                         f"a {level} task and cell {name!r}")
     n_members = int(ensemble)
     if isinstance(ensemble, bool) or n_members < 1:
         raise ValueError(f"ensemble must be an int >= 1 (models trained from seeds seed, "
@@ -274,7 +285,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         "batch_size": int(batch_size), "lr": float(lr), "val_fraction": float(val_fraction),
         "seed": int(seed), "dtype": str(dtype).replace("torch.", ""),
         "pool": head_pool(pool, fc, DEFAULT_POOL) if per_series else None, "front": fc,
-        "recipe": recipe, "ensemble": n_members,
+        "recipe": recipe, "ensemble": n_members, "bidirectional": bidirectional,
         "weight_decay": None if recipe != "steps" else
         float(WEIGHT_DECAY if weight_decay is None else weight_decay),
         "class_weight": None if weight is None else weight.tolist()}

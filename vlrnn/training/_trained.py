@@ -22,6 +22,7 @@ from ._forecast_metrics import (
     seasonal_naive_forecasts,
 )
 from ._frames import task_dataset
+from ._helpers import engine_block_len
 from ._metrics import classification_scores, regression_scores
 from ._model_config import build_model
 from ._predict import predict_blocks
@@ -144,7 +145,9 @@ class TrainedModel:
                     steps = block_len or c["block_len"]
                     if self.task.level == "series":
                         # the final states only: no outputs kept, memory flat in the length
-                        state = block_loss(self.model, None, x, None, block_len=steps).state
+                        state = block_loss(self.model, None, x, None,
+                                           block_len=engine_block_len(self.model, x, steps)
+                                           ).state
                         rows = self.model.readout(state)  # chunk order
                         for j, i in enumerate(chunk):
                             out[i] = rows[j].double().cpu()
