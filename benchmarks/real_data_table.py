@@ -2,9 +2,13 @@
 
     python benchmarks/real_data_table.py
 
-reads ``benchmarks/results/real_data_{defaults,defaults_reg,peers,peers_a,classic,
-panels,panels_grunfeld,panels_global}.csv`` (see docs/benchmarks.md, "Real data against the peers", for the
-commands that wrote them) and writes ``real_data.md`` and ``real_data.png`` there.
+reads ``benchmarks/results/real_data_<tag>.csv`` (the commands that wrote them are in
+docs/benchmarks.md, "Real data against the peers"): ``defaults``, ``defaults_seed1``,
+``defaults_seed2``, ``defaults_reg``, ``classic`` (the one-call path before issue 21),
+``bidirectional_seed0``, ``peers_seed0`` .. ``peers_seed2`` (the four aeon peers),
+``panels_lastwin`` (forecast panels, peers on seed 0), ``panels_origins_<panel>`` and
+their ``_seed1``/``_seed2`` runs, and ``panels_global``; writes ``real_data.md`` and
+``real_data.png`` there.
 """
 from __future__ import annotations
 
@@ -15,55 +19,103 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from real_data import markdown
+from real_data import PEERS, markdown
 
 RESULTS = HERE / "results"
+SEEDS = (0, 1, 2)
 
 
-def main() -> int:
-    def read(tag: str) -> pd.DataFrame:
-        return pd.read_csv(RESULTS / f"real_data_{tag}.csv")
+def read(tag: str) -> pd.DataFrame:
+    return pd.read_csv(RESULTS / f"real_data_{tag}.csv")
 
+
+def _seeded(tag: str, seed: int) -> str:
+    return tag if seed == 0 else f"{tag}_seed{seed}"
+
+
+def classification() -> tuple[pd.DataFrame, str]:
+    """The per-set table (seed 0) and a line of per-seed means."""
     ours = read("defaults").set_index("set")
     # series regression's default recipe changed after that run (back to "classic"):
     # its row comes from the run of the final defaults
     reg = read("defaults_reg").set_index("set")
     ours.loc[reg.index, reg.columns] = reg
     before = read("classic").set_index("set")
-    peers = pd.concat([read("peers_a"), read("peers")]).drop_duplicates("set").set_index("set")
-    table = pd.DataFrame({
-        "train/test": ours["train/test"], "metric": ours["metric"],
-        "vlrnn defaults": ours["vlrnn"], "s": ours["vlrnn s"],
-        "before (issue 21)": before["vlrnn"], "1-NN DTW": peers["1-NN DTW"],
-        "DTW s": peers["1-NN DTW s"], "MiniRocket": peers["MiniRocket"],
-        "MiniRocket s": peers["MiniRocket s"],
-        "InceptionTime (published)": peers["InceptionTime (published)"]})
-    table = table.reset_index()
-    panels = pd.concat([read("panels"), read("panels_grunfeld")]).dropna(subset=["mase"])[
+    bi = read("bidirectional_seed0").set_index("set")
+    peers = read("peers_seed0").set_index("set")
+    cols = {"train/test": ours["train/test"], "metric": ours["metric"],
+            "vlrnn defaults": ours["vlrnn"], "s": ours["vlrnn s"],
+            "bidirectional": bi["vlrnn"], "bi s": bi["vlrnn s"],
+            "before (issue 21)": before["vlrnn"]}
+    for p in PEERS:
+        cols[p] = peers[p]
+        cols[f"{p} s"] = peers[f"{p} s"]
+    cols["InceptionTime (published)"] = peers["InceptionTime (published)"]
+    table = pd.DataFrame(cols).reset_index()
+    clf = table["metric"] == "accuracy"
+    parts = []
+    for seed in SEEDS:
+        v = read("defaults" if seed == 0 else f"defaults_seed{seed}").set_index("set")
+        p = read(f"peers_seed{seed}").set_index("set")
+        sets = table.loc[clf, "set"]
+        means = {"vlrnn": v.loc[sets, "vlrnn"].mean(),
+                 **{k: p.loc[sets, k].mean() for k in PEERS}}
+        parts.append(f"seed {seed}: " + ", ".join(f"{k} {m:.3f}" for k, m in means.items()))
+    line = "Mean accuracy over the classification sets, " + "; ".join(parts)
+    return table, line
+
+
+def panels() -> pd.DataFrame:
+    """Forecast MASE/sMAPE, the last ``h`` values held out, seed 0, every method."""
+    rows = read("panels_lastwin").dropna(subset=["mase"])[
         ["set", "method", "mase", "smape", "seconds", "n", "h"]]
     glob = read("panels_global").dropna(subset=["mase"])
     glob = glob[glob["method"] == "vlrnn defaults"].assign(method="vlrnn scale='global'")
-    panels = pd.concat([panels, glob[panels.columns]]).sort_values(["set", "mase"])
-    clf = table[table["metric"] == "accuracy"]
-    means = clf[["vlrnn defaults", "1-NN DTW", "MiniRocket"]].mean()
+    return pd.concat([rows, glob[rows.columns]]).sort_values(["set", "mase"])
+
+
+def origins() -> pd.DataFrame:
+    """MASE averaged over rolling origins: every method (seed 0), vlrnn's other seeds,
+    and vlrnn under the previous validation split (20% of the series)."""
+    out = []
+    for panel in ("fertility", "macro", "grunfeld"):
+        base = read(f"panels_origins_{panel}").dropna(subset=["mase"])
+        row = {"set": panel, "origins": int(base["origins"].iloc[0])}
+        for seed in SEEDS:
+            r = read(_seeded(f"panels_origins_{panel}", seed))
+            row[f"vlrnn seed {seed}"] = float(r.loc[r["method"] == "vlrnn defaults",
+                                                   "mase"].iloc[0])
+            old = read(_seeded(f"panels_origins_seriessplit_{panel}", seed))
+            row[f"series split seed {seed}"] = float(old.loc[old["method"] ==
+                                                            "vlrnn defaults", "mase"].iloc[0])
+        for _, r in base[base["method"] != "vlrnn defaults"].iterrows():
+            row[r["method"]] = r["mase"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def main() -> int:
+    table, means = classification()
     with open(RESULTS / "real_data.md", "w") as f:
         f.write("# Real data against the peers (merged by benchmarks/real_data_table.py)\n\n")
-        f.write(markdown(table) + "\n\n")
-        f.write("Mean accuracy over the classification sets: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + "\n\n")
-        f.write(markdown(panels) + "\n")
+        f.write(markdown(table) + "\n\n" + means + "\n\n")
+        f.write("Forecast panels, the last h values held out (seed 0):\n\n")
+        f.write(markdown(panels()) + "\n\n")
+        f.write("Forecast panels, MASE averaged over rolling origins h steps apart:\n\n")
+        f.write(markdown(origins()) + "\n")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return 0
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    cols = ["before (issue 21)", "vlrnn defaults", "1-NN DTW", "MiniRocket"]
-    clf.set_index("set")[cols].plot.bar(ax=ax, width=0.8)
+    clf = table[table["metric"] == "accuracy"]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    cols = ["before (issue 21)", "vlrnn defaults", "bidirectional", *PEERS]
+    clf.set_index("set")[cols].plot.bar(ax=ax, width=0.85)
     ax.set_ylim(0.4, 1.02)
     ax.set_ylabel("test accuracy")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7, ncol=2)
     ax.set_title("pack_and_train defaults vs peers, archive splits, seed 0")
     fig.tight_layout()
     fig.savefig(RESULTS / "real_data.png", dpi=110)
