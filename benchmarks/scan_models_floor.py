@@ -35,7 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_speed import dense, engine_step, interleaved  # noqa: E402
-from scan_models_speed import MODELS, build  # noqa: E402
+from scan_models_speed import EXTRA, MODELS, build  # noqa: E402
 
 from vlrnn.models import _lru, _mamba, _min_rnn_layer  # noqa: E402
 from vlrnn.models._scan_base import ScanModel  # noqa: E402
@@ -66,6 +66,7 @@ NO_SCAN = {
     "Mamba": [(_mamba, "selective_scan", _identity_selective)],
 }
 NO_SCAN["MinLSTM"] = NO_SCAN["MinGRU"]
+NO_SCAN["LRU-half"] = NO_SCAN["LRU"]
 
 
 @contextlib.contextmanager
@@ -119,9 +120,10 @@ def matmul_spec(name: str, F_: int, H: int, L: int) -> list[tuple[int, int, int]
     if name in ("MinGRU", "MinLSTM"):
         k = 2 if name == "MinGRU" else 3
         return [(F_ if l == 0 else H, k * H, H) for l in range(L)]
-    if name == "LRU":  # state_size N = H: B (2N x H), C (H x 2N), the GLU (2H x H)
+    if name in ("LRU", "LRU-half"):  # B (2N x H), C (H x 2N), the GLU (2H x H)
+        N2 = 2 * H if name == "LRU" else 2 * max(1, H // 2)
         return [(F_, H, H)] + [s for _ in range(L)
-                               for s in ((H, 2 * H, 2 * H), (2 * H, H, H), (H, 2 * H, H))]
+                               for s in ((H, N2, N2), (N2, H, H), (H, 2 * H, H))]
     D, N, R = 2 * H, 16, -(-H // 16)  # Mamba: in_proj, x_proj (dt part on), dt_proj, out
     return [(F_, H, H)] + [s for _ in range(L) for s in
                            ((H, 2 * D, D), (D, R + 2 * N, R), (R, D, D), (D, H, H))]
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA)
     p.add_argument("--out", default=None, help="write the table to this markdown file")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

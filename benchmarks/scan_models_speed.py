@@ -38,11 +38,14 @@ from model_speed import dense, engine_step, interleaved
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 
 MODELS = ("MinGRU", "MinLSTM", "LRU", "Mamba")
+# also accepted by --models: the LRU with half the complex state (state_size = H // 2)
+EXTRA = ("LRU-half",)
 
 
 def build(name: str, F: int, H: int, L: int) -> nn.Module:
     return {"nn.LSTM": lambda: nn.LSTM(F, H, L), "MinGRU": lambda: MinGRU(F, H, L),
             "MinLSTM": lambda: MinLSTM(F, H, L), "LRU": lambda: LRU(F, H, L),
+            "LRU-half": lambda: LRU(F, H, L, state_size=max(1, H // 2)),
             "Mamba": lambda: Mamba(F, H, L)}[name]()
 
 
@@ -53,7 +56,7 @@ def run(a) -> tuple[str, list[dict]]:
     header = (f"{a.threads} torch thread(s), float32, {a.clock} clock, medians of {a.repeats} "
               f"interleaved rounds after {a.warmup} warm-up; dense T={steps}, B={B}, F={F}, "
               f"{L} layers, block {a.block}; command: python benchmarks/scan_models_speed.py "
-              + " ".join(sys.argv[1:]))
+              + " ".join(a.argv))
     lines = [header, "", "| T | hidden | model | median ms | nn.LSTM ms | speed vs nn.LSTM |",
              "|---:|---:|---|---:|---:|---:|"]
     rows: list[dict] = []
@@ -137,11 +140,12 @@ def main(argv: list[str] | None = None) -> None:
                         "(what a second thread can shorten)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", default=None, help="write the table to this markdown file")
     p.add_argument("--plot", default=None, help="draw the speeds into this PNG file")
     a = p.parse_args(argv)
+    a.argv = sys.argv[1:] if argv is None else argv
     model_speed.clock = model_speed.CLOCKS[a.clock]
     if a.profile:
         profile(a)
