@@ -127,3 +127,20 @@ def test_floor_identity_replaces_the_recurrence():
         y_id, _ = m(x)
     assert not torch.allclose(y, y_id)
     torch.testing.assert_close(m(x)[0], y)
+
+
+def test_speed_table_reads_back_for_plotting(tmp_path):
+    speed = _script("scan_models_speed")
+    out = tmp_path / "speed.md"
+    speed.main(["--hidden", "8", "--steps", "32", "48", "--block", "16", "--batch", "2",
+                "--repeats", "1", "--warmup", "0", "--models", "MinGRU", "LRU-half",
+                "--out", str(out)])
+    rows = speed.read_table(out)
+    assert [(r["T"], r["model"]) for r in rows] == [(32, "MinGRU"), (32, "LRU-half"),
+                                                    (48, "MinGRU"), (48, "LRU-half")]
+    for r in rows:
+        assert r["ms"] >= 0 and r["lstm_ms"] > 0 and 0.01 < r["speed"] < 100.0
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "speed.png"
+    speed.main(["--plot", str(png), "--from-tables", str(out), str(out)])
+    assert png.stat().st_size > 1000
