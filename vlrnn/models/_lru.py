@@ -135,7 +135,7 @@ class LRULayer(nn.Module):
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` without a graph (the engine's forward pass): the same ops and
         random draws in the same order, written in place where ``forward`` allocates
-        (the scan over its input, the skip, the GLU's gate and product, the residual)."""
+        (the scan over its input, the skip, the GLU's gate, the residual)."""
         T, B, H = u.shape
         N = self.state_size
         v = self.norm(u)
