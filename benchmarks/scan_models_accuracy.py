@@ -48,6 +48,8 @@ from vlrnn.cli.recall import NOISE, VAL_SEED, K, chrono_init, make_batch  # noqa
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM, StackedRNN  # noqa: E402
 
 MODELS = ("LSTM", "MinGRU", "MinLSTM", "LRU", "Mamba")
+# also accepted by --models: the LRU with half the complex state (hidden_size real numbers)
+EXTRA = ("LRU-half",)
 clock = time.process_time
 
 
@@ -83,6 +85,8 @@ def backbone(name: str, n_in: int, hidden: int, layers: int, t_max: int | None, 
         return rnn
     if name == "LRU":
         return LRU(n_in, hidden, layers)
+    if name == "LRU-half":
+        return LRU(n_in, hidden, layers, state_size=max(1, hidden // 2))
     if name == "Mamba":
         return Mamba(n_in, hidden, layers)
     raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
@@ -191,7 +195,7 @@ def byte_data(a):
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", choices=("recall", "bytes"), required=True)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA)
     p.add_argument("--seconds", type=float, default=90.0, help="training CPU seconds per model")
     p.add_argument("--hidden", type=int, default=None, help="default: recall 64, bytes 128")
     p.add_argument("--layers", type=int, default=None, help="default: recall 1, bytes 2")
@@ -236,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"{a.task}: {desc}; each model {a.seconds:g} CPU seconds of training "
              f"({a.threads} torch thread(s)), hidden {a.hidden}, {a.layers} layer(s), "
              f"block {a.block}, seed {a.seed}; command: python "
-             f"benchmarks/scan_models_accuracy.py " + " ".join(sys.argv[1:]), "",
+             f"benchmarks/scan_models_accuracy.py "
+             + " ".join(sys.argv[1:] if argv is None else argv), "",
              f"| model | {col} | optimizer steps | training s |", "|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {fmt.format(r['score'])} | {r['steps']} | "

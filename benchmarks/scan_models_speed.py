@@ -14,6 +14,8 @@ the speed against nn.LSTM (LSTM time / model time, above 1 is faster).
                           # torch.profiler's top ops per model (where the time goes)
     python benchmarks/scan_models_speed.py --hidden 128 --steps 1024 4096 16384 \
         --plot benchmarks/results/scan_models_speed_T.png      # a sweep over T, plotted
+    python benchmarks/scan_models_speed.py --plot out.png --from-tables a.md b.md
+                          # plot the rows of tables written by --out (runs made apart)
 
 With several ``--hidden`` and ``--steps`` values every pair is measured (each pair's
 models interleaved with their LSTM); ``--plot`` draws the speed against nn.LSTM over
@@ -38,11 +40,14 @@ from model_speed import dense, engine_step, interleaved
 from vlrnn.models import LRU, Mamba, MinGRU, MinLSTM
 
 MODELS = ("MinGRU", "MinLSTM", "LRU", "Mamba")
+# also accepted by --models: the LRU with half the complex state (state_size = H // 2)
+EXTRA = ("LRU-half",)
 
 
 def build(name: str, F: int, H: int, L: int) -> nn.Module:
     return {"nn.LSTM": lambda: nn.LSTM(F, H, L), "MinGRU": lambda: MinGRU(F, H, L),
             "MinLSTM": lambda: MinLSTM(F, H, L), "LRU": lambda: LRU(F, H, L),
+            "LRU-half": lambda: LRU(F, H, L, state_size=max(1, H // 2)),
             "Mamba": lambda: Mamba(F, H, L)}[name]()
 
 
@@ -53,7 +58,7 @@ def run(a) -> tuple[str, list[dict]]:
     header = (f"{a.threads} torch thread(s), float32, {a.clock} clock, medians of {a.repeats} "
               f"interleaved rounds after {a.warmup} warm-up; dense T={steps}, B={B}, F={F}, "
               f"{L} layers, block {a.block}; command: python benchmarks/scan_models_speed.py "
-              + " ".join(sys.argv[1:]))
+              + " ".join(a.argv))
     lines = [header, "", "| T | hidden | model | median ms | nn.LSTM ms | speed vs nn.LSTM |",
              "|---:|---:|---|---:|---:|---:|"]
     rows: list[dict] = []
@@ -74,6 +79,18 @@ def run(a) -> tuple[str, list[dict]]:
             print("\n".join(lines[-len(a.models):]) + f"   (load {load:.1f} -> "
                   f"{os.getloadavg()[0]:.1f})", flush=True)
     return "\n".join(lines), rows
+
+
+def read_table(path: Path) -> list[dict]:
+    """The rows of a table this script wrote with ``--out`` (to plot runs made apart)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].isdigit():
+            T, H, model, ms, lstm, speed = cells
+            rows.append({"T": int(T), "H": int(H), "model": model, "ms": float(ms),
+                         "lstm_ms": float(lstm), "speed": float(speed.rstrip("x"))})
+    return rows
 
 
 def plot(rows: list[dict], path: Path, title: str) -> bool:
@@ -137,17 +154,24 @@ def main(argv: list[str] | None = None) -> None:
                         "(what a second thread can shorten)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", default=None, help="write the table to this markdown file")
     p.add_argument("--plot", default=None, help="draw the speeds into this PNG file")
+    p.add_argument("--from-tables", nargs="+", default=None, metavar="MD",
+                   help="with --plot: draw the rows of these --out tables, measure nothing")
     a = p.parse_args(argv)
+    a.argv = sys.argv[1:] if argv is None else argv
     model_speed.clock = model_speed.CLOCKS[a.clock]
     if a.profile:
         profile(a)
         return
-    text, rows = run(a)
-    if a.out:
+    if a.from_tables:
+        rows = [r for t in a.from_tables for r in read_table(Path(t))]
+        text = f"(plotted {len(rows)} rows of " + ", ".join(a.from_tables) + ")"
+    else:
+        text, rows = run(a)
+    if a.out and not a.from_tables:
         Path(a.out).write_text(text + "\n")
     if a.plot:
         title = (f"block forward+backward vs nn.LSTM, {a.layers} layers, batch {a.batch}, "

@@ -282,3 +282,32 @@ def test_mamba_matches_step_loop_with_the_per_step_scan(monkeypatch):
     import vlrnn.models._selective_scan as sel
     monkeypatch.setattr(sel, "STEP_BYTES", 0)
     test_matches_step_loop("mamba", 2)
+
+
+def test_causal_conv_silu_equals_autograd_of_the_formula():
+    """Mamba's convolution node: values bitwise those of the plain formula, gradients
+    (input with its carried steps, weight, bias) equal to autograd's."""
+    from vlrnn.models._causal_conv import causal_conv_silu
+    T, B, D, K = 9, 2, 5, 4
+    g = torch.Generator().manual_seed(5)
+    xc = torch.randn(T + K - 1, B, D, generator=g).requires_grad_()
+    w = torch.randn(D, K, generator=g).requires_grad_()
+    bias = torch.randn(D, generator=g).requires_grad_()
+    gy = torch.randn(T, B, D, generator=g)
+
+    def ref():
+        pre = sum(xc[j:j + T] * w[:, j] for j in range(K)) + bias
+        y = F.silu(pre)
+        (y * gy).sum().backward()
+        return y.detach()
+
+    def got():
+        y = causal_conv_silu(xc, w, bias)
+        (y * gy).sum().backward()
+        return y.detach()
+
+    r, g_, yr, yg = run_both([xc, w, bias], ref, got)
+    torch.testing.assert_close(yg, yr, atol=1e-12, rtol=0)
+    assert_close_grads(r, g_, rtol=1e-10)
+    with torch.no_grad():  # the engine's forward pass: no graph, the same values
+        torch.testing.assert_close(causal_conv_silu(xc, w, bias), yg, rtol=0, atol=0)

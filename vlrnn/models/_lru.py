@@ -31,6 +31,49 @@ from ._scan_base import ScanModel, positive_int, probability
 
 __all__ = ["LRU", "LRULayer"]
 
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+
+
+def _glu_forward(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[a, b] = y W^T + bias`` as one matmul ``(T, B, 2H)``, ``sigmoid(b)`` written over
+    ``b``; returns that buffer and ``a * sigmoid(b)`` ``(T, B, H)``."""
+    H = weight.shape[0] // 2
+    ab = F.linear(y, weight, bias)
+    s = ab[..., H:].sigmoid_()
+    return ab, torch.mul(ab[..., :H], s)
+
+
+class _GLU(torch.autograd.Function):
+    """The GLU ``a * sigmoid(b)`` of ``Linear(H, 2H)``: one matmul forwards (the halves
+    are column blocks of its output), and backwards both halves' gradients written into
+    one ``(T, B, 2H)`` buffer, so the input, weight and bias gradients are one matmul or
+    sum each (autograd through two half matmuls: two of each and a sum of the input's;
+    measured 6% faster at H = 128, 11% at 256, forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, y, weight, bias):
+        ab, out = _glu_forward(y, weight, bias)
+        ctx.save_for_backward(y, weight, ab)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the LRU's GLU has first derivatives only")
+        y, weight, ab = ctx.saved_tensors
+        H = weight.shape[0] // 2
+        a, s = ab[..., :H], ab[..., H:]
+        d = torch.empty_like(ab)
+        torch.mul(g, s, out=d[..., :H])                    # dL/da
+        db = torch.mul(g, a, out=d[..., H:])
+        _sigmoid_backward.grad_input(db, s, grad_input=db)  # dL/db
+        d2 = d.view(-1, 2 * H)
+        need_y, need_w, need_b = ctx.needs_input_grad
+        dy = d2.mm(weight).view(y.shape) if need_y else None
+        dw = d2.t().mm(y.reshape(-1, y.shape[-1])) if need_w else None
+        return dy, dw, d2.sum(0) if need_b else None
+
 
 class LRULayer(nn.Module):
     """One residual LRU block on ``(T, B, H)`` rows; state ``(B, 2N)`` real: ``[Re x, Im x]``.
@@ -82,11 +125,7 @@ class LRULayer(nn.Module):
         w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
-        # GLU as a product with a sigmoid (torch's glu_backward recomputes the sigmoid),
-        # each half its own matmul: contiguous outputs (element-wise passes on column
-        # halves of one output, and the cat of their gradients, cost more than the split)
-        w, bias = self.mlp.weight, self.mlp.bias
-        y = F.linear(y, w[:H], bias[:H]) * torch.sigmoid(F.linear(y, w[H:], bias[H:]))
+        y = _GLU.apply(y, self.mlp.weight, self.mlp.bias)
         y = F.dropout(y, self.dropout, self.training)
         x_last = torch.view_as_real(x_last)                                # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
@@ -96,7 +135,7 @@ class LRULayer(nn.Module):
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` without a graph (the engine's forward pass): the same ops and
         random draws in the same order, written in place where ``forward`` allocates
-        (the scan over its input, the skip, the GLU's gate and product, the residual)."""
+        (the scan over its input, the skip, the GLU's gate, the residual)."""
         T, B, H = u.shape
         N = self.state_size
         v = self.norm(u)
@@ -110,8 +149,7 @@ class LRULayer(nn.Module):
         w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = F.linear(torch.view_as_real(x).view(T, B, 2 * N), w_out).addcmul_(self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
-        w, bias = self.mlp.weight, self.mlp.bias
-        out = F.linear(y, w[:H], bias[:H]).mul_(F.linear(y, w[H:], bias[H:]).sigmoid_())
+        out = _glu_forward(y, self.mlp.weight, self.mlp.bias)[1]
         out = F.dropout(out, self.dropout, self.training).add_(u)
         return out, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 

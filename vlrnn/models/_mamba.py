@@ -13,7 +13,8 @@ depthwise convolution of width ``K = conv_size``)::
 The convolution at step ``t`` reads ``x_{t-K+1} .. x_t``: the last ``K - 1`` of its
 inputs are part of the carried state (with ``h``), so a sequence cut into blocks gives
 exactly what it gives whole. The model is ``Linear(input_size, H)``, the layers, then a
-final ``RMSNorm``. The recurrence is :func:`vlrnn.models._selective_scan.selective_scan`.
+final ``RMSNorm``. The recurrence is :func:`vlrnn.models._selective_scan.selective_scan`,
+the convolution and its SiLU :func:`vlrnn.models._causal_conv.causal_conv_silu`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._causal_conv import causal_conv_silu
 from ._scan_base import ScanModel, positive_int, probability
 from ._selective_scan import selective_scan
 
@@ -70,10 +72,7 @@ class MambaLayer(nn.Module):
         x, z = self.in_proj(self.norm(u)).chunk(2, -1)
         # causal depthwise conv over [the K-1 carried inputs, x]: K shifted multiply-adds
         xc = torch.cat([conv0.transpose(0, 1), x], 0)                    # (T+K-1, B, D)
-        conv = torch.addcmul(self.conv_bias, xc[:T], self.conv_weight[:, 0])
-        for j in range(1, K):
-            conv = torch.addcmul(conv, xc[j:j + T], self.conv_weight[:, j])
-        x = F.silu(conv)
+        x = causal_conv_silu(xc, self.conv_weight, self.conv_bias)
         dt_low, Bm, Cm = self.x_proj(x).split([R, N, N], -1)
         dt = F.softplus(self.dt_proj(dt_low))
         y, h_last = selective_scan(x, dt, -torch.exp(self.A_log), Bm, Cm, h0, last)
