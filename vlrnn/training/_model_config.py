@@ -84,7 +84,8 @@ def build_model(config: Dict[str, Any], task: Task, cell_class: Optional[type] =
     :class:`~vlrnn.models.SequenceModel` reading ``config["pool"]``; ``task.n_outputs``
     output units. ``bidirectional`` (series tasks, fused cells): the rnn reads each
     series both ways, as ``vlrnn.Blockwise`` of a bidirectional ``nn.LSTM``/``nn.GRU``/
-    ``nn.RNN`` (``config["block_len"]`` steps a block: memory flat in the length), its
+    ``nn.RNN`` (``config["block_len"]`` steps a block: the rnn's memory flat in the
+    length; the front and the outputs are kept whole), its
     pools ``2 * hidden_size`` wide.
 
     Fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` for the named cells; the named models of

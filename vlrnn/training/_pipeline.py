@@ -188,9 +188,11 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             ``member`` column. Not with ``checkpoint_dir``/``resume``.
         bidirectional: series tasks (``series_target=``) with ``cell`` ``"lstm"``,
             ``"gru"`` or ``"rnn"``: the encoder reads each whole series both ways
-            (``vlrnn.Blockwise`` of a bidirectional rnn: the exact gradient, memory flat
-            in the length but for the ``(T, 2 hidden)`` outputs the head pools). Off by
-            default: measured in docs/benchmarks.md, "Real data".
+            (``vlrnn.Blockwise`` of a bidirectional rnn: the exact gradient; the rnn's
+            own memory is flat in the length, but the whole series is one block for
+            the rest: the conv front's activations and the ``(T, 2 hidden)`` outputs
+            the head pools grow with it). Off by default: measured in
+            docs/benchmarks.md, "Real data".
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
             (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
         trusted: allow full unpickling of the ``resume`` file (it can run code the file
