@@ -106,23 +106,28 @@ class LRULayer(nn.Module):
         """``log lam = -exp(nu_log) + i exp(theta_log)``, ``(N,)`` complex."""
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
+    def _projections(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w_in (2N, H), w_out (H, 2N))`` real weights over interleaved ``[Re, Im]``
+        pairs: ``w_in`` gives ``gamma * (B v)`` as rows that are complex numbers as they
+        are (a view, no copy); ``w_out`` gives ``Re(C x) = C_re Re x - C_im Im x`` in one
+        matmul."""
+        N, H = self.state_size, self.hidden_size
+        gamma = torch.exp(self.gamma_log).unsqueeze(1)
+        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        return w_in, torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
+
     def forward(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         if not torch.is_grad_enabled():
             return self._forward_no_graph(u, x0, last)
-        T, B, H = u.shape
+        T, B, _ = u.shape
         N = self.state_size
         v = self.norm(u)
-        # gamma * (B v) with [Re, Im] of each state unit interleaved: the matmul's output
-        # rows are complex numbers as they are (a view, no copy)
-        gamma = torch.exp(self.gamma_log).unsqueeze(1)
-        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        w_in, w_out = self._projections()
         b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
         x, x_last = lti_scan_last(torch.exp(self.log_lambda()), b,
                                   torch.complex(x0[:, :N], x0[:, N:]), last)
-        # Re(C x) = C_re Re x - C_im Im x: one matmul over the interleaved [Re x, Im x]
         xr = torch.view_as_real(x)                                        # (T, B, N, 2)
-        w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = torch.addcmul(F.linear(xr.view(T, B, 2 * N), w_out), self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
         y = _GLU.apply(y, self.mlp.weight, self.mlp.bias)
@@ -130,23 +135,20 @@ class LRULayer(nn.Module):
         x_last = torch.view_as_real(x_last)                                # (B, N, 2)
         return u + y, torch.cat([x_last[..., 0], x_last[..., 1]], -1)
 
-
     def _forward_no_graph(self, u: torch.Tensor, x0: torch.Tensor, last: torch.Tensor | None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` without a graph (the engine's forward pass): the same ops and
         random draws in the same order, written in place where ``forward`` allocates
         (the scan over its input, the skip, the GLU's gate, the residual)."""
-        T, B, H = u.shape
+        T, B, _ = u.shape
         N = self.state_size
         v = self.norm(u)
-        gamma = torch.exp(self.gamma_log).unsqueeze(1)
-        w_in = torch.stack([self.B_re * gamma, self.B_im * gamma], 1).reshape(2 * N, H)
+        w_in, w_out = self._projections()
         b = torch.view_as_complex(F.linear(v, w_in).view(T, B, N, 2))
         # x_t written over b_t (each b_t is read before x_t is written there)
         x = _forward_loop(torch.exp(self.log_lambda()), b, torch.complex(x0[:, :N], x0[:, N:]),
                           b)
         x_last = torch.view_as_real(_read_last(x, last))
-        w_out = torch.stack([self.C_re, -self.C_im], -1).reshape(H, 2 * N)
         y = F.linear(torch.view_as_real(x).view(T, B, 2 * N), w_out).addcmul_(self.D, v)
         y = F.dropout(F.gelu(y), self.dropout, self.training)
         out = _glu_forward(y, self.mlp.weight, self.mlp.bias)[1]
