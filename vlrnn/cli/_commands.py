@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "series: each series by its own (past-only for per-step tasks "
                             "and forecasts); none; default: the task's (series for "
                             "--horizon, else global)")
+    train.add_argument("--anchor", choices=["default", "holt", "last"], default="default",
+                       help="what a --horizon forecast (scale series) is the change from: "
+                            "holt, a damped-trend smoothing forecast of each series' past; "
+                            "last, the last value (default: holt)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default=None,
                        help="cpu or cuda (default: cuda if available)")
@@ -280,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         block_len=args.block_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
         val_fraction="auto" if args.val_fraction is None else args.val_fraction,
         scale={"default": True, "none": None}.get(args.scale, args.scale),
+        anchor=None if args.anchor == "default" else args.anchor,
         resume=out if args.resume else None, trusted=args.trust_file, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")

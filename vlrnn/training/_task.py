@@ -210,7 +210,7 @@ class Task:
     # -- plain values -----------------------------------------------------------------
     def describe(self) -> Dict[str, Any]:
         """The fields as plain values (lists, not tuples), without the scalers' tensors:
-        the scale mode under ``"scale"``."""
+        the scale mode under ``"scale"`` and the forecast anchor under ``"anchor"``."""
         out: Dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -218,13 +218,14 @@ class Task:
                 continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
         out["scale"] = self.scale
+        out["anchor"] = self.scalers.anchor
         return out
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain values that :meth:`from_dict` reads back: :meth:`describe` with the
         scalers' state (tensors) in place of the mode."""
         out = self.describe()
-        del out["scale"]
+        del out["scale"], out["anchor"]
         out["scalers"] = self.scalers.state_dict()
         return out
 
@@ -260,7 +261,7 @@ def split_config(config: Dict[str, Any], scalers: Scalers
     for n in ("target_cols", "feature_cols", "classes"):
         if isinstance(kw.get(n), list):
             kw[n] = tuple(kw[n])
-    settings = {k: v for k, v in config.items() if k not in names | {"task", "scale"}}
+    settings = {k: v for k, v in config.items() if k not in names | {"task", "scale", "anchor"}}
     return Task(scalers=scalers, **kw), settings
 
 

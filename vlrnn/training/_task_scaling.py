@@ -8,9 +8,12 @@ Modes (:data:`SCALE_MODES`):
   (:mod:`vlrnn.data._series_scaling`). Series tasks: the whole series' mean/std (the
   whole series is the input, so this reads nothing it should not). Per-step tasks and
   forecasts: causal, row ``t`` by the statistics of rows ``0..t`` only, so a prediction
-  never depends on a later row. Forecast targets are the change from the last observed
-  value at the forecast's origin, in units of that series' mean absolute one-step change
-  up to the origin; outputs get the scale and the level back. Forecast inputs are the
+  never depends on a later row. Forecast targets are the change from an anchor at the
+  forecast's origin, in units of that series' mean absolute one-step change up to the
+  origin; outputs get the scale and the anchor back. The anchor (``anchor=``,
+  :data:`ANCHORS`) is a damped-trend exponential smoothing forecast from the origin's
+  past (``"holt"``, the default: :func:`~vlrnn.data._smoothing.causal_holt`) or the last
+  observed value (``"last"``). Forecast inputs are the
   causal z-scores beside the global ones (the training series' mean/std per column,
   which tell a series' level among the others) and each target's last one-step change in
   the targets' own unit (the local trend, in the units the forecast is a multiple of):
@@ -31,6 +34,7 @@ import torch
 
 from ..data import SeriesDataset, StandardScaler
 from ..data._series_scaling import causal_diff_scale, scale_series
+from ..data._smoothing import causal_holt
 
 
 class _TaskFields(Protocol):
@@ -45,9 +49,14 @@ class _TaskFields(Protocol):
     @property
     def target_inputs(self) -> list[int]: ...
 
-__all__ = ["SCALE_MODES", "Scalers", "check_scale", "default_scale"]
+__all__ = ["ANCHORS", "DEFAULT_ANCHOR", "SCALE_MODES", "Scalers", "check_anchor",
+           "check_scale", "default_scale"]
 
 SCALE_MODES = ("global", "series", None)
+#: what a series-scaled forecast is the change from (``anchor=``)
+ANCHORS = ("holt", "last")
+#: ``anchor=None`` for series-scaled forecasts (docs/benchmarks.md, "Real data")
+DEFAULT_ANCHOR = "holt"
 
 
 def default_scale(task: _TaskFields) -> str:
@@ -74,6 +83,20 @@ def check_scale(scale: Any, default: str | None) -> str | None:
                      f"got {scale!r}")
 
 
+def check_anchor(anchor: Any, per_step: bool) -> str | None:
+    """``anchor=`` for a task: one of :data:`ANCHORS` (``None``: :data:`DEFAULT_ANCHOR`)
+    where ``per_step`` (a series-scaled forecast), else it must be ``None``."""
+    if anchor is not None and anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS} (or None for the default), got "
+                         f"{anchor!r}")
+    if not per_step:
+        if anchor is not None:
+            raise ValueError(f"anchor={anchor!r} sets what a forecast is the change from: "
+                             "it needs a forecast (horizon=) with scale='series'")
+        return None
+    return DEFAULT_ANCHOR if anchor is None else anchor
+
+
 @dataclass(frozen=True, eq=False)
 class Scalers:
     """The scaling a model was trained with.
@@ -84,15 +107,24 @@ class Scalers:
         targets: the global target scaler (numeric targets, ``mode="global"``, and per-step
             or series regression under ``"series"``), else ``None``.
         mode: ``"global"``, ``"series"`` or ``None``.
+        anchor: what a ``"series"`` forecast is the change from (:data:`ANCHORS`):
+            ``"last"``, the last observed value at the origin, or ``"holt"``, the
+            damped-trend smoothing forecast from the origin's past
+            (:func:`~vlrnn.data._smoothing.causal_holt`); ``None`` for other tasks.
     """
 
     features: StandardScaler | None
     targets: StandardScaler | None
     mode: str | None = "global"
+    anchor: str | None = None
 
     @classmethod
-    def fit(cls, train: SeriesDataset, task: _TaskFields, mode: str | None) -> Scalers:
-        """Fit on the raw training series for ``task``."""
+    def fit(cls, train: SeriesDataset, task: _TaskFields, mode: str | None,
+            anchor: str | None = None) -> Scalers:
+        """Fit on the raw training series for ``task`` (``anchor``: see the class;
+        ``None`` -> :data:`DEFAULT_ANCHOR` for series-scaled forecasts)."""
+        per_step = mode == "series" and bool(task.horizon)
+        anchor = check_anchor(anchor, per_step)
         if mode is None:
             return cls(None, None, None)
         level, kind = task.level, task.kind
@@ -105,7 +137,7 @@ class Scalers:
         # level of a series among the others often carries its future (fertility panel)
         both = mode == "series" and bool(task.horizon)
         features = StandardScaler().fit(train) if mode == "global" or both else None
-        return cls(features, targets, mode)
+        return cls(features, targets, mode, anchor)
 
     # -- inputs ---------------------------------------------------------------------------
     def inputs(self, ds: SeriesDataset, task: _TaskFields) -> SeriesDataset:
@@ -128,13 +160,16 @@ class Scalers:
         return ds
 
     # -- targets --------------------------------------------------------------------------
-    @staticmethod
-    def _forecast_stats(x: torch.Tensor, task: _TaskFields):
-        """``(loc, scale)`` ``(T, h * K)`` of one raw input series: the targets' last
-        observed values and their causal mean absolute change, repeated per step ahead."""
-        now = x[:, task.target_inputs].double()
-        h = task.horizon
-        return now.repeat(1, h), causal_diff_scale(now).repeat(1, h)
+    def _forecast_stats(self, xs: list[torch.Tensor], task: _TaskFields
+                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(loc, scale)`` ``(T_i, h * K)`` of each raw input series: the anchor's
+        forecasts (the targets' last observed values, or their damped-trend smoothing
+        forecasts) and the targets' causal mean absolute change repeated per step ahead."""
+        nows = [x[:, task.target_inputs].double() for x in xs]
+        h = int(task.horizon or 1)
+        locs = causal_holt(nows, h) if self.anchor == "holt" else \
+            [now.repeat(1, h) for now in nows]
+        return [(loc, causal_diff_scale(now).repeat(1, h)) for loc, now in zip(locs, nows)]
 
     def _per_step(self, task: _TaskFields) -> bool:
         return self.mode == "series" and bool(task.horizon)
@@ -146,10 +181,9 @@ class Scalers:
             if names != list(task.target_cols):
                 raise ValueError(f"expected the targets {list(task.target_cols)} as the last "
                                  f"inputs, got {names}")
-            ys = []
-            for x, y in zip(ds.xs, ds.ys):
-                loc, scale = self._forecast_stats(x, task)
-                ys.append(((y.double() - loc) / scale).to(y.dtype))
+            stats = self._forecast_stats(list(ds.xs), task)
+            ys = [((y.double() - loc) / scale).to(y.dtype)
+                  for y, (loc, scale) in zip(ds.ys, stats)]
             return ds.replace(ys=ys)
         if self.targets is not None:
             return self.targets.transform(ds)
@@ -167,14 +201,14 @@ class Scalers:
         if self._per_step(task):
             if x is None:
                 raise ValueError("series-scaled forecasts need the series' raw inputs")
-            loc, scale = self._forecast_stats(x, task)
+            ((loc, scale),) = self._forecast_stats([x], task)
             return raw.double() * scale[-raw.shape[0]:] + loc[-raw.shape[0]:]
         if self.targets is not None:
             return self.targets.inverse_transform(raw)
         return raw
 
     def __eq__(self, other: object) -> bool:
-        """Same mode and the same fitted statistics (value by value)."""
+        """Same mode, anchor and fitted statistics (value by value)."""
         if not isinstance(other, Scalers):
             return NotImplemented
         return _same(self.state_dict(), other.state_dict())
@@ -185,7 +219,7 @@ class Scalers:
     def state_dict(self) -> dict[str, Any]:
         return {"features": None if self.features is None else self.features.state_dict(),
                 "targets": None if self.targets is None else self.targets.state_dict(),
-                "mode": self.mode}
+                "mode": self.mode, "anchor": self.anchor}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Scalers:
@@ -193,9 +227,12 @@ class Scalers:
         mode = state.get("mode", "global" if f is not None else None)
         if mode not in SCALE_MODES:
             raise ValueError(f"saved scale mode must be one of {SCALE_MODES}, got {mode!r}")
+        anchor = state.get("anchor")
+        if anchor is None and mode == "series" and state.get("features") is not None:
+            anchor = "last"   # written before anchors: forecasts were changes from it
         return cls(None if f is None else StandardScaler().load_state_dict(f),
                    None if t is None else StandardScaler(targets=True).load_state_dict(t),
-                   mode)
+                   mode, check_anchor(anchor, anchor is not None))
 
 
 def _changes(x: torch.Tensor, task: _TaskFields) -> torch.Tensor:
