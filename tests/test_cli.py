@@ -151,3 +151,16 @@ def test_train_scale_option_is_saved_with_the_model(csv, tmp_path):
                          "--features", "u", "--horizon", "2", "--scale", flag]) == 0
         loaded = TrainedModel.load(out / "model.pt")
         assert loaded.config["scale"] == want and loaded.scaler.mode == want
+
+
+def test_train_anchor_option_is_saved_with_the_model(csv, tmp_path, capsys):
+    from vlrnn import TrainedModel
+    for flag, want in (("default", "holt"), ("last", "last")):
+        out = tmp_path / f"run_{flag}"
+        assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
+                         "--features", "u", "--horizon", "2", "--anchor", flag]) == 0
+        assert TrainedModel.load(out / "model.pt").config["anchor"] == want
+    # an anchor without a forecast is refused in one line
+    assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--features", "u",
+                     "--out", str(tmp_path / "bad"), "--anchor", "holt"]) == 2
+    assert "needs a forecast" in capsys.readouterr().err
