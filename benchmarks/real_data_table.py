@@ -3,7 +3,7 @@
     python benchmarks/real_data_table.py
 
 reads ``benchmarks/results/real_data_<tag>.csv`` (the commands that wrote them are in
-docs/benchmarks.md, "Real data against the peers"): ``defaults``, ``defaults_seed1``,
+docs/benchmarks/real-data.md): ``defaults``, ``defaults_seed1``,
 ``defaults_seed2``, ``defaults_reg``, ``classic`` (the one-call path before issue 21),
 ``bidirectional_seed0``, ``peers_seed0`` .. ``peers_seed2`` (the four aeon peers),
 ``panels_lastwin`` (forecast panels, peers on seed 0), ``panels_origins_<panel>`` and

@@ -164,3 +164,47 @@ def test_train_anchor_option_is_saved_with_the_model(csv, tmp_path, capsys):
     assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--features", "u",
                      "--out", str(tmp_path / "bad"), "--anchor", "holt"]) == 2
     assert "needs a forecast" in capsys.readouterr().err
+
+
+CELL_FILE = '''from torch import nn
+
+
+class HalfCell(nn.RNNCell):
+    """A custom cell: an RNN cell whose new state is half the plain one."""
+
+    def forward(self, x, h=None):
+        return 0.5 * super().forward(x, h)
+'''
+
+
+def test_predict_loads_a_custom_cell_with_cell_class(csv, tmp_path, capsys):
+    import vlrnn
+    from vlrnn.cli._cell_class import load_cell_class
+
+    cells = tmp_path / "cells.py"
+    cells.write_text(CELL_FILE)
+    half = load_cell_class(f"{cells}:HalfCell")
+    assert half.__qualname__ == "HalfCell" and half.__module__ != "torch.nn.modules.rnn"
+    df = pd.read_csv(csv)
+    res = vlrnn.pack_and_train(df, id_col="id", time_col="t", target_cols="y", cell=half,
+                               hidden_size=4, num_layers=1, block_len=8, batch_size=2,
+                               epochs=1, val_fraction=0, progress=False, device="cpu")
+    path = res.save(tmp_path / "model.pt")
+    pred_path = tmp_path / "pred.csv"
+    predict = ["predict", str(path), str(csv), "--out", str(pred_path)]
+    # without the class: the error names the option, and nothing is written
+    assert cli.main(predict) == 2
+    err = capsys.readouterr().err
+    assert "custom cell" in err and "--cell-class" in err and not pred_path.exists()
+    # the caller's class: the same predictions as the model in memory
+    assert cli.main([*predict, "--cell-class", f"{cells}:HalfCell"]) == 0
+    got = pd.read_csv(pred_path)
+    np.testing.assert_allclose(got["y_pred"], res.predict(df)["y_pred"], rtol=1e-6)
+    # another class than the file records, and specs that name no class: one-line errors
+    for spec, msg in [("torch.nn:RNNCell", "records the cell"),
+                      (str(cells), "FILE.py:CLASS"),
+                      (f"{cells}:NoSuchCell", "defines no 'NoSuchCell'"),
+                      (f"{tmp_path / 'none.py'}:HalfCell", "no file"),
+                      ("torch.nn:functional", "not an nn.Module class")]:
+        assert cli.main([*predict, "--cell-class", spec]) == 2, spec
+        assert msg in capsys.readouterr().err, spec

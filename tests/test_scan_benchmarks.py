@@ -1,6 +1,6 @@
 """The scan-model benchmark scripts run end to end at tiny sizes and write tables of the
 documented form with sane values (their full-size runs are the figures in
-docs/benchmarks.md)."""
+docs/benchmarks/scan-models.md)."""
 from __future__ import annotations
 
 import importlib

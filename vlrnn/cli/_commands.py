@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--trust-file", action="store_true",
                     help="allow full unpickling of MODEL and importing the cell class it "
                          "names, which can run code: only for files you trust")
+    pr.add_argument("--cell-class", default=None, metavar="FILE.py:CLASS",
+                    help="the custom cell class of a model trained with one "
+                         "(pack_and_train(cell=MyCell)), as FILE.py:CLASS or MODULE:CLASS; "
+                         "checked against the name MODEL records")
     pr.set_defaults(func=cmd_predict)
 
     dm = sub.add_parser("demo", parents=[common],
@@ -318,12 +322,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..training._trained import TrainedModel
+    from ._cell_class import load_cell_class
 
     model_path, data = Path(args.model), Path(args.data)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file {model_path} does not exist (vlrnn train writes "
                                 "model.pt in its --out folder)")
-    model = TrainedModel.load(model_path, device=args.device, trusted=args.trust_file)
+    cell_class = None if args.cell_class is None else load_cell_class(args.cell_class)
+    model = TrainedModel.load(model_path, device=args.device, cell_class=cell_class,
+                              trusted=args.trust_file)
     df = read_table(data)
     if args.forecast:
         res = model.forecast(df)

@@ -9,9 +9,9 @@ gradients), ``_placement`` and ``_distributed`` (devices, ranks, each rank's bat
 checksummed writes, verified loads, rotation; the checksum in ``_integrity``),
 ``_predict`` (streamed inference), ``_tensorboard``; from a frame: ``_pipeline``
 (``pack_and_train``), ``_recipe`` (the training recipe), ``_task`` (the task as one
-frozen ``Task``: what every module below reads), ``_trained`` (``TrainedModel``),
-``_tasks``, ``_frames``, ``_task_scaling``, ``_losses``, ``_metrics`` and
-``_forecast_metrics``. docs/guides/how-it-works.md has the map.
+frozen ``Task``: what every module below reads), ``_trained`` (``TrainedModel``; its
+saved file in ``_model_file``), ``_tasks``, ``_frames``, ``_task_scaling``, ``_losses``,
+``_metrics`` and ``_forecast_metrics``. docs/guides/how-it-works.md has the map.
 """
 from ._integrity import CheckpointError
 from ._pipeline import pack_and_train

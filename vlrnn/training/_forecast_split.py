@@ -6,7 +6,7 @@ same question one window earlier: every series trains on its steps before the la
 loss is each series' forecast from that cut, over the ``h`` steps held out. Holding out
 whole series instead (20% of them, the other tasks' split) leaves two or three series to
 choose the epochs on a small panel: on the US macro panel (12 series) one seed in three
-then stopped at a model that forecasts no change (docs/benchmarks.md, "Real data").
+then stopped at a model that forecasts no change (docs/benchmarks/real-data.md).
 """
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor]
     squared one: their targets are changes in units of each series' own mean one-step
     change, so the loss is MASE's own (scaled absolute error, every origin and step
     ahead), and a few origins with a small causal scale do not dominate it as they do
-    a squared loss (side by side: docs/benchmarks.md, "Real data")."""
+    a squared loss (side by side: docs/benchmarks/real-data.md)."""
     if task.level == "step":
         if task.kind == "regression" and task.horizon and task.scale == "series":
             return masked_l1, None

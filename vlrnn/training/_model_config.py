@@ -60,8 +60,9 @@ def _cell_class(name: str, cell_class: Optional[type], trusted: bool) -> type:
         return cell_class
     if not trusted:
         raise ValueError(f"the model uses the custom cell {name!r}: pass the class "
-                         "(TrainedModel.load(path, cell_class=...)); vlrnn does not import "
-                         "code a file names, unless you trust the file (trusted=True)")
+                         "(TrainedModel.load(path, cell_class=...); vlrnn predict "
+                         "--cell-class FILE.py:CLASS); vlrnn does not import code a file "
+                         "names, unless you trust the file (trusted=True)")
     try:
         obj: Any = importlib.import_module(module)
         for part in qualname.split("."):

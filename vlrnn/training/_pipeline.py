@@ -200,7 +200,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             own memory is flat in the length, but the whole series is one block for
             the rest: the conv front's activations and the ``(T, 2 hidden)`` outputs
             the head pools grow with it). Off by default: measured in
-            docs/benchmarks.md, "Real data".
+            docs/benchmarks/real-data.md.
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
             (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
         trusted: allow full unpickling of the ``resume`` file (it can run code the file

@@ -1,7 +1,7 @@
 """The training recipe of :func:`vlrnn.pack_and_train`: budget, split, optimizer, schedule.
 
 Each default here was chosen by side-by-side runs on the development sets of issue 21
-(``benchmarks/real_data.py``; figures in docs/benchmarks.md, "Real data"):
+(``benchmarks/real_data.py``; figures in docs/benchmarks/real-data.md):
 
 - the budget is counted in optimizer steps (``pipeline.AUTO_STEPS``), not epochs, so
   that a set of 36 series trains as long as one of 3,000; a row budget
@@ -71,7 +71,7 @@ STEPS_LR = 1e-3
 
 def resolve(level: str, kind: str, recipe: str, front: Any) -> tuple[str, Any]:
     """``recipe="auto"`` and ``front="auto"`` for a task: series classification gets the
-    steps recipe and the convolutional front end (docs/benchmarks.md, "Real data");
+    steps recipe and the convolutional front end (docs/benchmarks/real-data.md);
     series regression and per-step tasks keep the classic recipe and no front end (on
     the one regression development set, CardanoSentiment, the classic recipe had the
     lower RMSE, 0.292 against 0.323; the per-step figures in examples/results/tasks.md
@@ -87,14 +87,15 @@ def resolve(level: str, kind: str, recipe: str, front: Any) -> tuple[str, Any]:
 
 
 #: ``front="conv"``: the convolutional front end's sizes; ``skip``: the head also reads
-#: the convolution features (measured in docs/benchmarks.md, "Real data")
+#: the convolution features (measured in docs/benchmarks/real-data.md)
 CONV_FRONT = {"channels": 64, "kernel_sizes": [7, 5, 3], "dilations": [1, 2, 4],
               "norm": None, "skip": True}
 
 
 #: ``front="conv"`` on long series: kernel-3 layers of these dilations are added after
 #: :data:`CONV_FRONT`'s while the receptive field stays within the median series length
-#: (dilations grow with the length, as MiniRocket's do); measured in docs/benchmarks.md
+#: (dilations grow with the length, as MiniRocket's do); measured in
+#: docs/benchmarks/real-data.md
 LONG_DILATIONS = (8, 16)
 
 

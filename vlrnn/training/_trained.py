@@ -14,7 +14,6 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
 from ..engine._bptt import block_loss
-from . import _checkpoint_files as ckpt_io
 from ._forecast_metrics import (
     drift_forecasts,
     naive_scale,
@@ -24,16 +23,12 @@ from ._forecast_metrics import (
 from ._frames import task_dataset
 from ._helpers import engine_block_len
 from ._metrics import classification_scores, regression_scores
-from ._model_config import build_model
+from ._model_file import read_model_file, write_model_file
 from ._predict import predict_blocks
 from ._task import Task, split_config
 from ._task_scaling import Scalers
 from ._tasks import extend_times, regular_step
 from ._trainer import Trainer
-
-#: the saved file's layout: ``/2`` stores the task (``Task.to_dict``) beside the model's
-#: settings; ``/1`` files (development versions before the task type) are refused
-MODEL_FORMAT = "vlrnn.TrainedModel/2"
 
 
 class TrainedModel:
@@ -325,14 +320,8 @@ class TrainedModel:
         """Write the model's weights, its task (:meth:`Task.to_dict`: columns, classes,
         scalers, horizon, baselines), its settings and the history to one file
         (atomically); plain values and tensors only (``torch.load(weights_only=True)``
-        reads it)."""
-        from .. import __version__
-
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        return ckpt_io.save_atomic({
-            "format": MODEL_FORMAT, "vlrnn_version": __version__,
-            "task": self.task.to_dict(), "config": dict(self.settings), "model": state,
-            "history": self.history.to_dict("records")}, path)
+        reads it). The layout: :mod:`vlrnn.training._model_file`."""
+        return write_model_file(self.model, self.task, self.settings, self.history, path)
 
     @classmethod
     def load(cls, path: Union[str, Path], device: Union[str, torch.device, None] = None, *,
@@ -349,33 +338,8 @@ class TrainedModel:
             vlrnn.CheckpointError: (a ``ValueError``) the file is damaged, truncated, not
                 a vlrnn model, from an unknown version, or needs full unpickling.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no saved model at {p}")
-        data = ckpt_io.load(p, trusted=trusted)
-        if data.get("format") == "vlrnn.TrainedModel/1":
-            raise ckpt_io.CheckpointError(
-                f"{p} was saved by a development version of vlrnn before the task type "
-                f"(format 'vlrnn.TrainedModel/1'; this version reads {MODEL_FORMAT!r}): "
-                "train the model again and save it")
-        if data.get("format") != MODEL_FORMAT:
-            raise ckpt_io.CheckpointError(
-                f"{p} is not a saved vlrnn TrainedModel (format {data.get('format')!r}, "
-                f"expected {MODEL_FORMAT!r}; a Trainer checkpoint resumes with --resume)")
-        try:
-            task = Task.from_dict(data["task"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ckpt_io.CheckpointError(f"{p}: the saved task is not valid: {err}") from None
-        config = data["config"]
-        model = build_model(config, task, cell_class, trusted=trusted).to(
-            dtype=getattr(torch, config.get("dtype", "float32")))
-        try:
-            model.load_state_dict(data["model"])
-        except RuntimeError as err:
-            raise ValueError(f"{p}: saved weights do not match the model its config "
-                             f"describes: {str(err).splitlines()[0]}") from None
-        model.to(device or "cpu")
-        history = pd.DataFrame(data.get("history", []))
+        model, history, task, config = read_model_file(path, device, cell_class=cell_class,
+                                                       trusted=trusted)
         return cls(model, history, task, config)
 
 
