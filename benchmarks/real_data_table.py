@@ -65,29 +65,44 @@ def classification() -> tuple[pd.DataFrame, str]:
     return table, line
 
 
+def _vlrnn_mase(tag: str) -> pd.Series:
+    """vlrnn's MASE per panel in one results file."""
+    r = read(tag)
+    return r[r["method"] == "vlrnn defaults"].set_index("set")["mase"]
+
+
 def panels() -> pd.DataFrame:
-    """Forecast MASE/sMAPE, the last ``h`` values held out, seed 0, every method."""
-    rows = read("panels_lastwin").dropna(subset=["mase"])[
-        ["set", "method", "mase", "smape", "seconds", "n", "h"]]
+    """Forecast MASE/sMAPE, the last ``h`` values held out, seed 0: the defaults
+    (``anchor="holt"``), the peers, and vlrnn with ``anchor="last"`` and with
+    ``scale="global"``."""
+    cols = ["set", "method", "mase", "smape", "seconds", "n", "h"]
+    last = read("panels_lastwin").dropna(subset=["mase"])[cols]
+    peers = last[last["method"] != "vlrnn defaults"]
+    holt = read("holt_lastwin_seed0").dropna(subset=["mase"])
+    holt = holt[holt["method"] == "vlrnn defaults"][cols]
+    last = last[last["method"] == "vlrnn defaults"].assign(method="vlrnn anchor='last'")
     glob = read("panels_global").dropna(subset=["mase"])
     glob = glob[glob["method"] == "vlrnn defaults"].assign(method="vlrnn scale='global'")
-    return pd.concat([rows, glob[rows.columns]]).sort_values(["set", "mase"])
+    return pd.concat([holt, peers, last, glob[cols]]).sort_values(["set", "mase"])
 
 
 def origins() -> pd.DataFrame:
-    """MASE averaged over rolling origins: every method (seed 0), vlrnn's other seeds,
-    and vlrnn under the previous validation split (20% of the series)."""
+    """MASE averaged over rolling origins: vlrnn's defaults (``anchor="holt"``) on seeds
+    0-2, with ``anchor="last"``, and under the earlier validation split (20% of the
+    series), and every other method (seed 0)."""
     out = []
     for panel in ("fertility", "macro", "grunfeld"):
         base = read(f"panels_origins_{panel}").dropna(subset=["mase"])
         row = {"set": panel, "origins": int(base["origins"].iloc[0])}
         for seed in SEEDS:
-            r = read(_seeded(f"panels_origins_{panel}", seed))
-            row[f"vlrnn seed {seed}"] = float(r.loc[r["method"] == "vlrnn defaults",
-                                                   "mase"].iloc[0])
-            old = read(_seeded(f"panels_origins_seriessplit_{panel}", seed))
-            row[f"series split seed {seed}"] = float(old.loc[old["method"] ==
-                                                            "vlrnn defaults", "mase"].iloc[0])
+            row[f"vlrnn seed {seed}"] = float(
+                _vlrnn_mase(f"holt_origins_{panel}_seed{seed}")[panel])
+        for seed in SEEDS:
+            row[f"anchor last seed {seed}"] = float(
+                _vlrnn_mase(_seeded(f"panels_origins_{panel}", seed))[panel])
+        for seed in SEEDS:
+            row[f"series split seed {seed}"] = float(
+                _vlrnn_mase(_seeded(f"panels_origins_seriessplit_{panel}", seed))[panel])
         for _, r in base[base["method"] != "vlrnn defaults"].iterrows():
             row[r["method"]] = r["mase"]
         out.append(row)

@@ -163,3 +163,18 @@ def test_anchor_outside_series_scaled_forecasts_is_refused():
     opts = {k: v for k, v in OPTS.items() if k != "horizon"}
     with pytest.raises(ValueError, match="needs a forecast"):   # a per-step regression
         vlrnn.pack_and_train(df.assign(u=2.0 * df["y"]), anchor="last", **opts)
+
+
+def test_evaluate_scores_the_anchor_as_a_baseline():
+    df = panel()
+    res = vlrnn.pack_and_train(df, **OPTS)
+    scores = res.evaluate(df)
+    assert np.isfinite(scores["holt_mase"]) and np.isfinite(scores["holt_smape"])
+    assert scores["holt_mase"] != scores["mase"]
+    # a network that outputs 0 forecasts the anchor itself: its scores are holt's
+    with torch.no_grad():
+        res.model.head.weight.zero_()
+        res.model.head.bias.zero_()
+    zero = res.evaluate(df)
+    assert zero["mase"] == pytest.approx(scores["holt_mase"], rel=1e-9)
+    assert zero["smape"] == pytest.approx(scores["holt_smape"], rel=1e-9)

@@ -167,7 +167,7 @@ def test_forecast_evaluate_has_persistence_baseline(forecaster):
     scores = forecaster.evaluate(frame())
     assert set(scores) == {"mae", "rmse", "persistence_mae", "persistence_rmse", "mase",
                            "smape", "persistence_mase", "persistence_smape", "drift_mase",
-                           "drift_smape"}
+                           "drift_smape", "holt_mase", "holt_smape"}
     assert all(np.isfinite(v) for v in scores.values())
     cols = forecaster.predict(frame()).columns.tolist()
     assert cols == ["y_h1", "y_h2", "y_h3"]

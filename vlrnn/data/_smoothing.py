@@ -8,7 +8,7 @@ chosen at every step from the fixed grid :data:`GRID`: the setting whose mean ab
 one-step error over rows ``1..t`` is lowest, so both the parameters and the forecast
 read no later row. A network trained to forecast the change from this anchor (as ES-RNN
 learns on top of exponential smoothing) starts from a per-series statistical forecast
-instead of from "no change"; measured in docs/benchmarks.md, "Real data".
+instead of from "no change"; measured in docs/benchmarks/real-data.md.
 
 The recursion, for one setting ``(alpha, beta, phi)``, level ``l`` and trend ``b``::
 

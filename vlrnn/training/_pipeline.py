@@ -168,7 +168,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             their one-step errors so far (:func:`~vlrnn.data._smoothing.causal_holt`; the
             network learns the correction, as ES-RNN does on exponential smoothing), or
             ``"last"``, the last observed value. Rolling origins, MASE, seeds 0-2
-            (docs/benchmarks.md, "Real data"): US macro (6 origins) 2.63 / 2.67 / 2.63
+            (docs/benchmarks/real-data.md): US macro (6 origins) 2.63 / 2.67 / 2.63
             against 2.83 / 2.88 / 2.85 with ``"last"`` (damped ETS 2.65, drift 3.00).
         class_weight: ``"auto"`` (balanced weights when the largest class has at least
             twice the rows/series of the smallest), ``"balanced"``, ``None`` or a list.

@@ -55,7 +55,7 @@ __all__ = ["ANCHORS", "DEFAULT_ANCHOR", "SCALE_MODES", "Scalers", "check_anchor"
 SCALE_MODES = ("global", "series", None)
 #: what a series-scaled forecast is the change from (``anchor=``)
 ANCHORS = ("holt", "last")
-#: ``anchor=None`` for series-scaled forecasts (docs/benchmarks.md, "Real data")
+#: ``anchor=None`` for series-scaled forecasts (docs/benchmarks/real-data.md)
 DEFAULT_ANCHOR = "holt"
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ..data import SeriesDataset
+from ..data._smoothing import causal_holt
 from ..engine._bptt import block_loss
 from ._forecast_metrics import (
     drift_forecasts,
@@ -258,9 +259,11 @@ class TrainedModel:
         value at the forecast's origin for every step ahead (horizon), and for a series
         regression, which has no earlier value, the training series' mean label.
         Forecasts also get ``mase`` and ``smape`` with ``persistence_mase``,
-        ``persistence_smape``, ``drift_mase`` and ``drift_smape`` beside them (the ``h``
-        steps after every origin; drift = the last value plus the mean change since the
-        series' first value per step ahead; MASE divided by each series' own in-sample
+        ``persistence_smape``, ``drift_mase``, ``drift_smape``, ``holt_mase`` and
+        ``holt_smape`` beside them (the ``h`` steps after every origin; drift = the last
+        value plus the mean change since the series' first value per step ahead; holt =
+        the damped-trend smoothing forecast ``anchor="holt"`` adds the network's
+        correction to, :func:`~vlrnn.data._smoothing.causal_holt`; MASE divided by each series' own in-sample
         one-step naive MAE, see :mod:`vlrnn.training._forecast_metrics`); where the series'
         season is known (``season=`` here or of ``pack_and_train``),
         ``seasonal_naive_mase`` and ``seasonal_naive_smape`` too (the value one season
@@ -346,17 +349,20 @@ class TrainedModel:
 
 def _forecast_scores(task: Task, ds: SeriesDataset, preds: List[np.ndarray],
                      trues: List[np.ndarray], bases: List[np.ndarray]) -> Dict[str, float]:
-    """MASE and sMAPE of the model, persistence, drift and (``task.season``) seasonal
-    naive, over every origin's ``h`` steps; ``ds`` holds the raw inputs."""
+    """MASE and sMAPE of the model, persistence, drift, the damped-trend smoothing
+    of ``anchor="holt"`` and (``task.season``) seasonal naive, over every origin's ``h``
+    steps; ``ds`` holds the raw inputs."""
     h, K = task.horizon or 1, len(task.target_cols)
     now = [ds[i][0][:, task.target_inputs].double().numpy() for i in range(len(ds))]
     # the series' observed targets: origin values, then the last origin's h steps
     seen = [np.concatenate([v[:1], y[:, :K]]) for v, y in zip(now, trues)]
     scales = [np.tile(naive_scale(v), h) for v in seen]
     drift = [drift_forecasts(v, h) for v in now]
+    holt = [f.numpy() for f in causal_holt([torch.from_numpy(v) for v in now], h)]
     out = {**scaled_scores(preds, trues, scales),
            **scaled_scores(bases, trues, scales, "persistence_"),
-           **scaled_scores(drift, trues, scales, "drift_")}
+           **scaled_scores(drift, trues, scales, "drift_"),
+           **scaled_scores(holt, trues, scales, "holt_")}
     if task.season:
         seasonal = [seasonal_naive_forecasts(v, h, task.season) for v in now]
         out.update(scaled_scores(seasonal, trues, scales, "seasonal_naive_"))
