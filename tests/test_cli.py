@@ -160,6 +160,12 @@ def test_train_anchor_option_is_saved_with_the_model(csv, tmp_path, capsys):
         assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
                          "--features", "u", "--horizon", "2", "--anchor", flag]) == 0
         assert TrainedModel.load(out / "model.pt").config["anchor"] == want
+    out = tmp_path / "run_one"
+    assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--out", str(out),
+                     "--features", "u", "--horizon", "2", "--ensemble", "1"]) == 0
+    assert TrainedModel.load(out / "model.pt").config["ensemble"] == 1
+    assert TrainedModel.load(tmp_path / "run_last" / "model.pt").config["ensemble"] == 3
+    assert (tmp_path / "run_last" / "member2" / "last.pt").is_file()   # one folder a member
     # an anchor without a forecast is refused in one line
     assert cli.main(["train", str(csv), *TRAIN, "--epochs", "1", "--features", "u",
                      "--out", str(tmp_path / "bad"), "--anchor", "holt"]) == 2

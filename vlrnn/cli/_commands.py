@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what a --horizon forecast (scale series) is the change from: "
                             "holt, a damped-trend smoothing forecast of each series' past; "
                             "last, the last value (default: holt)")
+    train.add_argument("--ensemble", type=int, default=None, metavar="N",
+                       help="train N models from seeds seed, seed + 1, ... and average "
+                            "them (default: 3 with --horizon, else 1)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--device", default=None,
                        help="cpu or cuda (default: cuda if available)")
@@ -288,7 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         block_len=args.block_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
         val_fraction="auto" if args.val_fraction is None else args.val_fraction,
         scale={"default": True, "none": None}.get(args.scale, args.scale),
-        anchor=None if args.anchor == "default" else args.anchor,
+        anchor=None if args.anchor == "default" else args.anchor, ensemble=args.ensemble,
         resume=out if args.resume else None, trusted=args.trust_file, checkpoint_dir=out,
         progress=not args.no_progress, device=args.device, log_dir=log_dir)
     model_path = result.save(out / "model.pt")

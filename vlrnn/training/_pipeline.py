@@ -24,6 +24,7 @@ from ..models import MeanOfModels
 from ._forecast_split import last_window_split
 from ._frames import task_dataset
 from ._losses import class_weights, task_losses
+from ._members import member_files
 from ._metrics import epoch_metrics
 from ._model_config import FUSED, build_model, cell_name
 from ._recipe import (
@@ -33,6 +34,7 @@ from ._recipe import (
     STEPS_MAX_EPOCHS,
     WEIGHT_DECAY,
     cosine_decay,
+    default_ensemble,
     front_config,
     head_pool,
     resolve,
@@ -92,7 +94,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
                    front: Any = "auto", steps: Optional[int] = None,
                    weight_decay: Optional[float] = None, recipe: str = "auto",
-                   ensemble: int = 1, bidirectional: bool = False,
+                   ensemble: Optional[int] = None, bidirectional: bool = False,
                    resume: Union[str, Path, None] = None, trusted: bool = False,
                    **trainer_options: Any
                    ) -> TrainedModel:
@@ -193,7 +195,10 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         ensemble: train this many models from seeds ``seed, seed + 1, ...`` on the same
             split and average them (:class:`~vlrnn.models.MeanOfModels`; class
             probabilities for classification); their histories are stacked with a
-            ``member`` column. Not with ``checkpoint_dir``/``resume``.
+            ``member`` column. ``None``: :func:`~vlrnn.training._recipe.default_ensemble`,
+            3 for forecasts, 1 otherwise. Member ``j`` checkpoints into
+            ``checkpoint_dir/member<j>`` and resumes from ``resume/member<j>``
+            (:mod:`vlrnn.training._members`).
         bidirectional: series tasks (``series_target=``) with ``cell`` ``"lstm"``,
             ``"gru"`` or ``"rnn"``: the encoder reads each whole series both ways
             (``vlrnn.Blockwise`` of a bidirectional rnn: the exact gradient; the rnn's
@@ -283,13 +288,15 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         raise ValueError("bidirectional=True reads each whole series both ways: it needs a "
                          f"series task (series_target=) and cell 'lstm', 'gru' or 'rnn', got "
                          f"a {level} task and cell {name!r}")
-    n_members = int(ensemble)
-    if isinstance(ensemble, bool) or n_members < 1:
+    if ensemble is None:
+        ensemble = default_ensemble(spec.horizon)
+    if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) \
+            or ensemble < 1:
         raise ValueError(f"ensemble must be an int >= 1 (models trained from seeds seed, "
-                         f"seed + 1, ...), got {ensemble!r}")
-    if n_members > 1 and (resume is not None or "checkpoint_dir" in trainer_options):
-        raise ValueError("ensemble > 1 cannot checkpoint or resume; train with ensemble=1 "
-                         "for checkpoint_dir= / resume=")
+                         f"seed + 1, ...) or None (the task's default), got {ensemble!r}")
+    n_members = int(ensemble)
+    checkpoint_dir = trainer_options.pop("checkpoint_dir", None)
+    log_dir = trainer_options.pop("log_dir", None)
     if recipe == "steps":
         trainer_options.setdefault("scheduler", cosine_decay(epochs))
         trainer_options.setdefault("clip_grad_norm", CLIP_NORM)
@@ -315,6 +322,7 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         if j:
             train_loader = make_loader(train, batch_size=batch_size, shuffle=True,
                                        seed=member_seed, per_series=per_series)
+        files = member_files(j, n_members, checkpoint_dir, log_dir, resume)
         torch.manual_seed(member_seed)  # the model's initial weights depend on the seed alone
         model = build_model({**config, "ensemble": 1}, spec,
                             cell_class=None if isinstance(cell, str) else cell)
@@ -326,9 +334,10 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                           scaler_state=scalers.state_dict(),
                           sequence_loss_fn=sequence_loss_fn,
                           reduction="observed" if loss_fn is not None else "mean",
+                          checkpoint_dir=files["checkpoint_dir"], log_dir=files["log_dir"],
                           **trainer_options)
-        history = trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume,
-                              trusted=trusted)
+        history = trainer.fit(train_loader, val_loader, epochs=epochs,
+                              resume=files["resume"], trusted=trusted)
         members.append(trainer.model)
         histories.append(history.assign(member=j) if n_members > 1 else history)
     if n_members == 1:
