@@ -117,7 +117,10 @@ def main(argv=None) -> int:
         result = vlrnn.pack_and_train(train, id_col="country", time_col="year",
                                       target_cols="fertility", horizon=H,
                                       seed=args.seed, **given)
-        n_epochs = len(result.history)          # epochs run (the defaults choose them)
+        # epochs run (the defaults choose them), per member of the default ensemble
+        members = result.history.groupby("member") if "member" in result.history else None
+        n_epochs = (len(result.history) if members is None else
+                    "/".join(str(len(g)) for _, g in members))
         fc = result.forecast(train)
         print(fc.head(H).to_string())
         model = fc.pivot(index="country", columns="year", values="fertility")
