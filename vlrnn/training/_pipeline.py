@@ -35,6 +35,8 @@ from ._recipe import (
     cosine_decay,
     front_config,
     head_pool,
+    dropout_share,
+    label_share,
     resolve,
     val_share,
 )
@@ -91,7 +93,9 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                    scale: Union[bool, str, None] = True,
                    class_weight: Any = "auto", pool: Optional[Sequence[str]] = None,
                    front: Any = "auto", steps: Optional[int] = None,
-                   weight_decay: Optional[float] = None, recipe: str = "auto",
+                   weight_decay: Optional[float] = None,
+                   label_smoothing: Optional[float] = None,
+                   head_dropout: Optional[float] = None, recipe: str = "auto",
                    ensemble: int = 1, bidirectional: bool = False,
                    resume: Union[str, Path, None] = None, trusted: bool = False,
                    **trainer_options: Any
@@ -177,6 +181,15 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             ``STEPS_BUDGET`` with ``recipe="steps"``).
         weight_decay: AdamW's decoupled weight decay for ``recipe="steps"`` (default
             :data:`~vlrnn.training._recipe.WEIGHT_DECAY`).
+        label_smoothing: of the cross-entropy of classification tasks (the target a mix
+            of the class and the uniform distribution, as in ``nn.CrossEntropyLoss``);
+            ``None``: :data:`~vlrnn.training._recipe.LABEL_SMOOTHING` for series
+            classification with ``recipe="steps"``, else 0
+            (:func:`~vlrnn.training._recipe.label_share`).
+        head_dropout: series tasks: dropout on the pooled features the head reads
+            (:class:`~vlrnn.models.SequenceModel`, training mode only); ``None``:
+            :data:`~vlrnn.training._recipe.HEAD_DROPOUT` with ``recipe="steps"``, else 0
+            (:func:`~vlrnn.training._recipe.dropout_share`).
         recipe: ``"classic"``: Adam, constant learning rate, early stopping on the
             validation split; ``"steps"``: AdamW with weight decay, a cosine decay of
             the learning rate per epoch, gradient norm clipped to 1, the last weights
@@ -298,7 +311,11 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
         "recipe": recipe, "ensemble": n_members, "bidirectional": bidirectional,
         "weight_decay": None if recipe != "steps" else
         float(WEIGHT_DECAY if weight_decay is None else weight_decay),
-        "class_weight": None if weight is None else weight.tolist()}
+        "class_weight": None if weight is None else weight.tolist(),
+        "label_smoothing": None if spec.kind != "classification" else
+        float(label_share(label_smoothing, level, recipe)),
+        "head_dropout": float(dropout_share(head_dropout, level, recipe)) if per_series
+        else None}
     if val_loader is not None:
         trainer_options.setdefault("metrics", epoch_metrics(spec, block_len))
     members, histories = [], []
@@ -312,7 +329,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
                             cell_class=None if isinstance(cell, str) else cell)
         optimizer = None if recipe != "steps" else torch.optim.AdamW(
             model.parameters(), lr=lr, weight_decay=config["weight_decay"])
-        loss_fn, sequence_loss_fn = task_losses(model, spec, weight)
+        loss_fn, sequence_loss_fn = task_losses(model, spec, weight,
+                                                config["label_smoothing"] or 0.0)
         trainer = Trainer(model, loss_fn, optimizer=optimizer, lr=lr, block_len=block_len,
                           seed=member_seed, config={**config, "task": spec.describe()},
                           scaler_state=scalers.state_dict(),

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["CLIP_NORM", "CONV_FRONT", "LONG_DILATIONS", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR",
-           "STEPS_MAX_EPOCHS", "WEIGHT_DECAY", "cosine_decay", "front_config", "head_pool",
-           "receptive_field", "resolve", "val_share"]
+__all__ = ["CLIP_NORM", "CONV_FRONT", "HEAD_DROPOUT", "LABEL_SMOOTHING", "LONG_DILATIONS", "MIN_VAL_SERIES", "STEPS_BUDGET", "STEPS_LR",
+           "STEPS_MAX_EPOCHS", "WEIGHT_DECAY", "cosine_decay", "dropout_share", "front_config", "head_pool",
+           "label_share", "receptive_field", "resolve", "val_share"]
 
 #: fewest series for which ``val_fraction="auto"`` holds out a validation split
 MIN_VAL_SERIES = 300
@@ -34,6 +34,35 @@ MIN_VAL_SERIES = 300
 WEIGHT_DECAY = 1e-2
 #: gradient norm clipping of the default recipe
 CLIP_NORM = 1.0
+#: label smoothing of the cross-entropy of ``label_smoothing=None`` (series
+#: classification, ``recipe="steps"``)
+LABEL_SMOOTHING = 0.0
+#: dropout on the pooled features before the head of ``head_dropout=None`` (series
+#: tasks, ``recipe="steps"``)
+HEAD_DROPOUT = 0.0
+
+
+def _probability(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1) or None, got {value!r}")
+    return float(value)
+
+
+def dropout_share(head_dropout: float | None, level: str, recipe: str) -> float:
+    """``head_dropout=None``: :data:`HEAD_DROPOUT` for series tasks with
+    ``recipe="steps"``, else 0; a number in ``[0, 1)`` is kept."""
+    if head_dropout is None:
+        return HEAD_DROPOUT if level == "series" and recipe == "steps" else 0.0
+    return _probability(head_dropout, "head_dropout")
+
+
+def label_share(label_smoothing: float | None, level: str, recipe: str) -> float:
+    """``label_smoothing=None``: :data:`LABEL_SMOOTHING` for series tasks with
+    ``recipe="steps"``, else 0; a number in ``[0, 1)`` is kept."""
+    if label_smoothing is None:
+        return LABEL_SMOOTHING if level == "series" and recipe == "steps" else 0.0
+    return _probability(label_smoothing, "label_smoothing")
 
 
 def val_share(val_fraction: float | str, n_series: int, recipe: str = "steps"
