@@ -97,10 +97,18 @@ def test_pack_and_train_records_both_options_and_load_keeps_them(tmp_path):
     assert step.config["label_smoothing"] == 0.0 and step.config["head_dropout"] is None
 
 
-def test_label_smoothing_changes_the_training_loss():
+def test_label_smoothing_changes_the_training_loss_and_the_default_is_0_1():
     df = frame()
     runs = [vlrnn.pack_and_train(df, series_target="kind", epochs=3, label_smoothing=ls,
-                                 **OPTS) for ls in (0.0, 0.4)]
-    # same seed, same data: the first epoch's loss differs only through the smoothing
-    assert runs[0].history["train_loss"].iloc[0] != pytest.approx(runs[1].history["train_loss"].iloc[0])
+                                 **OPTS) for ls in (0.0, 0.4, 0.1, None)]
+    loss = [r.history["train_loss"].to_numpy() for r in runs]
+    # same seed, same data: the losses differ only through the smoothing
+    assert loss[0][0] != pytest.approx(loss[1][0])
     assert runs[1].config["label_smoothing"] == 0.4
+    # the default (series classification, recipe "steps") is 0.1, and reaches the loss
+    assert LABEL_SMOOTHING == 0.1 and runs[3].config["label_smoothing"] == 0.1
+    np.testing.assert_array_equal(loss[3], loss[2])
+    assert loss[3][0] != pytest.approx(loss[0][0])
+    classic = vlrnn.pack_and_train(df, series_target="kind", epochs=1, recipe="classic",
+                                   **OPTS)
+    assert classic.config["label_smoothing"] == 0.0
