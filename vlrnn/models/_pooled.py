@@ -123,6 +123,8 @@ class SequenceModel(nn.Module):
         n_out: outputs of the head (classes or targets).
         pool: which summaries the head reads, e.g. ``("last",)`` or
             ``("last", "mean", "max")``.
+        dropout: probability of zeroing each pooled feature before the head, in
+            training mode only (``nn.Dropout``; 0: none).
 
     >>> import torch
     >>> from torch import nn
@@ -136,8 +138,11 @@ class SequenceModel(nn.Module):
     """
 
     def __init__(self, rnn: nn.Module, hidden_size: int, n_out: int,
-                 pool: Sequence[str] = ("last",)):
+                 pool: Sequence[str] = ("last",), dropout: float = 0.0):
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         pool = tuple(pool)
         bad = [p for p in pool if p not in POOLS]
         if not pool or bad or len(set(pool)) != len(pool):
@@ -147,6 +152,7 @@ class SequenceModel(nn.Module):
         self.pool = tuple(p for p in POOLS if p in pool)
         self.hidden_size = int(hidden_size)
         self.head = nn.Linear(self.hidden_size * len(self.pool), int(n_out))
+        self.dropout = nn.Dropout(float(dropout))
 
     @property
     def state_batch_dim(self) -> int:
@@ -228,5 +234,7 @@ class SequenceModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     def readout(self, state: Any) -> torch.Tensor:
-        """``(B, n_out)``: the head on :meth:`features` of a final state."""
-        return self.head(self.features(state))
+        """``(B, n_out)``: the head on :meth:`features` of a final state (after
+        ``dropout`` in training mode)."""
+        feats = self.features(state)
+        return self.head(self.dropout(feats) if self.dropout.p else feats)

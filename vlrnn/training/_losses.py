@@ -30,10 +30,17 @@ class MaskedCrossEntropy(nn.Module):
     ``target``: ``(R,)`` or ``(R, 1)``, class ids stored as floats (as the data layer
     keeps every target), NaN where the class is missing (loss 0 there).
     ``weight``: optional ``(C,)`` class weights, as in ``nn.CrossEntropyLoss``.
+    ``label_smoothing``: as in ``nn.CrossEntropyLoss`` (the target a mix of the class,
+    ``1 - label_smoothing``, and the uniform distribution, ``label_smoothing``).
     """
 
-    def __init__(self, weight: Optional[torch.Tensor] = None):
+    def __init__(self, weight: Optional[torch.Tensor] = None, label_smoothing: float = 0.0):
         super().__init__()
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got "
+                             f"{label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
         self.register_buffer("weight", None if weight is None else weight.clone())
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,7 +48,8 @@ class MaskedCrossEntropy(nn.Module):
         seen = torch.isfinite(t) if t.is_floating_point() else torch.ones_like(t, dtype=bool)
         ids = torch.where(seen, t, torch.zeros_like(t)).long()
         w = None if self.weight is None else self.weight.to(output)
-        loss = F.cross_entropy(output, ids, weight=w, reduction="none")
+        loss = F.cross_entropy(output, ids, weight=w, reduction="none",
+                               label_smoothing=self.label_smoothing)
         return torch.where(seen, loss, torch.zeros_like(loss))
 
 
@@ -75,11 +83,13 @@ def class_weights(codes: np.ndarray, n: int, class_weight: Any) -> Optional[torc
     return w
 
 
-def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor]
+def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor],
+                label_smoothing: float = 0.0
                 ) -> Tuple[Optional[Callable], Optional[Callable]]:
     """``(per-row loss, loss on the final states)`` of ``task`` for ``model``: masked MSE
     or cross-entropy per step; for series tasks MSE or cross-entropy of
-    ``model.readout(state)`` against the series' labels.
+    ``model.readout(state)`` against the series' labels. ``label_smoothing``: of the
+    cross-entropy (classification; :class:`MaskedCrossEntropy`).
 
     Series-scaled forecasts (``scale="series"``) take the absolute error instead of the
     squared one: their targets are changes in units of each series' own mean one-step
@@ -89,12 +99,13 @@ def task_losses(model: nn.Module, task: Task, weight: Optional[torch.Tensor]
     if task.level == "step":
         if task.kind == "regression" and task.horizon and task.scale == "series":
             return masked_l1, None
-        return (masked_mse if task.kind == "regression" else MaskedCrossEntropy(weight)), None
+        return (masked_mse if task.kind == "regression"
+                else MaskedCrossEntropy(weight, label_smoothing)), None
     if task.kind == "regression":
         def series_mse(state: Any, y: torch.Tensor) -> torch.Tensor:
             return F.mse_loss(model.readout(state), y.to(model.head.weight.dtype))
         return None, series_mse
-    ce = MaskedCrossEntropy(weight)
+    ce = MaskedCrossEntropy(weight, label_smoothing)
 
     def series_ce(state: Any, y: torch.Tensor) -> torch.Tensor:
         return ce(model.readout(state), y).mean()

@@ -130,5 +130,6 @@ def build_model(config: Dict[str, Any], task: Task, cell_class: Optional[type] =
         rnn = ConvThen(conv, rnn, skip=skip)
         hidden += conv.channels if skip else 0
     if task.level == "series":
-        return SequenceModel(rnn, hidden, task.n_outputs, pool=config["pool"])
+        return SequenceModel(rnn, hidden, task.n_outputs, pool=config["pool"],
+                             dropout=float(config.get("head_dropout") or 0.0))
     return WithHead(rnn, nn.Linear(hidden, task.n_outputs))
