@@ -80,9 +80,12 @@ def test_ensemble_averages_member_probabilities_and_saves(tmp_path):
     pd.testing.assert_frame_equal(loaded.predict(df), pred)
     with pytest.raises(ValueError, match="ensemble must be"):
         vlrnn.pack_and_train(df, series_target="kind", epochs=1, ensemble=0, **OPTS)
-    with pytest.raises(ValueError, match="cannot checkpoint"):
-        vlrnn.pack_and_train(df, series_target="kind", epochs=1, ensemble=2,
-                             checkpoint_dir=tmp_path / "ck", **OPTS)
+    with pytest.raises(ValueError, match="ensemble must be"):
+        vlrnn.pack_and_train(df, series_target="kind", epochs=1, ensemble=True, **OPTS)
+    # each member checkpoints into its own folder (tests/test_ensemble_checkpoints.py)
+    vlrnn.pack_and_train(df, series_target="kind", epochs=1, ensemble=2,
+                         checkpoint_dir=tmp_path / "ck", **OPTS)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["member0", "member1"]
 
 
 def test_conv_front_per_step_and_bad_front():
