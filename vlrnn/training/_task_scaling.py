@@ -201,11 +201,21 @@ class Scalers:
         if self._per_step(task):
             if x is None:
                 raise ValueError("series-scaled forecasts need the series' raw inputs")
-            ((loc, scale),) = self._forecast_stats([x], task)
-            return raw.double() * scale[-raw.shape[0]:] + loc[-raw.shape[0]:]
+            return self.series_values([raw], [x], task)[0]
         if self.targets is not None:
             return self.targets.inverse_transform(raw)
         return raw
+
+    def series_values(self, raws: list[torch.Tensor], xs: list[torch.Tensor],
+                      task: _TaskFields) -> list[torch.Tensor]:
+        """:meth:`values` of several series of a per-step task (``raws[i]`` ``(T_i,
+        n_out)``, ``xs[i]`` the raw inputs ``(T_i, F)``), a forecast's anchors computed
+        for all of them together rather than series by series."""
+        if not self._per_step(task):
+            return [self.values(r, x, task) for r, x in zip(raws, xs)]
+        stats = self._forecast_stats(list(xs), task)
+        return [r.double() * scale[-r.shape[0]:] + loc[-r.shape[0]:]
+                for r, (loc, scale) in zip(raws, stats)]
 
     def __eq__(self, other: object) -> bool:
         """Same mode, anchor and fitted statistics (value by value)."""

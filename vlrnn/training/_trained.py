@@ -161,6 +161,11 @@ class TrainedModel:
         which per-series scaled forecasts read their level and scale from)."""
         return self.scaler.values(raw, x, self.task)
 
+    def _step_values(self, outs: List[torch.Tensor], ds: SeriesDataset) -> List[torch.Tensor]:
+        """:meth:`_values` of every series of a per-step task at once (``ds``: the raw
+        inputs)."""
+        return self.scaler.series_values(outs, list(ds.xs), self.task)
+
     # -- public --------------------------------------------------------------------------
     def predict(self, df: pd.DataFrame, *, batch_size: Optional[int] = None,
                 block_len: Optional[int] = None) -> pd.DataFrame:
@@ -187,7 +192,7 @@ class TrainedModel:
             cols = [f"{t.target_cols[0]}_pred"] + [f"prob_{k}" for k in self.classes]
             values = [torch.cat([p.argmax(1, keepdim=True).double(), p], 1) for p in prob]
         else:
-            values = [self._values(o, x) for o, x in zip(outs, ds.xs)]
+            values = self._step_values(outs, ds)
             cols = self._value_columns()
         n = len(df)
         mat = np.full((n, len(cols)), np.nan)
@@ -241,8 +246,8 @@ class TrainedModel:
         outs = self._outputs(ds, batch_size, block_len)
         K = len(t.target_cols)
         rows = []
-        for i, sid in enumerate(ds.ids):
-            last = self._values(outs[i], ds.xs[i])[-1].reshape(h, K).numpy()
+        for i, (sid, v) in enumerate(zip(ds.ids, self._step_values(outs, ds))):
+            last = v[-1].reshape(h, K).numpy()
             for k, when in enumerate(extend_times(ds.times[i], steps[i], h)):
                 rows.append([sid, when, *last[k]])
         return pd.DataFrame(rows, columns=[t.id_col, t.time_col, *t.target_cols])
@@ -293,7 +298,7 @@ class TrainedModel:
             pred = np.concatenate([o.argmax(1).numpy() for o in outs])
             true = np.concatenate([y[:, 0].double().numpy() for y in ds.ys])
             return self._class_scores(pred, true)
-        preds = [self._values(o, x).numpy() for o, x in zip(outs, ds.xs)]
+        preds = [v.numpy() for v in self._step_values(outs, ds)]
         trues = [y.double().numpy() for y in ds.ys]
         bases = [self._persistence(ds, i) for i in range(len(ds))]
         pred, true, base = (np.concatenate(v) for v in (preds, trues, bases))
