@@ -39,7 +39,10 @@ def test_member_files_gives_each_member_a_folder(tmp_path):
     with pytest.raises(ValueError, match="resumes from its checkpoint folder"):
         member_files(0, 3, tmp_path, None, tmp_path / "member0" / "last.pt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="member0 has no last.pt"):
+    with pytest.raises(FileNotFoundError, match="member0 has no last.pt$"):
+        member_files(0, 3, tmp_path / "empty", None, tmp_path / "empty")
+    (tmp_path / "empty" / "last.pt").write_bytes(b"x")     # a single model's folder
+    with pytest.raises(FileNotFoundError, match="resume it with ensemble=1"):
         member_files(0, 3, tmp_path / "empty", None, tmp_path / "empty")
 
 

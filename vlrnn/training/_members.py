@@ -50,6 +50,8 @@ def member_files(j: int, n_members: int, checkpoint_dir: Optional[PathLike],
         if last.is_file() or previous_path(last).is_file():
             out["resume"] = folder
         elif j == 0:
+            hint = (f"; {root} holds one model's {LAST}: resume it with ensemble=1"
+                    if (root / LAST).is_file() else "")
             raise FileNotFoundError(f"no checkpoint to resume the ensemble from: {folder} "
-                                    f"has no {LAST}")
+                                    f"has no {LAST}{hint}")
     return out

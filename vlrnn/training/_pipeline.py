@@ -226,7 +226,8 @@ def pack_and_train(df: pd.DataFrame, *, id_col: str, time_col: str,
             the head pools grow with it). Off by default: measured in
             docs/benchmarks/real-data.md.
         resume: a checkpoint folder/file (see ``checkpoint_dir``) to continue from
-            (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning).
+            (verified; a damaged ``last.pt`` falls back to ``last.prev.pt`` with a warning;
+            an ensemble: its folder, one subfolder per member).
         trusted: allow full unpickling of the ``resume`` file (it can run code the file
             holds); only for files you trust. vlrnn's own files never need it.
         **trainer_options: passed to :class:`vlrnn.Trainer` (``checkpoint_dir``,
