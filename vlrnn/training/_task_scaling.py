@@ -62,10 +62,11 @@ DEFAULT_ANCHOR = "holt"
 def default_scale(task: _TaskFields) -> str:
     """The mode ``scale=True`` means for a task (measurements:
     docs/benchmarks/real-data.md): ``"series"`` for forecasts (panels whose series
-    differ in level by orders of magnitude; the forecast is a change from the last value
-    in the series' own units); ``"global"`` for every other task, where differences in level between
-    series or steps often carry the class or the value (per-series scaling removes
-    them; archive sets that are z-normalised per series already lose nothing)."""
+    differ in level by orders of magnitude; the forecast is a change from an anchor in
+    the series' own units); ``"global"`` for every other task, where differences in
+    level between series or steps often carry the class or the value (per-series
+    scaling removes them; archive sets that are z-normalised per series already lose
+    nothing)."""
     if task.horizon:
         return "series"
     return "global"
