@@ -5,6 +5,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 from vlrnn.memory import peak_rss_mb
@@ -42,6 +43,14 @@ def medians(results: Dict[tuple, List[dict]], keys: Sequence[str]) -> List[dict]
             row[k] = statistics.median(vals) if vals else None
         rows.append(row)
     return rows
+
+
+def write_table(text: str, out: str | None) -> None:
+    """Print a finished table and write it to ``out`` (when given), as every benchmark
+    script ends."""
+    if out:
+        Path(out).write_text(text + "\n")
+    print("\n" + text)
 
 
 def markdown(rows: List[dict], columns: Sequence[tuple]) -> str:

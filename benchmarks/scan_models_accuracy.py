@@ -41,6 +41,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_table  # noqa: E402
 
 import vlrnn  # noqa: E402
 from vlrnn.cli import _demo_lm as lm  # noqa: E402
@@ -247,9 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {r['model']} | {fmt.format(r['score'])} | {r['steps']} | "
                      f"{r['seconds']:.0f} |")
     text = "\n".join(lines)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("\n" + text)
+    write_table(text, a.out)
 
 
 if __name__ == "__main__":

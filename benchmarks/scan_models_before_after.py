@@ -21,6 +21,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_table  # noqa: E402
 from model_speed import dense, engine_step, interleaved  # noqa: E402
 
 import vlrnn.models as after  # noqa: E402
@@ -80,9 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{lstm / a_:.2f}x |")
         print("\n".join(lines[-len(a.models):]), flush=True)
     text = "\n".join(lines)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("\n" + text)
+    write_table(text, a.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_table  # noqa: E402
 from model_speed import dense, engine_step, interleaved  # noqa: E402
 from scan_models_speed import EXTRA, MODELS, build  # noqa: E402
 
@@ -176,9 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{lstm / m:.2f}x | {lstm / ns:.2f}x | {lstm / mm:.2f}x | {load} |")
         print("\n".join(lines[-len(a.models):]), flush=True)
     text = "\n".join(lines)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("\n" + text)
+    write_table(text, a.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import spawn
+from common import spawn, write_table
 
 MODELS = ("MinGRU", "MinLSTM", "LRU", "Mamba")
 
@@ -67,9 +67,7 @@ def main() -> None:
     text = ("one sequence, 4 inputs, hidden 32, 2 layers, block 256, float32, one thread; "
             "command: python benchmarks/scan_models_memory.py " + " ".join(sys.argv[1:])
             + "\n\n" + "\n".join(lines))
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("\n" + text)
+    write_table(text, a.out)
 
 
 if __name__ == "__main__":
