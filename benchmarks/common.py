@@ -45,6 +45,20 @@ def medians(results: Dict[tuple, List[dict]], keys: Sequence[str]) -> List[dict]
     return rows
 
 
+def add_shape_arguments(p) -> None:
+    """The sizes a dense block-timing run takes (the scan models' floor and before/after
+    scripts): ``--hidden`` (several), ``--steps``, ``--batch``, ``--input``, ``--layers``,
+    ``--block``, ``--threads``, ``--repeats``."""
+    p.add_argument("--hidden", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--steps", type=int, default=4096)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--input", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--block", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+
+
 def write_table(text: str, out: str | None) -> None:
     """Print a finished table and write it to ``out`` (when given), as every benchmark
     script ends."""

@@ -21,7 +21,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_table  # noqa: E402
+from common import add_shape_arguments, write_table  # noqa: E402
 from model_speed import dense, engine_step, interleaved  # noqa: E402
 
 import vlrnn.models as after  # noqa: E402
@@ -42,14 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rev", required=True, help="the 'before' git revision")
     p.add_argument("--models", nargs="+", default=["MinLSTM", "LRU", "Mamba"])
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--steps", type=int, default=4096)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--input", type=int, default=32)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--block", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    add_shape_arguments(p)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     sys.path.insert(0, str(export(a.rev)))

@@ -34,7 +34,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_table  # noqa: E402
+from common import add_shape_arguments, write_table  # noqa: E402
 from model_speed import dense, engine_step, interleaved  # noqa: E402
 from scan_models_speed import EXTRA, MODELS, build  # noqa: E402
 
@@ -132,14 +132,7 @@ def matmul_spec(name: str, F_: int, H: int, L: int) -> list[tuple[int, int, int]
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--steps", type=int, default=4096)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--input", type=int, default=32)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--block", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    add_shape_arguments(p)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA)
     p.add_argument("--out", default=None, help="write the table to this markdown file")
